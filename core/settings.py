@@ -1,0 +1,189 @@
+"""Settings of the reference project.
+
+Every ``CELERY_*`` name below is Celery's own new-style setting read through
+``config_from_object(..., namespace="CELERY")``; ``TASKDECK`` holds
+taskdeck's settings (see ``taskdeck/conf.py``). Why each Celery default was
+changed is in docs/configuration.md.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import dj_database_url
+
+from taskdeck.lanes import declare_queues
+from taskdeck.routing import TaskRoutes
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# The embedded default keeps its files here: Redis socket and append-only
+# file, SQLite database, logs. Git-ignored.
+DATA_DIR = Path(os.environ.get("TASKDECK_DATA_DIR", BASE_DIR / ".taskdeck"))
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-local-development-key-change-me")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "django_celery_beat",
+    "taskdeck",
+    # The example apps: each one's tasks.py exercises part of the notes.
+    "orders",
+    "reports",
+    "catalog",
+    "notifications",
+    "maintenance",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "core.urls"
+WSGI_APPLICATION = "core.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# PostgreSQL in production (DATABASE_URL=postgres://...); SQLite in WAL mode
+# under DATA_DIR on the embedded default, so workers and the web server can
+# write at the same time.
+DATABASES = {
+    "default": dj_database_url.config(
+        env="DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"taskdeck": {"handlers": ["console"], "level": "INFO"}},
+}
+
+# --- Celery: the notes' "Configurations" ------------------------------------
+
+# The notes' environment variables keep their names. Without CELERY_BROKER the
+# project uses the embedded Redis that `taskdeck up` starts on a unix socket.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER") or f"redis+socket://{DATA_DIR / 'redis.sock'}"
+# Results in the Django database (django-celery-results), as the notes do.
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND", "django-db")
+# Without it django-celery-results stores no task name, args, worker or traceback.
+CELERY_RESULT_EXTENDED = True
+# STARTED state and date_started are only recorded with this on.
+CELERY_TASK_TRACK_STARTED = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# JSON only: a pickled message could run code on the workers.
+CELERY_ACCEPT_CONTENT = ["application/json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+
+# Production defaults (docs/configuration.md says why each one):
+# acknowledge after the task ran, so a worker killed mid-task does not lose it;
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# one reserved message per process, so a high task is not stuck behind
+# low ones a process already holds;
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redis: an unacknowledged message is redelivered after this many seconds.
+    # It must exceed the longest task's run time (ETA/countdown included), or
+    # a task still running is delivered a second time.
+    "visibility_timeout": 3600,
+    # Redis: a worker consuming several queues drains them in the order it
+    # lists them (high lane first) instead of round-robin.
+    "queue_order_strategy": "priority",
+}
+
+# --- Priority lanes and queues: the notes' "TASK PRIORITIZATION" --------------
+
+LANES = {"high": "high_priority", "medium": "medium_priority", "low": "low_priority"}
+# Named explicitly: a task without a route goes here, not to "celery".
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Declared by hand as the notes prefer (new-style name: Celery ignores
+# CELERY_QUEUES under the namespace), with priority support on each.
+CELERY_TASK_QUEUES = declare_queues(
+    CELERY_BROKER_URL, [CELERY_TASK_DEFAULT_QUEUE, *LANES.values(), "notifications"]
+)
+
+# --- Routing: the notes' "TASK ROUTES" and "TASK DYNAMIC ROUTES" ------------
+
+# Routers are asked in order and the first answer wins. NamespaceRouter answers
+# only for "namespace:task" names, so the table after it still applies.
+# In the table an exact name beats any pattern; patterns are tried in order.
+CELERY_TASK_ROUTES = (
+    "taskdeck.routing.NamespaceRouter",
+    TaskRoutes(
+        {
+            "orders.tasks.charge_payment": {"lane": "high"},  # exact name
+            "orders.tasks.*": {"lane": "medium"},  # glob; the exact name above still wins
+            "reports.tasks.*": {"lane": "medium"},  # glob
+            re.compile(r"maintenance\.tasks\."): {"lane": "low"},  # regex
+        }
+    ),
+)
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-sessions": {
+        "task": "maintenance.tasks.purge_expired_sessions",
+        "schedule": 3600.0,
+    },
+}
+
+# --- taskdeck ----------------------------------------------------------------
+
+TASKDECK = {
+    "DATA_DIR": DATA_DIR,
+    "DEFAULT_QUEUE": CELERY_TASK_DEFAULT_QUEUE,
+    "LANES": LANES,
+    # One worker per queue group, as the notes run them (`taskdeck up` starts
+    # these; in production run the same `celery worker` commands anywhere).
+    "WORKERS": {
+        "lanes": {"queues": list(LANES.values()), "concurrency": 2},
+        "notifications": {"queues": ["notifications"], "concurrency": 1},
+        "default": {"queues": [CELERY_TASK_DEFAULT_QUEUE], "concurrency": 1},
+    },
+}

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class TaskdeckConfig(AppConfig):
+    name = "taskdeck"
+    label = "taskdeck"
+    verbose_name = "taskdeck"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from taskdeck import checks, conf, signals  # noqa: F401  (checks register on import)
+
+        signals.connect()

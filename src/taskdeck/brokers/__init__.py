@@ -1,0 +1,59 @@
+"""What taskdeck needs to know about a broker, one module per broker.
+
+Nothing outside this package looks at a broker URL's scheme: callers ask
+:func:`for_url` for a :class:`Broker` and use its small interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kombu import Connection
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many messages a queue holds, as the broker reports it."""
+
+    name: str
+    ready: int
+    #: Messages delivered to a worker and not acknowledged yet, where the
+    #: broker tells (RabbitMQ per queue; Redis for all queues together).
+    unacked: int | None = None
+    consumers: int | None = None
+    #: Ready messages per priority sub-queue (Redis), highest priority first.
+    by_priority: dict[int, int] = field(default_factory=dict)
+    exists: bool = True
+
+
+class Broker(Protocol):
+    """The broker-specific facts taskdeck uses."""
+
+    name: str
+
+    def lane_priority(self, rank: int) -> int:
+        """Message priority for the lane at ``rank`` (0 = the highest lane)."""
+
+    def queue_arguments(self) -> dict[str, object]:
+        """Arguments to declare a lane queue with (e.g. ``x-max-priority``)."""
+
+    def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
+        """Depth of each named queue, read from the broker itself."""
+
+
+def for_url(url: str) -> Broker:
+    """The :class:`Broker` for a Celery broker URL."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
+    if scheme in {"redis", "rediss", "redis+socket", "sentinel"}:
+        from taskdeck.brokers.redis import RedisBroker
+
+        return RedisBroker()
+    if scheme in {"amqp", "amqps", "pyamqp", "librabbitmq"}:
+        from taskdeck.brokers.amqp import AMQPBroker
+
+        return AMQPBroker()
+    from taskdeck.brokers.generic import GenericBroker
+
+    return GenericBroker(scheme)

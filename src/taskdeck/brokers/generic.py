@@ -1,0 +1,24 @@
+"""Any other kombu transport: lanes still route by queue; no priority, no depth."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskdeck.brokers import QueueDepth
+
+if TYPE_CHECKING:
+    from kombu import Connection
+
+
+class GenericBroker:
+    def __init__(self, scheme: str) -> None:
+        self.name = scheme
+
+    def lane_priority(self, rank: int) -> int:
+        return 0
+
+    def queue_arguments(self) -> dict[str, object]:
+        return {}
+
+    def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
+        return [QueueDepth(name=q, ready=0, exists=False) for q in queues]
