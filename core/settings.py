@@ -74,9 +74,7 @@ TEMPLATES = [
 # under DATA_DIR on the embedded default, so workers and the web server can
 # write at the same time.
 DATABASES = {
-    "default": dj_database_url.config(
-        env="DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
-    )
+    "default": dj_database_url.config(env="DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
@@ -89,9 +87,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_TZ = True
-EMAIL_BACKEND = os.environ.get(
-    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
-)
+EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 

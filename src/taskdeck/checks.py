@@ -175,8 +175,7 @@ def _check_routes() -> list[CheckMessage]:
 
 
 _ROUTE_HINT = (
-    "A route is a queue name, a dict with 'queue', or {'lane': name} with a lane from "
-    "TASKDECK['LANES']."
+    "A route is a queue name, a dict with 'queue', or {'lane': name} with a lane from TASKDECK['LANES']."
 )
 
 

@@ -65,9 +65,7 @@ def get() -> dict[str, Any]:
     if merged["DATA_DIR"] is None:
         merged["DATA_DIR"] = Path(getattr(settings, "BASE_DIR", Path.cwd())) / ".taskdeck"
     merged["DATA_DIR"] = Path(merged["DATA_DIR"])
-    merged["WORKERS"] = {
-        name: {**WORKER_DEFAULTS, **group} for name, group in merged["WORKERS"].items()
-    }
+    merged["WORKERS"] = {name: {**WORKER_DEFAULTS, **group} for name, group in merged["WORKERS"].items()}
     return merged
 
 

@@ -22,9 +22,7 @@ class UnknownLaneError(ConfigurationError, KeyError):
     def __init__(self, lane: str, known: list[str]) -> None:
         self.lane = lane
         self.known = known
-        super().__init__(
-            f"unknown priority lane {lane!r}; TASKDECK['LANES'] defines {', '.join(known)}"
-        )
+        super().__init__(f"unknown priority lane {lane!r}; TASKDECK['LANES'] defines {', '.join(known)}")
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
