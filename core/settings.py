@@ -73,8 +73,15 @@ TEMPLATES = [
 # PostgreSQL in production (DATABASE_URL=postgres://...); SQLite in WAL mode
 # under DATA_DIR on the embedded default, so workers and the web server can
 # write at the same time.
+# Connections are kept between requests and, in workers, between tasks
+# (taskdeck's worker fix-up honours CONN_MAX_AGE as Django does): opening one
+# per task was over half of a worker's time on PostgreSQL (docs/results.md).
 DATABASES = {
-    "default": dj_database_url.config(env="DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
+    "default": dj_database_url.config(
+        env="DATABASE_URL",
+        default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "600")),
+    )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
@@ -103,8 +110,10 @@ LOGGING = {
 # The notes' environment variables keep their names. Without CELERY_BROKER the
 # project uses the embedded Redis that `taskdeck up` starts on a unix socket.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER") or f"redis+socket://{DATA_DIR / 'redis.sock'}"
-# Results in the Django database (django-celery-results), as the notes do.
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND", "django-db")
+# Results in the Django database (django-celery-results' tables), as the notes
+# do, written by taskdeck's backend: one upsert per state instead of a read and
+# a write (docs/results.md). CELERY_BACKEND=django-db gives the stock backend.
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND", "taskdeck.results.backend:DatabaseBackend")
 # Without it django-celery-results stores no task name, args, worker or traceback.
 CELERY_RESULT_EXTENDED = True
 # STARTED state and date_started are only recorded with this on.
@@ -161,6 +170,14 @@ CELERY_TASK_ROUTES = (
     ),
 )
 
+# --- Monitoring: the events the recorder (`taskdeck monitor`) consumes -------
+
+# Workers send task events without `-E`, and producers a task-sent event, so
+# the recorder sees every run from publish to finish.
+# TASKDECK_EVENTS=0 turns both off (bench/monitor_overhead.py compares the two).
+CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("TASKDECK_EVENTS", "1") == "1"
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {
@@ -182,4 +199,10 @@ TASKDECK = {
         "notifications": {"queues": ["notifications"], "concurrency": 1},
         "default": {"queues": [CELERY_TASK_DEFAULT_QUEUE], "concurrency": 1},
     },
+}
+
+# Monitoring (recorder, sampler, API, /metrics, alerts): defaults in
+# taskdeck/conf.py MONITOR_DEFAULTS. API and /metrics tokens from the environment.
+TASKDECK["MONITOR"] = {
+    "TOKENS": [t for t in os.environ.get("TASKDECK_API_TOKENS", "").split(",") if t],
 }

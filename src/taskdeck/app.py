@@ -9,6 +9,7 @@ from celery.app.amqp import AMQP as CeleryAMQP
 from kombu.exceptions import EncodeError
 
 from taskdeck.errors import TaskArgumentError
+from taskdeck.results import FIXUP
 
 
 def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Celery:
@@ -22,9 +23,14 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
 
     plus taskdeck's publisher, which turns an argument that cannot be
     serialized into a :class:`~taskdeck.errors.TaskArgumentError` naming the
-    task and the argument.
+    task and the argument, and taskdeck's Django fix-up, with which workers
+    keep their database connections between tasks instead of opening one per
+    task (:mod:`taskdeck.results.connections`; ``TASKDECK["WORKER_DB_CONNECTIONS"]``).
     """
     kwargs.setdefault("amqp", "taskdeck.app:AMQP")
+    # In place of Celery's Django fix-up (its only built-in one), not beside it:
+    # both would connect their own task_prerun/task_postrun handlers.
+    kwargs.setdefault("fixups", [FIXUP])
     app = Celery(main, **kwargs)
     app.config_from_object("django.conf:settings", namespace=namespace)
     app.autodiscover_tasks()
@@ -38,6 +44,11 @@ class AMQP(CeleryAMQP):
         send = super()._create_task_sender()
 
         def send_task_message(producer: Any, name: str, message: Any, **kwargs: Any) -> Any:
+            if message.sent_event is not None:
+                # What the task-sent event lacks and the monitor needs: the
+                # group the task belongs to and the priority it was sent with.
+                headers = message.headers or {}
+                message.sent_event.update(group_id=headers.get("group"), priority=kwargs.get("priority"))
             try:
                 return send(producer, name, message, **kwargs)
             except EncodeError as exc:

@@ -26,6 +26,20 @@ Keys
 ``WEB_ADDRESS``
     ``host:port`` of the web server ``taskdeck up`` starts.
     Default: ``"127.0.0.1:8000"``.
+``WORKER_DB_CONNECTIONS``
+    How a worker treats its database connections between tasks (apps made by
+    ``create_celery_app``). ``"reuse"``: as Django treats them between
+    requests — kept until unusable, older than ``CONN_MAX_AGE``, or hung up
+    on by the server; with ``OPTIONS["pool"]`` handed back to the process's
+    pool. ``"close"``: Celery's own behaviour, closed before and after every
+    task (``CELERY_DB_REUSE_MAX`` applies). See docs/results.md.
+    Default: ``"reuse"``.
+``RESULTS``
+    The write-behind result backend (:mod:`taskdeck.results.writebehind`); a
+    dict merged over :data:`RESULTS_DEFAULTS`, whose comments document each key.
+``MONITOR``
+    The recorder, sampler, API, ``/metrics`` and alerts; a dict merged over
+    :data:`MONITOR_DEFAULTS`, whose comments document each key.
 """
 
 from __future__ import annotations
@@ -45,6 +59,80 @@ DEFAULTS: dict[str, Any] = {
     "WORKERS": {},
     "BEAT": True,
     "WEB_ADDRESS": "127.0.0.1:8000",
+    "WORKER_DB_CONNECTIONS": "reuse",
+    "RESULTS": {},
+    "MONITOR": {},
+}
+
+RESULTS_DEFAULTS: dict[str, Any] = {
+    # Where results wait for the database: None means the broker's Redis.
+    "REDIS_URL": None,
+    "KEY_PREFIX": "taskdeck:results:",
+    # Seconds a result stays readable in Redis; reads fall back to the database.
+    "TTL": 3600,
+    # STARTED is stored only for a task still running after this many seconds
+    # (its row always gets date_started); 0 stores it at once.
+    "STARTED_DELAY": 0.05,
+    # The flusher writes at most BATCH_SIZE rows per statement, and waits
+    # FLUSH_INTERVAL seconds when nothing is pending.
+    "BATCH_SIZE": 500,
+    "FLUSH_INTERVAL": 0.1,
+    # One flusher writes at a time (rows stay in order); its lock expires after
+    # LOCK_TIMEOUT seconds if it dies, and another worker's flusher takes over.
+    "LOCK_TIMEOUT": 60,
+}
+
+MONITOR_DEFAULTS: dict[str, Any] = {
+    # Recorder: events are applied in batches of at most BATCH_SIZE, at least
+    # every FLUSH_INTERVAL seconds; at most BUFFER events wait in memory (the
+    # capture thread blocks when it is full, so memory stays bounded).
+    "BATCH_SIZE": 1000,
+    "FLUSH_INTERVAL": 0.5,
+    "BUFFER": 20000,
+    # Characters kept of args/kwargs/result reprs and of tracebacks.
+    "REPR_LIMIT": 1024,
+    "TRACEBACK_LIMIT": 16384,
+    # Retention in seconds; None keeps forever. Pruned in batches of PRUNE_BATCH.
+    "RUN_RETENTION": 7 * 86400,
+    "ROLLUP_RETENTION": 90 * 86400,
+    "SAMPLE_RETENTION": 2 * 86400,
+    "INCIDENT_RETENTION": 90 * 86400,
+    "PRUNE_INTERVAL": 300,
+    "PRUNE_BATCH": 5000,
+    # Runs whose result row (django-celery-results) is newer than the last
+    # event written minus RECONCILE_MARGIN seconds, and that the recorder has
+    # not seen finish, are filled in at start-up and every RECONCILE_INTERVAL.
+    "RECONCILE_INTERVAL": 30,
+    "RECONCILE_MARGIN": 300,
+    # Queue sampler: every SAMPLE_INTERVAL seconds; QUEUES None means every
+    # queue in CELERY_TASK_QUEUES plus the default queue.
+    "SAMPLE_INTERVAL": 5,
+    "QUEUES": None,
+    # RabbitMQ management API for unacknowledged counts per queue, e.g.
+    # "http://guest:guest@127.0.0.1:15672"; None: ready counts only.
+    "RABBITMQ_MANAGEMENT_URL": None,
+    # Worker pool and concurrency come from `inspect stats` this often.
+    "INSPECT_INTERVAL": 30,
+    # A worker is offline after this many missed heartbeats.
+    "HEARTBEAT_MISSES": 3,
+    # Recorder health: lag and heartbeat older than this is "stale".
+    "RECORDER_STALE_AFTER": 30,
+    # Access: the API needs a staff session or a token; /metrics a token or a
+    # client address in METRICS_NETWORKS. TOKENS are accepted besides the
+    # ApiToken rows (handy for a Prometheus scrape config from the environment).
+    "TOKENS": [],
+    "METRICS_NETWORKS": ["127.0.0.1/32", "::1/128"],
+    # Prometheus histogram buckets (seconds) of runtime and wait.
+    "METRICS_BUCKETS": [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    # Alert rules evaluated by the recorder every ALERT_INTERVAL seconds, e.g.
+    # {"name": "payments failing", "kind": "failure_rate", "threshold": 0.2,
+    #  "window": 300, "task": "orders.tasks.*", "min_runs": 10}; kinds:
+    # failure_rate, queue_depth, oldest_message_age, worker_offline, recorder_lag.
+    "ALERTS": [],
+    "ALERT_INTERVAL": 10,
+    # Deliveries besides the "taskdeck.alerts" logger.
+    "ALERT_WEBHOOK": None,
+    "ALERT_EMAILS": [],
 }
 
 WORKER_DEFAULTS: dict[str, Any] = {
@@ -65,8 +153,20 @@ def get() -> dict[str, Any]:
     if merged["DATA_DIR"] is None:
         merged["DATA_DIR"] = Path(getattr(settings, "BASE_DIR", Path.cwd())) / ".taskdeck"
     merged["DATA_DIR"] = Path(merged["DATA_DIR"])
+    merged["MONITOR"] = {**MONITOR_DEFAULTS, **(user.get("MONITOR") or {})}
+    merged["RESULTS"] = {**RESULTS_DEFAULTS, **(user.get("RESULTS") or {})}
     merged["WORKERS"] = {name: {**WORKER_DEFAULTS, **group} for name, group in merged["WORKERS"].items()}
     return merged
+
+
+def monitor() -> dict[str, Any]:
+    """The effective ``TASKDECK["MONITOR"]`` settings."""
+    return dict(get()["MONITOR"])
+
+
+def results() -> dict[str, Any]:
+    """The effective ``TASKDECK["RESULTS"]`` settings."""
+    return dict(get()["RESULTS"])
 
 
 @receiver(setting_changed)

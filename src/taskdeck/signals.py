@@ -11,7 +11,10 @@ logger = logging.getLogger("taskdeck")
 
 
 def connect() -> None:
+    from taskdeck.results import flusher
+
     signals.task_unknown.connect(_record_unknown_task, dispatch_uid="taskdeck.task_unknown")
+    flusher.connect()
 
 
 def _record_unknown_task(*, name: str, id: str, message: Any, **kwargs: Any) -> None:

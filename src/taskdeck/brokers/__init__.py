@@ -42,6 +42,18 @@ class Broker(Protocol):
     def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
         """Depth of each named queue, read from the broker itself."""
 
+    def unacked_by_queue(
+        self, conn: Connection, queues: list[str], management_url: str | None = None
+    ) -> dict[str, int] | None:
+        """Messages delivered and not acknowledged, per queue; None where the broker cannot tell."""
+
+    def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
+        """Task ids of the oldest ready message(s) of each queue, where the broker lets us peek.
+
+        Several per queue when the queue has sub-queues (Redis priority steps):
+        the caller compares their publish times.
+        """
+
 
 def for_url(url: str) -> Broker:
     """The :class:`Broker` for a Celery broker URL."""

@@ -8,6 +8,10 @@ redeclaration (PRECONDITION_FAILED) until the queue is deleted.
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+import urllib.request
+from base64 import b64encode
 from typing import TYPE_CHECKING
 
 from taskdeck.brokers import QueueDepth
@@ -44,3 +48,34 @@ class AMQPBroker:
                     pass
             depths.append(QueueDepth(name=queue, ready=ready, consumers=consumers))
         return depths
+
+    def unacked_by_queue(
+        self, conn: Connection, queues: list[str], management_url: str | None = None
+    ) -> dict[str, int] | None:
+        """From the management plugin's HTTP API; AMQP itself does not report unacked counts."""
+        if not management_url:
+            return None
+        vhost = conn.virtual_host or "/"
+        return management_unacked(management_url, vhost, queues)
+
+    def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
+        return {}  # peeking would take the message off the queue
+
+
+def management_unacked(url: str, vhost: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:
+    """``messages_unacknowledged`` per queue from ``GET /api/queues/<vhost>/<queue>``."""
+    parts = urllib.parse.urlsplit(url)
+    base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
+    user, password = parts.username or "guest", parts.password or "guest"
+    auth = b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+    out = {}
+    for queue in queues:
+        path = f"/api/queues/{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(queue, safe='')}"
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Basic {auth}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (configured URL)
+                out[queue] = int(json.load(response).get("messages_unacknowledged") or 0)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+    return out

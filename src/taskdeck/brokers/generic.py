@@ -22,3 +22,11 @@ class GenericBroker:
 
     def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
         return [QueueDepth(name=q, ready=0, exists=False) for q in queues]
+
+    def unacked_by_queue(
+        self, conn: Connection, queues: list[str], management_url: str | None = None
+    ) -> dict[str, int] | None:
+        return None
+
+    def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
+        return {}

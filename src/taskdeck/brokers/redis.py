@@ -10,12 +10,17 @@ timeout restores them.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from taskdeck.brokers import QueueDepth
 
 if TYPE_CHECKING:
     from kombu import Connection
+
+#: Unacked entries read per sample at most: the hash is bounded by prefetch x
+#: worker processes, so this only caps the cost of a pathological backlog.
+UNACKED_SCAN_LIMIT = 100_000
 
 #: kombu's default priority steps; the lanes use the first ones.
 DEFAULT_STEPS = (0, 3, 6, 9)
@@ -34,12 +39,12 @@ class RedisBroker:
         channel = conn.default_channel
         client = channel.client
         steps = list(channel.priority_steps)
-        prefix = channel.global_keyprefix or ""
+        # kombu's client adds global_keyprefix to LLEN and HLEN itself.
         with client.pipeline() as pipe:
             for queue in queues:
                 for step in steps:
-                    pipe.llen(prefix + channel._q_for_pri(queue, step))
-            pipe.hlen(prefix + channel.unacked_key)
+                    pipe.llen(channel._q_for_pri(queue, step))
+            pipe.hlen(channel.unacked_key)
             replies = pipe.execute()
         unacked_total = replies[-1]
         depths = []
@@ -57,3 +62,59 @@ class RedisBroker:
                 )
             )
         return depths
+
+    def unacked_by_queue(
+        self, conn: Connection, queues: list[str], management_url: str | None = None
+    ) -> dict[str, int] | None:
+        """Count the ``unacked`` hash by routing key (each entry is ``[message, exchange, key]``)."""
+        channel = conn.default_channel
+        counts = dict.fromkeys(queues, 0)
+        # HSCAN and LINDEX are not among the commands kombu's client prefixes.
+        key = (channel.global_keyprefix or "") + channel.unacked_key
+        for n, (_, raw) in enumerate(channel.client.hscan_iter(key, count=1000)):
+            if n >= UNACKED_SCAN_LIMIT:
+                break
+            try:
+                _, _, routing_key = json.loads(raw)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(routing_key, bytes):
+                routing_key = routing_key.decode()
+            if routing_key in counts:
+                counts[routing_key] += 1
+        return counts
+
+    def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
+        """The message at the tail of each sub-queue (kombu LPUSHes and BRPOPs: the tail is oldest)."""
+        channel = conn.default_channel
+        steps = list(channel.priority_steps)
+        with channel.client.pipeline() as pipe:
+            for queue in queues:
+                for step in steps:
+                    pipe.lindex((channel.global_keyprefix or "") + channel._q_for_pri(queue, step), -1)
+            replies = pipe.execute()
+        out: dict[str, list[str]] = {}
+        for index, queue in enumerate(queues):
+            for raw in replies[index * len(steps) : (index + 1) * len(steps)]:
+                task_id = _task_id(raw)
+                if task_id:
+                    out.setdefault(queue, []).append(task_id)
+        return out
+
+
+def _task_id(raw: bytes | str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        message = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    headers = message.get("headers") or {}
+    return headers.get("id") or (message.get("properties") or {}).get("correlation_id")
+
+
+def client_url(url: str) -> str:
+    """A kombu Redis URL as redis-py takes it: ``redis+socket:///path`` becomes ``unix:///path``."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url

@@ -1,0 +1,207 @@
+"""Monitoring's cost: throughput with events + recorder vs plain Celery, recorder lag and memory.
+
+Run (needs Redis and PostgreSQL; not part of `make test`):
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/taskdeck_bench \\
+    .venv/bin/python bench/monitor_overhead.py --tasks 3000 --memory-runs 100000,200000
+
+1. Throughput, in one run, same broker (a Redis db of its own), same django-db
+   result backend on PostgreSQL, same worker (2 processes): N noop tasks
+   drained by plain Celery (events off, no recorder), then by Celery with task
+   and sent events on and the recorder process running. Printed as a ratio.
+2. Recorder lag: for every run of the monitored pass, row write time minus
+   the final event's timestamp (p50/p99).
+3. Recorder memory: RSS of a recorder data path (RunWriter + every default
+   subscriber) fed synthetic events for 0, 100k and 200k runs, in batches as
+   the recorder applies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def env(events: bool) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CELERY_BROKER": REDIS,
+        "TASKDECK_EVENTS": "1" if events else "0",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def drain(n: int, events: bool) -> float:
+    """Seconds for a fresh worker to drain ``n`` noop tasks published beforehand."""
+    code = f"""
+import os, time, django
+django.setup()
+from celery import current_app
+from maintenance.tasks import rebuild_search_index
+from django_celery_results.models import TaskResult
+TaskResult.objects.all().delete()
+with current_app.producer_or_acquire() as producer:
+    for i in range({n}):
+        rebuild_search_index.apply_async((i,), {{"seconds": 0}}, queue="default", producer=producer)
+print("published", flush=True)
+"""
+    subprocess.run([sys.executable, "-c", code], env=env(events), cwd=ROOT, check=True, capture_output=True)
+    from django_celery_results.models import TaskResult
+
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "core",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "2",
+            "-l",
+            "warning",
+            "--without-mingle",
+            "--without-gossip",
+            "-n",
+            f"bench{int(events)}@%h",
+        ],
+        env=env(events),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not TaskResult.objects.exists():
+            time.sleep(0.01)
+        start = time.monotonic()
+        while TaskResult.objects.count() < n:
+            time.sleep(0.05)
+        return time.monotonic() - start
+    finally:
+        worker.terminate()
+        worker.wait()
+
+
+def throughput(n: int) -> None:
+    import redis
+    from django_celery_results.models import TaskResult
+
+    from taskdeck.models import TaskRun
+
+    redis.Redis.from_url(REDIS).flushdb()
+    plain = drain(n, events=False)
+    events_only = drain(n, events=True)  # events sent, nobody consuming them
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"],
+        env=env(True),
+        cwd=ROOT,
+    )
+    TaskRun.objects.all().delete()
+    TaskResult.objects.all().delete()  # or the recorder would reconstruct the plain pass's runs
+    time.sleep(5)
+    monitored = drain(n, events=True)
+    while TaskRun.objects.filter(state="SUCCESS").count() < n:
+        time.sleep(0.2)
+    recorder.terminate()
+    recorder.wait()
+    lags = sorted(
+        (r.updated_at - r.finished_at).total_seconds()
+        for r in TaskRun.objects.only("updated_at", "finished_at").filter(
+            finished_at__isnull=False, reconstructed=False
+        )
+    )
+    print(
+        "| tasks | plain Celery | events, no recorder | events + recorder | ratio (monitored/plain) | cost |"
+    )
+    print("|---|---|---|---|---|---|")
+    ratio = plain / monitored  # = monitored throughput / plain throughput
+    rates = f"{n / plain:.0f}/s | {n / events_only:.0f}/s | {n / monitored:.0f}/s"
+    print(f"| {n} | {rates} | {ratio:.3f} | {1 - ratio:.1%} |")
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    print(
+        f"\nrecorder lag (final event -> row written): p50 {statistics.median(lags) * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms over {len(lags)} runs"
+    )
+
+
+def memory(points: list[int]) -> None:
+    from django.db import reset_queries
+
+    from taskdeck import conf
+    from taskdeck.models import TaskRollup, TaskRun, TaskTotal
+    from taskdeck.monitor.merge import fact_from_event
+    from taskdeck.monitor.rollups import Rollups, Totals
+    from taskdeck.monitor.runs import RunWriter
+    from taskdeck.monitor.workers import Workers
+
+    TaskRun.objects.all().delete()
+    TaskRollup.objects.all().delete()
+    TaskTotal.objects.all().delete()
+    writer, subs = RunWriter(), [Workers(), Rollups(), Totals(conf.monitor()["METRICS_BUCKETS"])]
+    base = time.time() - 3600
+    done, batch = 0, 250  # 250 runs x 4 events = the recorder's 1000-event batch
+    print("\n| runs recorded | recorder RSS (MiB) |\n|---|---|")
+    for target in [0, *points]:
+        while done < target:
+            events = []
+            for i in range(done, done + batch):
+                t = base + i * 0.01
+                uid = f"bench-{i}"
+                events += [
+                    {
+                        "type": "task-sent",
+                        "uuid": uid,
+                        "name": f"bench.task{i % 10}",
+                        "queue": "default",
+                        "args": "(1,)",
+                        "kwargs": "{}",
+                        "timestamp": t,
+                    },
+                    {"type": "task-received", "uuid": uid, "hostname": "w@h", "timestamp": t + 0.001},
+                    {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t + 0.002},
+                    {
+                        "type": "task-succeeded",
+                        "uuid": uid,
+                        "hostname": "w@h",
+                        "result": "1",
+                        "runtime": 0.001,
+                        "timestamp": t + 0.003,
+                    },
+                ]
+            changes = writer.apply([f for e in events if (f := fact_from_event(e))])
+            for sub in subs:
+                sub.on_events(events)
+                sub.on_changes(changes)
+            reset_queries()  # as the recorder does after each batch
+            done += batch
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"| {target:,} | {rss:.0f} (peak) |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--memory-runs", default="100000,200000")
+    args = parser.parse_args()
+    import django
+
+    django.setup()
+    throughput(args.tasks)
+    memory([int(x) for x in args.memory_runs.split(",") if x])
+
+
+if __name__ == "__main__":
+    main()

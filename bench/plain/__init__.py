@@ -1,0 +1,1 @@
+"""Plain Celery + django-celery-results: the configuration of the notes, without taskdeck."""

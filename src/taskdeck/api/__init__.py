@@ -1,0 +1,108 @@
+"""The JSON API under the dashboard's prefix (``/taskdeck/api/``), with its OpenAPI schema.
+
+Thin functions: each reads through a queryset method or
+:mod:`taskdeck.monitor.health` and returns a schema. Every endpoint, the
+schema and the docs need a staff session or an API token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import current_app
+from django.shortcuts import get_object_or_404
+from ninja import NinjaAPI, Query, Schema
+
+from taskdeck.api import schemas
+from taskdeck.api.auth import API_AUTH, staff_or_token
+from taskdeck.models import QueueSample, TaskRun, Worker
+from taskdeck.monitor import health as health_
+from taskdeck.monitor.merge import FINAL
+
+api = NinjaAPI(
+    title="taskdeck",
+    version="1",
+    description="Task runs, queues, workers and stats recorded by the taskdeck recorder.",
+    auth=API_AUTH,
+    urls_namespace="taskdeck-api",
+    docs_decorator=staff_or_token,
+)
+
+
+class TaskFilters(Schema):
+    state: str | None = None
+    name: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    q: str | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+@api.get("/tasks", response=schemas.TaskPage, summary="Task runs, newest first (keyset pagination)")
+def list_tasks(request, filters: Query[TaskFilters]):  # type: ignore[no-untyped-def]
+    limit = max(1, min(filters.limit, 500))
+    params = filters.dict(exclude={"after", "limit"})
+    rows = TaskRun.objects.search(**params).page(filters.after, limit + 1)
+    return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
+
+
+@api.get("/tasks/{task_id}", response=schemas.TaskDetail, summary="One task with its timeline and workflow")
+def get_task(request, task_id: str):  # type: ignore[no-untyped-def]
+    run = get_object_or_404(TaskRun, task_id=task_id)
+    flow = TaskRun.objects.workflow(run)
+    timeline = [
+        {"state": state, "at": at}
+        for state, at in (
+            ("SENT", run.sent_at),
+            ("RECEIVED", run.received_at),
+            ("STARTED", run.started_at),
+            (run.state if run.state in FINAL else "", run.finished_at),
+        )
+        if at is not None and state
+    ]
+    run.timeline = timeline  # type: ignore[attr-defined]
+    run.workflow = {**flow, "parent": flow["parent"][0] if flow["parent"] else None}  # type: ignore[attr-defined]
+    return run
+
+
+@api.get("/queues", response=list[schemas.QueueOut], summary="Latest depth of each queue")
+def list_queues(request):  # type: ignore[no-untyped-def]
+    return [_queue(s) for s in QueueSample.objects.latest_per_queue()]
+
+
+@api.get("/queues/{name}/samples", response=list[schemas.QueueOut], summary="Depth over time of one queue")
+def queue_samples(request, name: str, since: dt.datetime | None = None, limit: int = 500):  # type: ignore[no-untyped-def]
+    rows = QueueSample.objects.filter(queue=name)
+    if since:
+        rows = rows.filter(sampled_at__gte=since)
+    return [_queue(s) for s in rows.order_by("-sampled_at")[: max(1, min(limit, 5000))]]
+
+
+def _queue(sample: QueueSample) -> dict:
+    return {
+        "name": sample.queue,
+        "sampled_at": sample.sampled_at,
+        "ready": sample.ready,
+        "unacked": sample.unacked,
+        "consumers": sample.consumers,
+        "by_priority": sample.by_priority,
+        "oldest_age": sample.oldest_age,
+    }
+
+
+@api.get("/workers", response=list[schemas.WorkerOut], summary="Workers seen by the recorder")
+def list_workers(request):  # type: ignore[no-untyped-def]
+    return list(Worker.objects.order_by("-online", "hostname"))
+
+
+@api.get("/stats", response=schemas.Stats, summary="Throughput, failure rate and percentiles over a window")
+def stats(request, window: int = 300, name: str | None = None, queue: str | None = None):  # type: ignore[no-untyped-def]
+    return health_.window_stats(max(60, min(window, 90 * 86400)), name=name, queue=queue)
+
+
+@api.get("/health", response=schemas.Health, summary="Broker, database, recorder lag and workers")
+def health(request):  # type: ignore[no-untyped-def]
+    return health_.health(current_app)

@@ -1,0 +1,109 @@
+"""Response shapes of the JSON API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ninja import Schema
+
+
+class TaskOut(Schema):
+    task_id: str
+    name: str
+    state: str
+    queue: str
+    routing_key: str
+    priority: int | None
+    worker: str
+    args: str
+    kwargs: str
+    result: str
+    exception: str
+    retries: int
+    first_seen_at: dt.datetime
+    sent_at: dt.datetime | None
+    received_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    wait_time: float | None
+    runtime: float | None
+    parent_id: str
+    root_id: str
+    group_id: str
+    reconstructed: bool
+
+
+class TaskPage(Schema):
+    items: list[TaskOut]
+    #: Pass as ``after`` for the next page; null on the last page.
+    next: int | None
+
+
+class TimelineEntry(Schema):
+    state: str
+    at: dt.datetime
+
+
+class Workflow(Schema):
+    parent: TaskOut | None
+    children: list[TaskOut]
+    group: list[TaskOut]
+    #: Every run under the same root (chains, chord header and callback), oldest first.
+    tree: list[TaskOut]
+
+
+class TaskDetail(TaskOut):
+    traceback: str
+    timeline: list[TimelineEntry]
+    workflow: Workflow
+
+
+class QueueOut(Schema):
+    name: str
+    sampled_at: dt.datetime
+    ready: int
+    unacked: int | None
+    consumers: int | None
+    by_priority: dict[str, int]
+    oldest_age: float | None
+
+
+class WorkerOut(Schema):
+    hostname: str
+    online: bool
+    last_heartbeat: dt.datetime | None
+    pool: str
+    concurrency: int | None
+    active: int
+    processed: int
+    loadavg: list[float]
+
+
+class Percentiles(Schema):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class Stats(Schema):
+    window: int
+    finished: int
+    succeeded: int
+    failed: int
+    revoked: int
+    rejected: int
+    retried: int
+    throughput: float
+    failure_rate: float
+    runtime: Percentiles
+    wait: Percentiles
+    series: list[dict[str, Any]]
+
+
+class Health(Schema):
+    ok: bool
+    broker: dict[str, Any]
+    database: dict[str, Any]
+    recorder: dict[str, Any]
+    workers: dict[str, Any]

@@ -1,0 +1,129 @@
+"""``/metrics`` in Prometheus text format, read from the recorder's tables at scrape time.
+
+The web process keeps no counters of its own (several web processes, one
+recorder): a :class:`MonitorCollector` turns :class:`~taskdeck.models.TaskTotal`
+rows, the newest queue samples, worker rows and the recorder's state into
+metric families on each scrape, through prometheus-client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from taskdeck import conf
+from taskdeck.api.auth import metrics_allowed
+from taskdeck.models import QueueSample, TaskTotal, Worker
+from taskdeck.monitor.health import recorder_health
+
+
+class MonitorCollector:
+    def __init__(self, buckets: list[float]) -> None:
+        self.buckets = buckets
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._tasks()
+        yield from self._queues()
+        workers = GaugeMetricFamily("taskdeck_workers_online", "Workers whose heartbeat is current.")
+        workers.add_metric([], Worker.objects.online().count())
+        yield workers
+        recorder = recorder_health()
+        lag = GaugeMetricFamily(
+            "taskdeck_recorder_lag_seconds", "Event timestamp to database write, last batch."
+        )
+        lag.add_metric([], recorder["lag"] if recorder["lag"] is not None else float("nan"))
+        yield lag
+        up = GaugeMetricFamily("taskdeck_recorder_up", "1 when the recorder's heartbeat is current.")
+        up.add_metric([], 1.0 if recorder["running"] else 0.0)
+        yield up
+        events = CounterMetricFamily("taskdeck_recorder_events", "Celery events the recorder processed.")
+        events.add_metric([], recorder["events"])
+        yield events
+
+    def _tasks(self) -> Iterator[Metric]:
+        labels = ["name", "queue", "state"]
+        total = CounterMetricFamily("taskdeck_tasks", "Task runs finished, by final state.", labels=labels)
+        runtime = HistogramMetricFamily(
+            "taskdeck_task_runtime_seconds", "Runtime of finished task runs.", labels=["name", "queue"]
+        )
+        wait = HistogramMetricFamily(
+            "taskdeck_task_wait_seconds", "Time from publish to start of task runs.", labels=["name", "queue"]
+        )
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in TaskTotal.objects.order_by("name", "queue", "state"):
+            total.add_metric([row.name, row.queue, row.state], row.count)
+            acc = merged.setdefault(
+                (row.name, row.queue),
+                {
+                    "runtime": [0] * (len(self.buckets) + 1),
+                    "runtime_sum": 0.0,
+                    "wait": [0] * (len(self.buckets) + 1),
+                    "wait_sum": 0.0,
+                },
+            )
+            for kind in ("runtime", "wait"):
+                for i, count in enumerate(getattr(row, f"{kind}_buckets") or []):
+                    if i < len(acc[kind]):
+                        acc[kind][i] += count
+                acc[f"{kind}_sum"] += getattr(row, f"{kind}_sum")
+        for (name, queue), acc in merged.items():
+            runtime.add_metric([name, queue], self._cumulative(acc["runtime"]), acc["runtime_sum"])
+            wait.add_metric([name, queue], self._cumulative(acc["wait"]), acc["wait_sum"])
+        yield from (total, runtime, wait)
+
+    def _cumulative(self, counts: list[int]) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip([*map(str, self.buckets), "+Inf"], counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+    def _queues(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily(
+            "taskdeck_queue_messages_ready",
+            "Messages waiting in a queue (per Redis priority sub-queue).",
+            labels=["queue", "priority"],
+        )
+        unacked = GaugeMetricFamily(
+            "taskdeck_queue_messages_unacked",
+            "Messages delivered to a worker, not acknowledged.",
+            labels=["queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "taskdeck_queue_oldest_message_age_seconds",
+            "Age of the oldest waiting message.",
+            labels=["queue"],
+        )
+        for sample in QueueSample.objects.latest_per_queue():
+            if sample.by_priority:
+                for priority, count in sample.by_priority.items():
+                    ready.add_metric([sample.queue, str(priority)], count)
+            else:
+                ready.add_metric([sample.queue, ""], sample.ready)
+            if sample.unacked is not None:
+                unacked.add_metric([sample.queue], sample.unacked)
+            if sample.oldest_age is not None:
+                oldest.add_metric([sample.queue], sample.oldest_age)
+        yield from (ready, unacked, oldest)
+
+
+def render() -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MonitorCollector(list(conf.monitor()["METRICS_BUCKETS"])))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+@require_GET
+def view(request: HttpRequest) -> HttpResponse:
+    if not metrics_allowed(request):
+        return HttpResponse(
+            "forbidden: a token or an address in TASKDECK['MONITOR']['METRICS_NETWORKS']\n",
+            status=403,
+            content_type="text/plain",
+        )
+    return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)

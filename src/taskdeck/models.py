@@ -1,0 +1,275 @@
+"""What the monitor persists: task runs, workers, rollups, queue samples, incidents.
+
+The recorder (``taskdeck.monitor``) is the only writer of these tables except
+:class:`ApiToken`; the JSON API, ``/metrics`` and the terminal view only read
+them. Queries live on :mod:`taskdeck.querysets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.db import models
+
+from taskdeck.querysets import (
+    QueueSampleQuerySet,
+    RollupQuerySet,
+    TaskRunQuerySet,
+    WorkerQuerySet,
+)
+
+
+class TaskState(models.TextChoices):
+    # Ranked in taskdeck.monitor.merge; final states never move back.
+    SENT = "SENT", "sent"
+    RECEIVED = "RECEIVED", "received"
+    STARTED = "STARTED", "started"
+    RETRY = "RETRY", "retry"
+    SUCCESS = "SUCCESS", "success"
+    FAILURE = "FAILURE", "failure"
+    REVOKED = "REVOKED", "revoked"
+    REJECTED = "REJECTED", "rejected"
+
+
+FINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED, TaskState.REJECTED})
+
+
+class TaskRun(models.Model):
+    """One task id as the recorder saw it, retries included (Celery keeps the id on retry)."""
+
+    task_id = models.CharField("task id", max_length=255, unique=True)
+    name = models.CharField("task name", max_length=255, blank=True, default="", db_index=True)
+    state = models.CharField("state", max_length=16, choices=TaskState.choices)
+    state_at = models.FloatField(
+        "state changed at", help_text="Event timestamp (epoch seconds) of the event that set the state."
+    )
+    queue = models.CharField("queue", max_length=255, blank=True, default="")
+    routing_key = models.CharField("routing key", max_length=255, blank=True, default="")
+    priority = models.IntegerField("priority", null=True, blank=True)
+    worker = models.CharField("worker", max_length=255, blank=True, default="")
+    args = models.TextField("args repr", blank=True, default="", help_text="Truncated repr.")
+    kwargs = models.TextField("kwargs repr", blank=True, default="", help_text="Truncated repr.")
+    result = models.TextField("result repr", blank=True, default="")
+    exception = models.TextField("exception", blank=True, default="")
+    traceback = models.TextField("traceback", blank=True, default="")
+    retries = models.IntegerField("retries", default=0)
+    first_seen_at = models.DateTimeField(
+        "first seen at", help_text="Earliest timestamp of any event or result row of this task."
+    )
+    sent_at = models.DateTimeField("sent at", null=True, blank=True)
+    received_at = models.DateTimeField("received at", null=True, blank=True)
+    started_at = models.DateTimeField("started at", null=True, blank=True)
+    finished_at = models.DateTimeField("finished at", null=True, blank=True)
+    wait_time = models.FloatField(
+        "wait time (s)", null=True, blank=True, help_text="Sent (or received) to started."
+    )
+    runtime = models.FloatField("runtime (s)", null=True, blank=True)
+    parent_id = models.CharField("parent id", max_length=255, blank=True, default="")
+    root_id = models.CharField("root id", max_length=255, blank=True, default="")
+    group_id = models.CharField("group id", max_length=255, blank=True, default="")
+    reconstructed = models.BooleanField(
+        "reconstructed",
+        default=False,
+        help_text="Final state read from django-celery-results: its event was missed.",
+    )
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    objects = TaskRunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "task run"
+        verbose_name_plural = "task runs"
+        indexes = [
+            # Keyset pagination is newest first by id; filters narrow it.
+            models.Index(fields=["first_seen_at"], name="taskdeck_run_seen"),
+            models.Index(fields=["state", "-id"], name="taskdeck_run_state"),
+            models.Index(fields=["queue", "-id"], name="taskdeck_run_queue"),
+            models.Index(fields=["worker", "-id"], name="taskdeck_run_worker"),
+            models.Index(fields=["finished_at"], name="taskdeck_run_finished"),
+            models.Index(fields=["parent_id"], name="taskdeck_run_parent"),
+            models.Index(fields=["root_id"], name="taskdeck_run_root"),
+            models.Index(fields=["group_id"], name="taskdeck_run_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.task_id}] {self.state}"
+
+
+class Worker(models.Model):
+    hostname = models.CharField("hostname", max_length=255, unique=True)
+    online = models.BooleanField("online", default=False)
+    last_heartbeat = models.DateTimeField("last heartbeat", null=True, blank=True)
+    heartbeat_interval = models.FloatField("heartbeat interval (s)", default=2.0)
+    pool = models.CharField("pool", max_length=64, blank=True, default="")
+    concurrency = models.IntegerField("concurrency", null=True, blank=True)
+    active = models.IntegerField("active tasks", default=0)
+    processed = models.BigIntegerField("processed tasks", default=0)
+    loadavg = models.JSONField("load average", default=list, blank=True)
+    software = models.CharField("software", max_length=128, blank=True, default="")
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "worker"
+        verbose_name_plural = "workers"
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
+class TaskRollup(models.Model):
+    """Finished runs per minute, task name and queue: counts and latency histograms.
+
+    Histograms are sparse log-scale bucket counts (:mod:`taskdeck.monitor.histogram`),
+    so minutes add up into any window and percentiles come out within ~5%.
+    """
+
+    minute = models.DateTimeField("minute")
+    name = models.CharField("task name", max_length=255)
+    queue = models.CharField("queue", max_length=255, blank=True, default="")
+    succeeded = models.IntegerField("succeeded", default=0)
+    failed = models.IntegerField("failed", default=0)
+    revoked = models.IntegerField("revoked", default=0)
+    rejected = models.IntegerField("rejected", default=0)
+    retried = models.IntegerField("retries", default=0, help_text="Retries of the runs that finished.")
+    runtime_hist = models.JSONField("runtime histogram", default=dict)
+    wait_hist = models.JSONField("wait histogram", default=dict)
+
+    objects = RollupQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "task rollup"
+        verbose_name_plural = "task rollups"
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "name", "queue"], name="taskdeck_rollup_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.name} {self.queue}"
+
+
+class TaskTotal(models.Model):
+    """Cumulative finished runs per task name, queue and state since the first event.
+
+    Never pruned: the counters ``/metrics`` exposes, with Prometheus ``le`` buckets.
+    """
+
+    name = models.CharField("task name", max_length=255)
+    queue = models.CharField("queue", max_length=255, blank=True, default="")
+    state = models.CharField("state", max_length=16, choices=TaskState.choices)
+    count = models.BigIntegerField("count", default=0)
+    runtime_buckets = models.JSONField("runtime le-buckets", default=list)
+    runtime_sum = models.FloatField("runtime sum (s)", default=0.0)
+    wait_buckets = models.JSONField("wait le-buckets", default=list)
+    wait_sum = models.FloatField("wait sum (s)", default=0.0)
+
+    class Meta:
+        verbose_name = "task total"
+        verbose_name_plural = "task totals"
+        constraints = [
+            models.UniqueConstraint(fields=["name", "queue", "state"], name="taskdeck_total_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.queue} {self.state}: {self.count}"
+
+
+class QueueSample(models.Model):
+    """One queue's depth at one moment, read from the broker; a time series."""
+
+    sampled_at = models.DateTimeField("sampled at", db_index=True)
+    queue = models.CharField("queue", max_length=255)
+    ready = models.IntegerField("ready")
+    unacked = models.IntegerField("unacknowledged", null=True, blank=True)
+    consumers = models.IntegerField("consumers", null=True, blank=True)
+    by_priority = models.JSONField(
+        "ready per priority", default=dict, blank=True, help_text="Redis sub-queues: {step: count}."
+    )
+    oldest_age = models.FloatField("oldest message age (s)", null=True, blank=True)
+
+    objects = QueueSampleQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "queue sample"
+        verbose_name_plural = "queue samples"
+        indexes = [models.Index(fields=["queue", "-sampled_at"], name="taskdeck_qsample_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}@{self.sampled_at}: {self.ready}"
+
+
+class RecorderState(models.Model):
+    """The recorder's own health, one row per recorder name."""
+
+    name = models.CharField("name", max_length=64, unique=True, default="default")
+    pid = models.IntegerField("pid", null=True, blank=True)
+    started_at = models.DateTimeField("started at", null=True, blank=True)
+    heartbeat_at = models.DateTimeField("heartbeat", null=True, blank=True)
+    last_event_at = models.DateTimeField(
+        "last event flushed", null=True, blank=True, help_text="Timestamp of the newest event written."
+    )
+    lag = models.FloatField("lag (s)", default=0.0, help_text="Event timestamp to write, last batch, max.")
+    events = models.BigIntegerField("events processed", default=0)
+    reconciled = models.BigIntegerField("runs reconstructed", default=0)
+
+    class Meta:
+        verbose_name = "recorder state"
+        verbose_name_plural = "recorder states"
+
+    def __str__(self) -> str:
+        return f"recorder {self.name}"
+
+
+class AlertIncident(models.Model):
+    """One firing of an alert rule, from first breach to resolution."""
+
+    rule = models.CharField("rule", max_length=128)
+    subject = models.CharField(
+        "subject", max_length=255, blank=True, default="", help_text="Queue, worker..."
+    )
+    opened_at = models.DateTimeField("opened at")
+    resolved_at = models.DateTimeField("resolved at", null=True, blank=True)
+    message = models.TextField("message")
+    value = models.FloatField("value", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "alert incident"
+        verbose_name_plural = "alert incidents"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "subject"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="taskdeck_incident_open",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} {self.subject}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API and ``/metrics``; only its SHA-256 is stored."""
+
+    name = models.CharField("name", max_length=128, unique=True)
+    digest = models.CharField("SHA-256", max_length=64, unique=True)
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+
+    class Meta:
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, name: str) -> str:
+        """Create a token named ``name`` and return it; it cannot be shown again."""
+        token = secrets.token_urlsafe(32)
+        cls.objects.create(name=name, digest=cls.hash(token))
+        return token

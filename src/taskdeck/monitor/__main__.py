@@ -1,0 +1,7 @@
+"""``python -m taskdeck.monitor {monitor,status,top}`` (needs DJANGO_SETTINGS_MODULE)."""
+
+import sys
+
+from taskdeck.monitor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""Entry functions of ``taskdeck monitor``, ``taskdeck status`` and ``taskdeck top``.
+
+Each takes ``argv`` (without the subcommand) and returns an exit code; the
+``taskdeck`` command line and ``python -m taskdeck.monitor`` call them.
+Django must be set up (``DJANGO_SETTINGS_MODULE``) before they are called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+
+def _celery_app(spec: str | None) -> Any:
+    if spec:
+        from celery.bin.celery import find_app
+
+        return find_app(spec)
+    from celery import current_app
+
+    return current_app._get_current_object()
+
+
+def monitor_main(argv: list[str] | None = None) -> int:
+    """Run the recorder until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="taskdeck monitor", description="Record Celery events into the database."
+    )
+    parser.add_argument("-A", "--app", help="Celery app, e.g. core (default: the current app)")
+    parser.add_argument("--name", default="default", help="recorder name (one per database)")
+    parser.add_argument("-l", "--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taskdeck").propagate = False  # it has its own handler (LOGGING)
+    from taskdeck.monitor.recorder import build
+
+    recorder = build(_celery_app(args.app), name=args.name)
+
+    def stop(signum: int, frame: Any) -> None:
+        recorder.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    recorder.run()
+    return 0
+
+
+def status_main(argv: list[str] | None = None) -> int:
+    """Print one snapshot: workers, queues with depth, throughput, recent failures."""
+    parser = argparse.ArgumentParser(prog="taskdeck status")
+    parser.add_argument(
+        "--window", type=int, default=300, help="seconds of throughput/failures (default 300)"
+    )
+    args = parser.parse_args(argv)
+    from rich.console import Console
+
+    from taskdeck.terminal import render, snapshot
+
+    Console().print(render(snapshot(window=args.window)))
+    return 0
+
+
+def top_main(argv: list[str] | None = None) -> int:
+    """Live view, refreshed every ``--interval`` seconds until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="taskdeck top")
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--window", type=int, default=60)
+    args = parser.parse_args(argv)
+    from taskdeck.terminal import live
+
+    with contextlib.suppress(KeyboardInterrupt):
+        live(interval=args.interval, window=args.window)
+    return 0
+
+
+COMMANDS = {"monitor": monitor_main, "status": status_main, "top": top_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m taskdeck.monitor {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
+        return 2
+    import django
+
+    django.setup()
+    return COMMANDS[argv[0]](argv[1:])

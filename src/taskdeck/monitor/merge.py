@@ -1,0 +1,218 @@
+"""The state merge: one task's facts from events that arrive out of order, twice, or never.
+
+Pure functions over plain dicts, so the rules are testable without a broker or
+a database. A *row* is a dict of :class:`~taskdeck.models.TaskRun` fields with
+timestamps as epoch floats (``*_ts``); :func:`apply` folds one
+:class:`RunFact` into a row and returns the new row.
+
+The rules make the result independent of arrival order and of duplicates:
+
+* **State** is the state of the *winning* fact, the one with the largest key
+  ``(final, from_events, timestamp, rank)``: a final state (SUCCESS, FAILURE,
+  REVOKED, REJECTED) beats any other, so it never moves back; a final state
+  seen in an event beats one read from the results table; otherwise the
+  latest fact wins (a retried task goes back to RECEIVED/STARTED), and the
+  rank breaks timestamp ties.
+* **Timestamps** per kind: ``sent``/``received``/``started`` keep the first
+  (minimum) seen, ``finished`` is the winning final fact's; ``first_seen``
+  is the minimum of all.
+* **Identity** fields (name, args, queue, parents...) are the same in every
+  event that carries them; the first non-empty value is kept (the smaller
+  one if two disagree, so order still does not matter).
+* **Attempt** fields (worker, result, exception, traceback, runtime) belong to
+  the final attempt: once a final fact wins they are exactly its values.
+* ``retries`` is the maximum seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED"})
+RANK = {
+    "SENT": 1,
+    "RECEIVED": 2,
+    "STARTED": 3,
+    "RETRY": 4,
+    "REJECTED": 5,
+    "REVOKED": 6,
+    "FAILURE": 7,
+    "SUCCESS": 8,
+}
+#: Event type → (state, timestamp column it fills).
+EVENT_KINDS: dict[str, tuple[str, str | None]] = {
+    "task-sent": ("SENT", "sent_ts"),
+    "task-received": ("RECEIVED", "received_ts"),
+    "task-started": ("STARTED", "started_ts"),
+    "task-retried": ("RETRY", None),
+    "task-succeeded": ("SUCCESS", None),
+    "task-failed": ("FAILURE", None),
+    "task-revoked": ("REVOKED", None),
+    "task-rejected": ("REJECTED", None),
+}
+IDENTITY = ("name", "args", "kwargs", "queue", "routing_key", "parent_id", "root_id", "group_id")
+ATTEMPT = ("worker", "result", "exception", "traceback", "runtime")
+
+
+@dataclass(frozen=True)
+class RunFact:
+    """One thing known about a task: from an event, or from a result row."""
+
+    task_id: str
+    state: str
+    timestamp: float
+    #: "events" or "results" (django-celery-results, when events were missed).
+    source: str = "events"
+    #: The timestamp column this fact fills (``sent_ts``...), if any.
+    column: str | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
+    attempt: dict[str, Any] = field(default_factory=dict)
+    retries: int | None = None
+    priority: int | None = None
+
+    def key(self) -> tuple[bool, bool, float, int]:
+        return (self.state in FINAL, self.source == "events", self.timestamp, RANK[self.state])
+
+
+def clip(value: Any, limit: int) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fact_from_event(event: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) -> RunFact | None:
+    """The :class:`RunFact` of a Celery task event, or None for any other event."""
+    kind = EVENT_KINDS.get(event.get("type", ""))
+    task_id = event.get("uuid")
+    if kind is None or not task_id:
+        return None
+    state, column = kind
+    identity = {
+        "name": event.get("name"),
+        "args": clip(event.get("args"), repr_limit) if "args" in event else None,
+        "kwargs": clip(event.get("kwargs"), repr_limit) if "kwargs" in event else None,
+        "queue": event.get("queue"),
+        "routing_key": event.get("routing_key"),
+        # A retry is sent with the task itself as parent: not a parent at all.
+        "parent_id": event.get("parent_id") if event.get("parent_id") != task_id else None,
+        "root_id": event.get("root_id"),
+        "group_id": event.get("group_id"),
+    }
+    attempt: dict[str, Any] = {}
+    if state != "SENT":  # a sent event's hostname is the producer's
+        attempt["worker"] = event.get("hostname") or ""
+    if state == "SUCCESS":
+        attempt.update(result=clip(event.get("result"), repr_limit), runtime=event.get("runtime"))
+    if state in {"FAILURE", "RETRY"}:
+        attempt.update(
+            exception=clip(event.get("exception"), repr_limit),
+            traceback=clip(event.get("traceback"), tb_limit),
+        )
+    retries = event.get("retries")
+    return RunFact(
+        task_id=str(task_id),
+        state=state,
+        # Microseconds, as the database keeps them, so a row read back compares equal.
+        timestamp=round(float(event.get("timestamp") or 0.0), 6),
+        column=column,
+        identity={k: v for k, v in identity.items() if v},
+        attempt=attempt,
+        retries=int(retries) if isinstance(retries, int) else None,
+        priority=event.get("priority") if isinstance(event.get("priority"), int) else None,
+    )
+
+
+def empty_row(task_id: str) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "state": None,
+        "state_at": None,
+        "reconstructed": False,
+        "first_seen_ts": None,
+        "sent_ts": None,
+        "received_ts": None,
+        "started_ts": None,
+        "finished_ts": None,
+        "retries": 0,
+        "priority": None,
+        "wait_time": None,
+        **dict.fromkeys(IDENTITY, ""),
+        **dict.fromkeys(ATTEMPT, ""),
+        "runtime": None,
+    }
+
+
+def winner_key(row: dict[str, Any]) -> tuple[bool, bool, float, int] | None:
+    """The key of the fact that set ``row``'s state, rebuilt from the row itself."""
+    if not row.get("state"):
+        return None
+    state = row["state"]
+    return (state in FINAL, not row["reconstructed"], float(row["state_at"]), RANK[state])
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def apply(row: dict[str, Any] | None, fact: RunFact) -> dict[str, Any]:
+    """``row`` with ``fact`` folded in; ``row`` is not modified."""
+    new = dict(row) if row is not None else empty_row(fact.task_id)
+    new["first_seen_ts"] = _min(new["first_seen_ts"], fact.timestamp)
+    if fact.column:
+        new[fact.column] = _min(new[fact.column], fact.timestamp)
+    if fact.retries is not None:
+        new["retries"] = max(new["retries"] or 0, fact.retries)
+    if fact.priority is not None and new["priority"] is None:
+        new["priority"] = fact.priority
+    for name, value in fact.identity.items():
+        current = new.get(name) or ""
+        if not current or (value and value < current):
+            new[name] = value
+
+    winner = winner_key(new)
+    wins = winner is None or fact.key() > winner
+    if wins:
+        new["state"] = fact.state
+        new["state_at"] = fact.timestamp
+        new["reconstructed"] = fact.source != "events"
+    if fact.state in FINAL and wins:
+        # The final attempt's facts, exactly: nothing an earlier attempt left.
+        new["finished_ts"] = fact.timestamp
+        for name in ATTEMPT:
+            new[name] = fact.attempt.get(name, None if name == "runtime" else "")
+        if not new["worker"] and row is not None:
+            new["worker"] = row.get("worker") or ""
+    elif new["state"] not in FINAL:
+        for name, value in fact.attempt.items():
+            if value in (None, ""):
+                continue
+            if wins or new.get(name) in (None, ""):
+                new[name] = value
+    _derive(new)
+    return new
+
+
+def _derive(row: dict[str, Any]) -> None:
+    """Wait time and runtime, from the merged timestamps only."""
+    start = row["started_ts"]
+    queued = row["sent_ts"] if row["sent_ts"] is not None else row["received_ts"]
+    row["wait_time"] = None
+    if start is not None and queued is not None:
+        row["wait_time"] = round(max(start - queued, 0.0), 6)
+    if row["state"] in FINAL and row["runtime"] in (None, "") and start is not None and row["finished_ts"]:
+        row["runtime"] = round(max(row["finished_ts"] - start, 0.0), 6)
+    if row["runtime"] == "":
+        row["runtime"] = None
+
+
+def fold(row: dict[str, Any] | None, facts: list[RunFact]) -> dict[str, Any]:
+    for fact in facts:
+        row = apply(row, fact)
+    assert row is not None
+    return row

@@ -1,0 +1,50 @@
+"""Retention: runs, rollups, queue samples and resolved incidents pruned in batches."""
+
+from __future__ import annotations
+
+import logging
+
+from taskdeck.models import AlertIncident, QueueSample, TaskRollup, TaskRun
+from taskdeck.monitor.subscribers import Every, Subscriber
+from taskdeck.querysets import cutoff
+
+logger = logging.getLogger("taskdeck.monitor")
+
+
+class Retention(Subscriber):
+    """Deletes what is older than each retention setting (seconds; None keeps forever)."""
+
+    name = "retention"
+
+    def __init__(
+        self,
+        *,
+        runs: float | None,
+        rollups: float | None,
+        samples: float | None = None,
+        incidents: float | None = None,
+        interval: float = 300,
+        batch: int = 5000,
+    ) -> None:
+        self.runs, self.rollups, self.samples, self.incidents = runs, rollups, samples, incidents
+        self.every = Every(interval)
+        self.batch = batch
+
+    def on_tick(self, now: float) -> None:
+        if self.every.due(now):
+            self.prune()
+
+    def prune(self) -> dict[str, int]:
+        done = {}
+        if (when := cutoff(self.runs)) is not None:
+            # A run is old when it was first seen before the cutoff, finished or not.
+            done["runs"] = TaskRun.objects.prune(self.batch, first_seen_at__lt=when)
+        if (when := cutoff(self.rollups)) is not None:
+            done["rollups"] = TaskRollup.objects.prune(self.batch, minute__lt=when)
+        if (when := cutoff(self.samples)) is not None:
+            done["samples"] = QueueSample.objects.prune(self.batch, sampled_at__lt=when)
+        if (when := cutoff(self.incidents)) is not None:
+            done["incidents"] = AlertIncident.objects.filter(resolved_at__lt=when).delete()[0]
+        if any(done.values()):
+            logger.info("retention pruned %s", done)
+        return done

@@ -1,0 +1,103 @@
+"""Queue depths from the broker, sampled into :class:`~taskdeck.models.QueueSample` rows."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from taskdeck.brokers import Broker
+from taskdeck.models import QueueSample, TaskRun
+from taskdeck.monitor.subscribers import Every, Subscriber
+
+logger = logging.getLogger("taskdeck.monitor")
+
+
+class QueueSampler(Subscriber):
+    """Depth, sub-queues, unacked and oldest-message age of each queue, every ``interval`` s.
+
+    ``connect`` returns a kombu connection to the broker (kept open between
+    samples, reopened after an error). The oldest message's age is its
+    publish time (the run's ``sent_at``) read back from the task runs: Redis
+    lets us peek at the tail of each sub-queue; RabbitMQ does not.
+    """
+
+    name = "sampler"
+
+    def __init__(
+        self,
+        broker: Broker,
+        connect: Callable[[], Any],
+        queues: Callable[[], list[str]],
+        interval: float,
+        management_url: str | None = None,
+    ) -> None:
+        self.broker = broker
+        self.connect = connect
+        self.queues = queues
+        self.every = Every(interval)
+        self.management_url = management_url
+        self._conn: Any = None
+
+    def on_tick(self, now: float) -> None:
+        if not self.every.due(now):
+            return
+        try:
+            self.sample(now)
+        except Exception:
+            logger.warning("queue sample failed; retrying next interval", exc_info=True)
+            self._close()
+
+    def sample(self, now: float) -> list[QueueSample]:
+        if self._conn is None:
+            self._conn = self.connect()
+            self._conn.ensure_connection(max_retries=1)
+        names = self.queues()
+        depths = self.broker.queue_depths(self._conn, names)
+        unacked = self.broker.unacked_by_queue(self._conn, names, self.management_url) or {}
+        oldest = self.broker.oldest_task_ids(self._conn, names)
+        sent = dict(
+            TaskRun.objects.filter(task_id__in=[t for ids in oldest.values() for t in ids])
+            .exclude(sent_at=None)
+            .values_list("task_id", "sent_at")
+        )
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+        rows = []
+        for depth in depths:
+            times = [sent[t] for t in oldest.get(depth.name, []) if t in sent]
+            rows.append(
+                QueueSample(
+                    sampled_at=when,
+                    queue=depth.name,
+                    ready=depth.ready,
+                    unacked=unacked.get(depth.name),
+                    consumers=depth.consumers,
+                    by_priority={str(k): v for k, v in depth.by_priority.items()},
+                    oldest_age=max(now - min(times).timestamp(), 0.0) if times and depth.ready else None,
+                )
+            )
+        QueueSample.objects.bulk_create(rows)
+        return rows
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                self._conn.release()
+            self._conn = None
+
+
+def configured_queues(app: Any, explicit: list[str] | None) -> Callable[[], list[str]]:
+    """The queues to sample: ``explicit``, else every queue the Celery app declares."""
+
+    def names() -> list[str]:
+        if explicit:
+            return list(explicit)
+        declared = [q.name for q in (app.conf.task_queues or [])]
+        return list(dict.fromkeys([*declared, app.conf.task_default_queue]))
+
+    return names

@@ -1,0 +1,98 @@
+"""Worker rows from heartbeats, and pool details from ``inspect stats``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+from taskdeck.models import Worker
+from taskdeck.monitor.subscribers import Every, Subscriber
+
+logger = logging.getLogger("taskdeck.monitor")
+
+WORKER_EVENTS = {"worker-online": True, "worker-heartbeat": True, "worker-offline": False}
+
+
+class Workers(Subscriber):
+    """Online/offline, last heartbeat, active and processed counts, load.
+
+    A heartbeat never moves ``last_heartbeat`` back, so late or duplicated
+    events change nothing; a worker that misses ``misses`` heartbeats is
+    marked offline on the next tick.
+    """
+
+    name = "workers"
+
+    def __init__(self, misses: int = 3, using: str = "default") -> None:
+        self.misses = misses
+        self.using = using
+
+    def on_events(self, events: list[dict[str, Any]]) -> None:
+        latest: dict[str, dict[str, Any]] = {}
+        for event in events:
+            if event.get("type") not in WORKER_EVENTS or not event.get("hostname"):
+                continue
+            seen = latest.get(event["hostname"])
+            if seen is None or _order(event) >= _order(seen):
+                latest[event["hostname"]] = event
+        if not latest:
+            return
+        with transaction.atomic(using=self.using):
+            rows = {
+                w.hostname: w
+                for w in Worker.objects.using(self.using)
+                .select_for_update()
+                .filter(hostname__in=list(latest))
+            }
+            for hostname, event in latest.items():
+                when = dt.datetime.fromtimestamp(float(event.get("timestamp") or 0), dt.UTC)
+                row = rows.get(hostname) or Worker(hostname=hostname)
+                if row.last_heartbeat is not None and when < row.last_heartbeat:
+                    continue
+                row.online = WORKER_EVENTS[event["type"]]
+                row.last_heartbeat = when
+                row.heartbeat_interval = float(event.get("freq") or row.heartbeat_interval or 2.0)
+                row.active = int(event.get("active") or 0)
+                row.processed = int(event.get("processed") or row.processed or 0)
+                row.loadavg = list(event.get("loadavg") or [])
+                row.software = f"{event.get('sw_ident', '')} {event.get('sw_ver', '')}".strip()
+                row.save(using=self.using)
+
+    def on_tick(self, now: float) -> None:
+        Worker.objects.using(self.using).expire(now, self.misses)
+
+
+def _order(event: dict[str, Any]) -> tuple[float, int]:
+    # worker-offline after a heartbeat with the same timestamp wins.
+    return (float(event.get("timestamp") or 0), 1 if event["type"] == "worker-offline" else 0)
+
+
+class WorkerInspector(Subscriber):
+    """Pool and concurrency of online workers, by ``inspect stats`` every ``interval`` s."""
+
+    name = "inspector"
+
+    def __init__(self, inspect: Callable[[], dict[str, Any] | None], interval: float, using: str = "default"):
+        self.inspect = inspect
+        self.every = Every(interval)
+        self.using = using
+
+    def on_tick(self, now: float) -> None:
+        if not self.every.due(now):
+            return
+        try:
+            stats = self.inspect() or {}
+        except Exception:  # the broker may be down; the next tick tries again
+            logger.warning("inspect stats failed", exc_info=True)
+            return
+        for hostname, info in stats.items():
+            pool = info.get("pool") or {}
+            Worker.objects.using(self.using).filter(hostname=hostname).update(
+                # "celery.concurrency.prefork:TaskPool" -> "prefork"
+                pool=str(pool.get("implementation", "")).split(":", 1)[0].rsplit(".", 1)[-1][:64],
+                concurrency=pool.get("max-concurrency"),
+            )

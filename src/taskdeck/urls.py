@@ -1,0 +1,14 @@
+"""taskdeck's URLs: include under the dashboard prefix, e.g. ``path("taskdeck/", include("taskdeck.urls"))``.
+
+``/metrics`` is usually mounted at the site root instead: ``path("metrics", taskdeck.metrics.view)``.
+"""
+
+from django.urls import path
+
+from taskdeck import metrics
+from taskdeck.api import api
+
+urlpatterns = [
+    path("api/", api.urls),
+    path("metrics", metrics.view, name="taskdeck-metrics"),
+]

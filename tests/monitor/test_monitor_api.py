@@ -1,0 +1,99 @@
+"""Access rules of the API and /metrics, the OpenAPI schema, the terminal view, retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+from rich.console import Console
+
+from taskdeck.models import ApiToken, QueueSample, TaskRollup, TaskRun, Worker
+from taskdeck.monitor import merge
+from taskdeck.monitor.retention import Retention
+from taskdeck.monitor.rollups import Rollups, Totals
+from taskdeck.monitor.runs import RunWriter
+from taskdeck.monitor.workers import Workers
+from taskdeck.terminal import render, snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+EVENTS = json.loads((Path(__file__).parent / "data" / "events.json").read_text())
+
+
+@pytest.fixture
+def recorded():
+    """The recorded real events, written through the recorder's writers."""
+    now = timezone.now().timestamp()
+    shift = now - max(e["timestamp"] for e in EVENTS)  # as if they just happened
+    events = [{**e, "timestamp": e["timestamp"] + shift} for e in EVENTS]
+    changes = RunWriter().apply([f for e in events if (f := merge.fact_from_event(e))])
+    for subscriber in (Rollups(), Totals([0.1, 1])):
+        subscriber.on_changes(changes)
+    Workers().on_events([{"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "freq": 2.0}])
+    return events
+
+
+def test_api_needs_staff_session_or_token(client, django_user_model, recorded):
+    assert client.get("/taskdeck/api/tasks").status_code == 401
+    assert client.get("/taskdeck/api/openapi.json").status_code == 401
+    user = django_user_model.objects.create_user("plain", password="x")
+    client.force_login(user)
+    assert client.get("/taskdeck/api/tasks").status_code == 401  # logged in but not staff
+    client.logout()
+    token = ApiToken.issue("ci")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    assert len(client.get("/taskdeck/api/tasks", **auth).json()["items"]) == 8
+    assert client.get("/taskdeck/api/tasks", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    schema = client.get("/taskdeck/api/openapi.json", **auth).json()
+    paths = {"/taskdeck/api/tasks", "/taskdeck/api/tasks/{task_id}", "/taskdeck/api/health"}
+    assert paths <= set(schema["paths"])
+
+
+def test_metrics_by_token_or_network(client, recorded):
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    with override_settings(TASKDECK={"MONITOR": {"TOKENS": ["scrape-me"], "METRICS_NETWORKS": []}}):
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+        body = client.get("/metrics", REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION="Bearer scrape-me")
+        assert body.status_code == 200
+        line = 'taskdeck_tasks_total{name="catalog.tasks.import_feed",queue="default",state="FAILURE"} 1.0'
+        assert line in body.content.decode()
+
+
+def test_search_and_health(staff_client, recorded):
+    feed = TaskRun.objects.get(name="catalog.tasks.import_feed")
+    by_id = staff_client.get("/taskdeck/api/tasks", {"q": feed.task_id}).json()["items"]
+    assert [r["task_id"] for r in by_id] == [feed.task_id]
+    by_name = staff_client.get("/taskdeck/api/tasks", {"q": "resize"}).json()["items"]
+    assert {r["name"] for r in by_name} == {"catalog.tasks.resize_image"}
+    future = (timezone.now() + dt.timedelta(hours=1)).isoformat()
+    assert staff_client.get("/taskdeck/api/tasks", {"since": future}).json()["items"] == []
+    assert staff_client.get("/taskdeck/api/tasks/nope").status_code == 404
+    health = staff_client.get("/taskdeck/api/health").json()
+    assert health["database"]["ok"] and health["workers"]["online"] == 1
+    assert health["recorder"]["running"] is False and health["ok"] is False  # no recorder in this test
+
+
+def test_terminal_snapshot_renders_workers_queues_failures(recorded):
+    by_priority = {"0": 3, "3": 1}
+    QueueSample.objects.create(sampled_at=timezone.now(), queue="default", ready=4, by_priority=by_priority)
+    console = Console(width=160, record=True)
+    console.print(render(snapshot(window=3600)))
+    text = console.export_text()
+    assert "w1@h" in text and "online" in text
+    assert "default" in text and "0:3 3:1" in text
+    assert "catalog.tasks.import_feed" in text and "must be http(s)" in text
+
+
+def test_retention_prunes_in_batches(recorded):
+    old = timezone.now() - dt.timedelta(days=30)
+    TaskRun.objects.filter(name__startswith="catalog.").update(first_seen_at=old)
+    TaskRollup.objects.filter(name__startswith="reports.").update(minute=old)
+    done = Retention(runs=7 * 86400, rollups=14 * 86400, batch=2).prune()
+    assert done == {"runs": 4, "rollups": 3}
+    assert not TaskRun.objects.filter(name__startswith="catalog.").exists()
+    assert TaskRun.objects.count() == 4
+    assert Worker.objects.count() == 1

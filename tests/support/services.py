@@ -1,0 +1,75 @@
+"""Helpers for tests that drive real processes: polling, subprocesses, broker pools."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import current_app
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+REDIS = os.environ.get("TASKDECK_TEST_REDIS", "redis://127.0.0.1:6379")
+RABBITMQ = os.environ.get("TASKDECK_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """Poll until ``predicate()`` is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def reset_pools() -> None:
+    """Forget this process's connections, made to another broker URL."""
+    app = current_app._get_current_object()
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+class Proc:
+    """A subprocess of the test whose output goes to a log file under tests/artifacts."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.hostname = ""
+        self._out = log.open("wb")
+        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._out.close()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
