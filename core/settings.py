@@ -192,6 +192,8 @@ TASKDECK = {
     "DATA_DIR": DATA_DIR,
     "DEFAULT_QUEUE": CELERY_TASK_DEFAULT_QUEUE,
     "LANES": LANES,
+    # `taskdeck demo` sends this workload (core/demo.py).
+    "DEMO": "core.demo.workload",
     # One worker per queue group, as the notes run them (`taskdeck up` starts
     # these; in production run the same `celery worker` commands anywhere).
     "WORKERS": {

@@ -26,6 +26,12 @@ Keys
 ``WEB_ADDRESS``
     ``host:port`` of the web server ``taskdeck up`` starts.
     Default: ``"127.0.0.1:8000"``.
+``MONITOR_PROCESS``
+    Whether ``taskdeck up`` starts the recorder (``taskdeck monitor``).
+    Default: ``True``.
+``DEMO``
+    Dotted path to a function returning the :class:`taskdeck.demo.Job` list
+    that ``taskdeck demo`` sends. Default: ``None`` (no demo).
 ``WORKER_DB_CONNECTIONS``
     How a worker treats its database connections between tasks (apps made by
     ``create_celery_app``). ``"reuse"``: as Django treats them between
@@ -59,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKERS": {},
     "BEAT": True,
     "WEB_ADDRESS": "127.0.0.1:8000",
+    "MONITOR_PROCESS": True,
+    "DEMO": None,
     "WORKER_DB_CONNECTIONS": "reuse",
     "RESULTS": {},
     "MONITOR": {},

@@ -15,13 +15,35 @@ from rich.panel import Panel
 from rich.table import Table
 
 from taskdeck.models import QueueSample, TaskRun, Worker
-from taskdeck.monitor.health import recorder_health, window_stats
+from taskdeck.monitor.health import broker_health, recorder_health, window_stats
+from taskdeck.monitor.sampler import read_now
 
 
-def snapshot(window: int = 300, failures: int = 10) -> dict[str, Any]:
+def snapshot(window: int = 300, failures: int = 10, app: Any = None) -> dict[str, Any]:
+    """What the terminal views show; with ``app``, broker, queues and workers are read live.
+
+    Live: the broker is asked for each queue's depth and the workers answer a
+    ping, so the snapshot is right even when the recorder is not running.
+    Without ``app`` (or when the broker is down) the recorder's last samples
+    and worker rows are shown.
+    """
+    workers = list(Worker.objects.order_by("-online", "hostname"))
+    queues = None
+    broker = None
+    if app is not None:
+        broker = broker_health(app)
+        if broker["ok"]:
+            queues = read_now(app)
+            answered = {name for reply in app.control.ping(timeout=1.0) for name in reply}
+            known = {w.hostname for w in workers}
+            for w in workers:
+                w.online = w.hostname in answered
+            workers += [Worker(hostname=name, online=True) for name in sorted(answered - known)]
+            workers.sort(key=lambda w: (not w.online, w.hostname))
     return {
-        "workers": list(Worker.objects.order_by("-online", "hostname")),
-        "queues": QueueSample.objects.latest_per_queue(),
+        "broker": broker,
+        "workers": workers,
+        "queues": QueueSample.objects.latest_per_queue() if queues is None else queues,
         "stats": window_stats(window),
         "failures": list(TaskRun.objects.filter(state="FAILURE").order_by("-id")[:failures]),
         "recorder": recorder_health(),
@@ -43,6 +65,13 @@ def render(snap: dict[str, Any]) -> Group:
         f"wait p95 {_seconds(stats['wait']['p95'])}   "
         f"recorder {'[green]up[/]' if rec['running'] else '[red]down[/]'} lag {_seconds(rec['lag'])}"
     )
+    broker = snap.get("broker")
+    if broker is not None:
+        summary += (
+            f"\nbroker [green]reachable[/] {broker['url']}"
+            if broker["ok"]
+            else f"\nbroker [red]unreachable[/]: {broker['error']}"
+        )
     workers = Table(title="Workers", expand=True)
     for column in ("worker", "status", "pool", "active", "processed", "load"):
         workers.add_column(column)

@@ -52,6 +52,7 @@ def monitor_main(argv: list[str] | None = None) -> int:
 def status_main(argv: list[str] | None = None) -> int:
     """Print one snapshot: workers, queues with depth, throughput, recent failures."""
     parser = argparse.ArgumentParser(prog="taskdeck status")
+    parser.add_argument("-A", "--app", help="Celery app, e.g. core (default: the current app)")
     parser.add_argument(
         "--window", type=int, default=300, help="seconds of throughput/failures (default 300)"
     )
@@ -60,8 +61,10 @@ def status_main(argv: list[str] | None = None) -> int:
 
     from taskdeck.terminal import render, snapshot
 
-    Console().print(render(snapshot(window=args.window)))
-    return 0
+    app = _celery_app(args.app)
+    snap = snapshot(window=args.window, app=app)
+    Console().print(render(snap))
+    return 0 if snap["broker"]["ok"] else 1
 
 
 def top_main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,13 @@ class QueueSampler(Subscriber):
             self._close()
 
     def sample(self, now: float) -> list[QueueSample]:
+        """Read the depths and store them."""
+        rows = self.read(now)
+        QueueSample.objects.bulk_create(rows)
+        return rows
+
+    def read(self, now: float) -> list[QueueSample]:
+        """Read the depths from the broker, as unsaved rows."""
         if self._conn is None:
             self._conn = self.connect()
             self._conn.ensure_connection(max_retries=1)
@@ -78,7 +86,6 @@ class QueueSampler(Subscriber):
                     oldest_age=max(now - min(times).timestamp(), 0.0) if times and depth.ready else None,
                 )
             )
-        QueueSample.objects.bulk_create(rows)
         return rows
 
     def on_stop(self) -> None:
@@ -101,3 +108,20 @@ def configured_queues(app: Any, explicit: list[str] | None) -> Callable[[], list
         return list(dict.fromkeys([*declared, app.conf.task_default_queue]))
 
     return names
+
+
+def read_now(app: Any, queues: list[str] | None = None) -> list[QueueSample]:
+    """The depth of each configured queue right now (unsaved rows), for ``taskdeck status``."""
+    from taskdeck import brokers, conf
+
+    sampler = QueueSampler(
+        brokers.for_url(app.conf.broker_url or ""),
+        app.connection_for_read,
+        configured_queues(app, queues),
+        interval=0,
+        management_url=conf.monitor()["RABBITMQ_MANAGEMENT_URL"],
+    )
+    try:
+        return sampler.read(time.time())
+    finally:
+        sampler.on_stop()

@@ -1,0 +1,275 @@
+"""The ``taskdeck`` command.
+
+Run it from the project folder (where ``manage.py`` is). The settings module
+is ``--settings``, else ``$DJANGO_SETTINGS_MODULE``, else the one ``manage.py``
+names; the Celery app is ``-A``, else the settings module's package (``core``
+for ``core.settings``), as ``celery -A`` finds it.
+
+Subcommands:
+
+``up``       start everything: the embedded broker (unless ``CELERY_BROKER``
+             names another one), migrations, the web server, one worker per
+             group of ``TASKDECK["WORKERS"]``, beat and the recorder
+``worker``   run one worker group as configured (on this or another host)
+``demo``     send the demo workload and report where each task went
+``status``   broker, queues with depth, workers online, recent failures
+``top``      the same, live
+``monitor``  run the recorder alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from taskdeck.errors import TaskdeckError
+
+DEFAULT_DASHBOARD_PATH = "/taskdeck/"
+
+
+def find_settings(explicit: str | None) -> str:
+    """The Django settings module: ``--settings``, the environment, or ``manage.py``'s default."""
+    if explicit:
+        return explicit
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return os.environ["DJANGO_SETTINGS_MODULE"]
+    manage = Path.cwd() / "manage.py"
+    if manage.exists():
+        found = re.search(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]", manage.read_text())
+        if found:
+            return found.group(1)
+    raise TaskdeckError(
+        "no Django settings: run taskdeck from the folder of manage.py, "
+        "or pass --settings / set DJANGO_SETTINGS_MODULE"
+    )
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Make the project importable and set Django up."""
+    sys.path.insert(0, str(Path.cwd()))
+    os.environ["DJANGO_SETTINGS_MODULE"] = args.settings = find_settings(args.settings)
+    args.app = args.app or args.settings.split(".")[0]
+    import django
+
+    django.setup()
+
+
+def celery_app(args: argparse.Namespace) -> Any:
+    from celery.app.utils import find_app
+
+    return find_app(args.app)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH")]))
+    return env
+
+
+def worker_argv(app: str, name: str, group: dict[str, Any]) -> list[str]:
+    """``celery worker`` for a group of ``TASKDECK["WORKERS"]``."""
+    return [
+        sys.executable, "-m", "celery", "-A", app, "worker",
+        "-Q", ",".join(group["queues"]),
+        "-c", str(group["concurrency"]),
+        "-P", group["pool"],
+        "--prefetch-multiplier", str(group["prefetch_multiplier"]),
+        "-n", f"{name}@%h",
+        "-l", "INFO",
+    ]  # fmt: skip
+
+
+def _port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    from taskdeck import conf
+    from taskdeck.brokers import embedded
+    from taskdeck.fleet import Fleet, ProcessExited, Spec
+
+    options = conf.get()
+    data_dir = Path(options["DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = celery_app(args)
+    broker_url = app.conf.broker_url or ""
+    address = args.address or options["WEB_ADDRESS"]
+    fleet = Fleet(grace=args.grace)
+    fleet.handle_signals()
+    env = child_env()
+    python = sys.executable
+    fleet.reserve([f"w:{name}" for name in options["WORKERS"]] + ["taskdeck", "monitor"])
+    try:
+        sock = embedded.socket_path(broker_url, data_dir)
+        if sock is not None:
+            if embedded.answers(sock):
+                raise TaskdeckError(
+                    f"a broker already answers on {sock}: is taskdeck up running here already?"
+                )
+            sock.unlink(missing_ok=True)
+            fleet.say("taskdeck", f"starting the embedded Redis on {sock}")
+            fleet.start(
+                Spec("redis", embedded.server_command(sock), ready=lambda: embedded.answers(sock)), env
+            )
+        else:
+            _check_broker(app, broker_url)
+        fleet.say("taskdeck", f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}")
+        call_command("migrate", interactive=False, verbosity=0)
+        connections.close_all()
+        fleet.say("taskdeck", "migrations applied")
+        _local_admin(fleet, broker_url, data_dir)
+        for name, group in options["WORKERS"].items():
+            fleet.start(Spec(f"w:{name}", worker_argv(args.app, name, group)), env)
+        if not options["WORKERS"]:
+            fleet.say("taskdeck", 'TASKDECK["WORKERS"] is empty: no worker started')
+        if options["BEAT"] and not args.no_beat:
+            fleet.start(Spec("beat", [python, "-m", "celery", "-A", args.app, "beat", "-l", "INFO"]), env)
+        if options["MONITOR_PROCESS"]:
+            fleet.start(Spec("monitor", [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]), env)
+        if not args.no_web:
+            web = [python, "-m", "django", "runserver", address, "--noreload"]
+            fleet.start(Spec("web", web, ready=lambda: _port_open(address)), env)
+        _wait_for_workers(fleet, app, list(options["WORKERS"]))
+        if not args.no_web:
+            fleet.say("taskdeck", f"dashboard: http://{address}{DEFAULT_DASHBOARD_PATH}")
+        fleet.say("taskdeck", "up; `taskdeck demo` sends a workload, Ctrl-C stops everything")
+        fleet.wait()
+        return 0
+    except ProcessExited as exc:
+        fleet.say("taskdeck", f"{exc}; stopping everything")
+        return 1
+    except (TaskdeckError, TimeoutError) as exc:
+        fleet.say("taskdeck", f"error: {exc}")
+        return 1
+    finally:
+        fleet.stop()
+        fleet.say("taskdeck", "stopped")
+
+
+def _check_broker(app: Any, broker_url: str) -> None:
+    from kombu.utils.url import maybe_sanitize_url
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, timeout=3)
+    except Exception as exc:  # any failure to connect: say which broker and why
+        raise TaskdeckError(f"broker {maybe_sanitize_url(broker_url)} does not answer: {exc}") from exc
+
+
+def _local_admin(fleet: Any, broker_url: str, data_dir: Path) -> None:
+    try:
+        from taskdeck.dashboard.bootstrap import ensure_local_admin
+    except ImportError:
+        return
+
+    class Say:
+        def write(self, text: str) -> None:
+            for line in text.splitlines():
+                fleet.say("taskdeck", line)
+
+    ensure_local_admin(Say())
+
+
+def _wait_for_workers(fleet: Any, app: Any, groups: list[str], timeout: float = 120) -> None:
+    """Wait until a worker of every group answers a ping."""
+    deadline = time.monotonic() + timeout
+    missing = set(groups)
+    while missing:
+        for spec, popen in fleet.procs:
+            if popen.poll() is not None:
+                from taskdeck.fleet import ProcessExited
+
+                raise ProcessExited(spec.name, popen.returncode)
+        replies = app.control.ping(timeout=1.0)
+        missing -= {name.split("@")[0] for reply in replies for name in reply}
+        if missing and time.monotonic() > deadline:
+            raise TimeoutError(f"workers {sorted(missing)} did not answer in {timeout:.0f}s")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from taskdeck import conf
+
+    groups = conf.get()["WORKERS"]
+    if args.group not in groups:
+        raise TaskdeckError(f"no worker group {args.group!r} in TASKDECK['WORKERS'] (have: {sorted(groups)})")
+    argv = worker_argv(args.app, args.group, groups[args.group]) + list(args.celery_args)
+    env = child_env()
+    os.execve(argv[0], argv, env)
+    return 0  # pragma: no cover - execve does not return
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from taskdeck import demo
+
+    celery_app(args)
+    return demo.run(sys.stdout, timeout=args.timeout)
+
+
+def _monitor_cli(name: str) -> Any:
+    from taskdeck.monitor import cli
+
+    return {"status": cli.status_main, "top": cli.top_main, "monitor": cli.monitor_main}[name]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="taskdeck", description=__doc__.split("\n\n")[0])
+    top.add_argument("--settings", help="Django settings module (default: from manage.py)")
+    top.add_argument("-A", "--app", help="Celery app (default: the settings module's package)")
+    sub = top.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start broker, web, workers, beat and recorder")
+    up.add_argument("--address", help='web server host:port (default: TASKDECK["WEB_ADDRESS"])')
+    up.add_argument("--no-web", action="store_true", help="start no web server")
+    up.add_argument("--no-beat", action="store_true", help="start no beat")
+    up.add_argument("--grace", type=float, default=30.0, help="seconds a process gets to stop (default 30)")
+    up.set_defaults(func=cmd_up)
+    worker = sub.add_parser("worker", help="run one worker group of TASKDECK['WORKERS']")
+    worker.add_argument("group")
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, help="more `celery worker` options")
+    worker.set_defaults(func=cmd_worker)
+    demo = sub.add_parser("demo", help="send the demo workload and report where each task went")
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.set_defaults(func=cmd_demo)
+    for name, text in [
+        ("status", "broker, queues, workers, recent failures"),
+        ("top", "live terminal view"),
+        ("monitor", "run the recorder"),
+    ]:
+        command = sub.add_parser(name, help=text, add_help=False)
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+        command.set_defaults(func=None, monitor=name)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        setup(args)
+        if args.func is None:
+            rest = list(args.rest)
+            if args.monitor in ("status", "monitor") and "-A" not in rest and "--app" not in rest:
+                rest = ["-A", args.app, *rest]
+            return int(_monitor_cli(args.monitor)(rest))
+        return int(args.func(args))
+    except TaskdeckError as exc:
+        print(f"taskdeck: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""``taskdeck up`` end to end: what ``make run`` does on a machine with nothing running.
+
+Each test runs the real command in a temporary data folder, from the project
+folder, with no broker or database in the environment (the embedded default),
+and checks that it leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import ARTIFACTS, ROOT, Proc, wait_for
+
+TASKDECK = [sys.executable, "-m", "taskdeck.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_with(marker: str) -> list[str]:
+    """Processes whose environment or command line mention ``marker`` (other than this one)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            text = (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in text:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{proc.name}: {command}")
+    return found
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fresh machine's environment: no broker, no database URL, a data folder of its own."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER", "DATABASE_URL", "CELERY_BACKEND"}
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(TASKDECK_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    yield env
+    leftovers = processes_with(str(tmp_path))
+    for line in leftovers:
+        os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(TASKDECK + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def start_up(env: dict[str, str], name: str, *args: str) -> Proc:
+    proc = Proc([*TASKDECK, "up", *args], env, ARTIFACTS / f"up-{name}.log")
+    wait_for(lambda: not proc.alive() or "Ctrl-C stops everything" in proc.output(), 180, "taskdeck up")
+    assert proc.alive(), f"taskdeck up exited:\n{proc.output()}"
+    return proc
+
+
+def stop_up(proc: Proc) -> str:
+    proc.popen.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert proc.popen.wait(120) == 0
+    proc.stop()
+    return proc.output()
+
+
+def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env: dict[str, str]) -> None:
+    port = free_port()
+    up = start_up(embedded_env, "embedded", "--address", f"127.0.0.1:{port}")
+    try:
+        log = up.output()
+        assert "starting the embedded Redis" in log
+        assert f"dashboard: http://127.0.0.1:{port}/taskdeck/" in log
+        data = Path(embedded_env["TASKDECK_DATA_DIR"])
+        assert (data / "redis.sock").exists() and (data / "db.sqlite3").exists()
+
+        demo = run(["demo", "--timeout", "150"], embedded_env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        report = demo.stdout
+        assert "10 of 10 jobs ended as expected" in report
+        # Where each task went, as the worker received it: every route and lane.
+        rows = re.findall(r"^\s{4}(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s", report, re.M)
+        by_name: dict[str, set[str]] = {}
+        for name, queue, _worker, _state, _retries in rows:
+            by_name.setdefault(name, set()).add(queue)
+        assert by_name["orders.tasks.charge_payment"] == {"high_priority"}
+        assert by_name["orders.tasks.confirm_order"] == {"medium_priority"}
+        assert by_name["reports.tasks.summarize"] == {"medium_priority"}
+        assert by_name["catalog.tasks.publish_gallery"] == {"default"}
+        assert by_name["notifications:send_email"] == {"notifications"}
+        assert by_name["maintenance.tasks.rebuild_search_index"] == {"low_priority", "high_priority"}
+        # The flaky payment was retried twice before it went through.
+        assert any(
+            n == "orders.tasks.charge_payment" and r == "2" for n, _, _, s, r in rows if s == "SUCCESS"
+        )
+
+        status = run(["status"], embedded_env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        for group in ("lanes@", "notifications@", "default@"):
+            assert group in status.stdout
+        assert "broker reachable" in status.stdout
+    finally:
+        log = stop_up(up)
+    assert "stopped" in log.splitlines()[-1]
+
+
+def test_up_with_celery_broker_set_uses_it_and_starts_no_redis(
+    embedded_env: dict[str, str], redis_db_url: str
+) -> None:
+    env = {**embedded_env, "CELERY_BROKER": redis_db_url}
+    up = start_up(env, "external", "--no-web", "--no-beat")
+    try:
+        assert "embedded Redis" not in up.output()
+        assert not (Path(env["TASKDECK_DATA_DIR"]) / "redis.sock").exists()
+    finally:
+        stop_up(up)
+
+
+def test_up_names_a_broker_that_does_not_answer(embedded_env: dict[str, str]) -> None:
+    env = {**embedded_env, "CELERY_BROKER": "redis://127.0.0.1:1/0"}
+    result = run(["up", "--no-web"], env, timeout=120)
+    assert result.returncode == 1
+    assert "broker redis://127.0.0.1:1/0 does not answer" in result.stdout
+
+
+def test_worker_names_an_unknown_group(embedded_env: dict[str, str]) -> None:
+    result = run(["worker", "gpu"], embedded_env)
+    assert result.returncode == 1
+    assert "no worker group 'gpu'" in result.stderr and "'lanes'" in result.stderr
