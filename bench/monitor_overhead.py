@@ -3,14 +3,16 @@
 Run (needs Redis and PostgreSQL; not part of `make test`):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/taskdeck_bench \\
-    .venv/bin/python bench/monitor_overhead.py --tasks 3000 --memory-runs 100000,200000
+    .venv/bin/python -m bench monitor --tasks 3000 --rounds 3 --memory-runs 100000,200000
 
-1. Throughput, in one run, same broker (a Redis db of its own), same django-db
-   result backend on PostgreSQL, same worker (2 processes): N noop tasks
-   drained by plain Celery (events off, no recorder), then by Celery with task
-   and sent events on and the recorder process running. Printed as a ratio.
-2. Recorder lag: for every run of the monitored pass, row write time minus
-   the final event's timestamp (p50/p99).
+1. Throughput, in one run, same broker (a Redis db of its own), same result
+   backend on PostgreSQL, same worker (2 processes), rounds interleaved: N
+   noop tasks drained by plain Celery (events off), by Celery with events
+   published one by one (Celery's own way, bench/unbatched_settings.py), with
+   events in batches (taskdeck.events), and in batches with the recorder
+   running. Printed as ratios to plain, round by round.
+2. Recorder lag: for every run of the last monitored pass, row write time
+   minus the final event's timestamp (p50/p99).
 3. Recorder memory: RSS of a recorder data path (RunWriter + every default
    subscriber) fed synthetic events for 0, 100k and 200k runs, in batches as
    the recorder applies them.
@@ -33,16 +35,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
 
 
-def env(events: bool) -> dict[str, str]:
+def env(events: bool, batched: bool = True) -> dict[str, str]:
+    settings = os.environ["DJANGO_SETTINGS_MODULE"] if batched else "bench.unbatched_settings"
     return {
         **os.environ,
         "CELERY_BROKER": REDIS,
         "TASKDECK_EVENTS": "1" if events else "0",
+        "DJANGO_SETTINGS_MODULE": settings,
         "PYTHONPATH": str(ROOT),
     }
 
 
-def drain(n: int, events: bool) -> float:
+def drain(n: int, events: bool, batched: bool = True) -> float:
     """Seconds for a fresh worker to drain ``n`` noop tasks published beforehand."""
     code = f"""
 import os, time, django
@@ -78,7 +82,7 @@ print("published", flush=True)
             "-n",
             f"bench{int(events)}@%h",
         ],
-        env=env(events),
+        env=env(events, batched),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -95,41 +99,57 @@ print("published", flush=True)
         worker.wait()
 
 
-def throughput(n: int) -> None:
+#: The passes of a round: (label, events on, events batched, recorder running).
+PASSES = [
+    ("plain Celery (events off)", False, True, False),
+    ("events, one publish each (Celery's)", True, False, False),
+    ("events in batches (taskdeck)", True, True, False),
+    ("events in batches + recorder", True, True, True),
+]
+
+
+def throughput(n: int, rounds: int) -> None:
     import redis
     from django_celery_results.models import TaskResult
 
     from taskdeck.models import TaskRun
 
     redis.Redis.from_url(REDIS).flushdb()
-    plain = drain(n, events=False)
-    events_only = drain(n, events=True)  # events sent, nobody consuming them
-    recorder = subprocess.Popen(
-        [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"],
-        env=env(True),
-        cwd=ROOT,
-    )
-    TaskRun.objects.all().delete()
-    TaskResult.objects.all().delete()  # or the recorder would reconstruct the plain pass's runs
-    time.sleep(5)
-    monitored = drain(n, events=True)
-    while TaskRun.objects.filter(state="SUCCESS").count() < n:
-        time.sleep(0.2)
-    recorder.terminate()
-    recorder.wait()
+    rates: dict[str, list[float]] = {label: [] for label, *_ in PASSES}
+    ratios: dict[str, list[float]] = {label: [] for label, *_ in PASSES}
+    for round_ in range(1, rounds + 1):
+        for label, events, batched, with_recorder in PASSES:
+            recorder = None
+            if with_recorder:
+                TaskRun.objects.all().delete()
+                TaskResult.objects.all().delete()  # or the recorder would reconstruct earlier passes
+                recorder = subprocess.Popen(
+                    [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"],
+                    env=env(True),
+                    cwd=ROOT,
+                )
+                time.sleep(5)
+            rates[label].append(n / drain(n, events, batched))
+            if recorder is not None:
+                while TaskRun.objects.filter(state="SUCCESS").count() < n:
+                    time.sleep(0.2)
+                recorder.terminate()
+                recorder.wait()
+            ratios[label].append(rates[label][-1] / rates[PASSES[0][0]][-1])
+            print(f"round {round_}: {label}: {rates[label][-1]:.0f}/s", file=sys.stderr, flush=True)
     lags = sorted(
         (r.updated_at - r.finished_at).total_seconds()
         for r in TaskRun.objects.only("updated_at", "finished_at").filter(
             finished_at__isnull=False, reconstructed=False
         )
     )
-    print(
-        "| tasks | plain Celery | events, no recorder | events + recorder | ratio (monitored/plain) | cost |"
-    )
-    print("|---|---|---|---|---|---|")
-    ratio = plain / monitored  # = monitored throughput / plain throughput
-    rates = f"{n / plain:.0f}/s | {n / events_only:.0f}/s | {n / monitored:.0f}/s"
-    print(f"| {n} | {rates} | {ratio:.3f} | {1 - ratio:.1%} |")
+    print(f"{n} tasks per pass, {rounds} interleaved round(s); ratio: median of per-round ratios to plain.\n")
+    print("| pass | drain tasks/s, median (min-max) | ratio to plain | cost |")
+    print("|---|---|---|---|")
+    for label, *_ in PASSES:
+        ratio = statistics.median(ratios[label])
+        spread = f"{statistics.median(rates[label]):.0f} ({min(rates[label]):.0f}-{max(rates[label]):.0f})"
+        print(f"| {label} | {spread} | {ratio:.2f} | {1 - ratio:.0%} |")
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
     print(
         f"\nrecorder lag (final event -> row written): p50 {statistics.median(lags) * 1000:.0f} ms, "
@@ -194,12 +214,13 @@ def memory(points: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-runs", default="100000,200000")
     args = parser.parse_args()
     import django
 
     django.setup()
-    throughput(args.tasks)
+    throughput(args.tasks, args.rounds)
     memory([int(x) for x in args.memory_runs.split(",") if x])
 
 

@@ -11,17 +11,22 @@ tests claim theirs), with the same worker (``-P prefork -c 2``, events off):
 - ``bare``: a minimal Celery app (bench/bare.py), no Django, results ignored;
 - ``plain django-db``: Celery + django-celery-results as the notes set them up
   (bench/plain/), on PostgreSQL and on SQLite (WAL);
-- ``taskdeck``: the reference project as shipped (core/settings.py), on
-  PostgreSQL and on SQLite (WAL);
+- ``taskdeck``: the reference project as shipped (core/settings.py: the
+  direct upsert backend), on PostgreSQL and on SQLite (WAL);
+- ``taskdeck write-behind``: the same with ``CELERY_BACKEND`` set to the
+  write-behind backend (results through Redis, rows flushed in batches);
 - with ``--variants``: the taskdeck stack with one part changed at a time
   (bench/variants.py), to show what each part is worth.
+
+One command runs it all and prints the table of docs/benchmarks.md.
 
 Drain rate: N noop tasks are enqueued first, then a fresh worker is started;
 the clock runs from the first message taken off the queue to the moment the
 queue and the unacknowledged set are both empty (acks are late, so a result
 is stored before its message is acknowledged). Rounds are interleaved, so a
 burst of load from elsewhere hits every configuration alike; the median is
-printed with the spread. Latency: sequential ``send_task(...).get()`` round
+printed with the spread, and the ratio to bare is taken within each round
+(the median of the per-round ratios). Latency: sequential ``send_task(...).get()`` round
 trips against the running worker, once, in the first round.
 """
 
@@ -92,12 +97,24 @@ def configs(variants: list[str]) -> list[Config]:
         rows.append(
             Config(
                 f"taskdeck-{db}",
-                "taskdeck",
+                "taskdeck (direct upsert, the default)",
                 db,
                 "core",
                 "core.celery_app:app",
                 settings="core.settings",
                 include="bench.noop",
+            )
+        )
+        rows.append(
+            Config(
+                f"write-behind-{db}",
+                "taskdeck write-behind",
+                db,
+                "core",
+                "core.celery_app:app",
+                settings="core.settings",
+                include="bench.noop",
+                env={"CELERY_BACKEND": "taskdeck.results.writebehind:WriteBehindBackend"},
             )
         )
         for name in variants:
@@ -328,8 +345,9 @@ def server_version() -> str:
 
 
 def report(rows: list[Config], n: int, rounds: int, loads: tuple[str, str]) -> None:
-    bare = statistics.median(rows[0].rates)
-    print(f"\n{n} noop tasks per pass, {rounds} rounds, median (min-max); worker -P prefork -c 2\n")
+    bare = rows[0].rates
+    print(f"\n{n} noop tasks per pass, {rounds} rounds, median (min-max); worker -P prefork -c 2")
+    print("ratio to bare: the median over rounds of (rate / bare's rate in the same round)\n")
     print(
         "| configuration | database | tasks/s | ratio to bare | worker CPU/task | machine busy "
         "| rows in DB after drain | get() p50 | get() p99 |"
@@ -338,6 +356,7 @@ def report(rows: list[Config], n: int, rounds: int, loads: tuple[str, str]) -> N
     for row in rows:
         rate = statistics.median(row.rates)
         spread = f"{min(row.rates):.0f}-{max(row.rates):.0f}"
+        ratio = statistics.median(r / b for r, b in zip(row.rates, bare, strict=True))
         lag = f"+{max(row.flush_lag) * 1000:.0f} ms" if row.flush_lag else "-"
         if row.latencies:
             p50 = f"{percentile(row.latencies, 0.5) * 1000:.1f} ms"
@@ -345,7 +364,7 @@ def report(rows: list[Config], n: int, rounds: int, loads: tuple[str, str]) -> N
         else:
             p50 = p99 = "-"
         print(
-            f"| {row.label} | {row.database or '-'} | {rate:.0f} ({spread}) | {rate / bare:.2f} | "
+            f"| {row.label} | {row.database or '-'} | {rate:.0f} ({spread}) | {ratio:.2f} | "
             f"{statistics.median(row.worker_cpu):.2f} ms | {statistics.median(row.busy):.0%} | "
             f"{lag} | {p50} | {p99} |"
         )

@@ -53,22 +53,13 @@ def _ignore_results(s: Settings) -> None:
     s["CELERY_TASK_IGNORE_RESULT"] = True
 
 
-def _write_behind(s: Settings) -> None:
-    s["CELERY_RESULT_BACKEND"] = "taskdeck.results.writebehind:WriteBehindBackend"
-
-
-def _write_behind_started_at_once(s: Settings) -> None:
-    _write_behind(s)
+def _started_at_once(s: Settings) -> None:
     s["TASKDECK"] = {**s["TASKDECK"], "RESULTS": {"STARTED_DELAY": 0}}
 
 
 def _write_behind_no_flush(s: Settings) -> None:
-    _write_behind(s)
+    s["CELERY_RESULT_BACKEND"] = "taskdeck.results.writebehind:WriteBehindBackend"
     s["TASKDECK"] = {**s["TASKDECK"], "RESULTS": {"BATCH_SIZE": 1, "FLUSH_INTERVAL": 3600}}
-
-
-def _direct(s: Settings) -> None:
-    s["CELERY_RESULT_BACKEND"] = "taskdeck.results.backend:DatabaseBackend"
 
 
 class Variant(NamedTuple):
@@ -82,10 +73,8 @@ BOTH = ("postgresql", "sqlite")
 PG = ("postgresql",)
 
 VARIANTS: dict[str, Variant] = {
-    "direct": Variant("direct upsert backend, connections kept", BOTH, _direct),
-    "write-behind": Variant("write-behind backend", BOTH, _write_behind),
-    "write-behind-started": Variant(
-        "write-behind, STARTED stored at once", BOTH, _write_behind_started_at_once
+    "started-at-once": Variant(
+        "taskdeck, every STARTED stored at once (STARTED_DELAY=0)", BOTH, _started_at_once
     ),
     "write-behind-no-flush": Variant(
         "write-behind, flusher idle (rows stay in Redis)", PG, _write_behind_no_flush, False

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from taskdeck.lanes import declare_queues
+from taskdeck.lanes import NOTES_LANES, declare_queues, lanes_for
 from taskdeck.routing import TaskRoutes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -102,7 +102,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"taskdeck": {"handlers": ["console"], "level": "INFO"}},
+    # Its own handler, not also Celery's root handler: each line once in worker logs.
+    "loggers": {"taskdeck": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
 
 # --- Celery: the notes' "Configurations" ------------------------------------
@@ -112,13 +113,24 @@ LOGGING = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER") or f"redis+socket://{DATA_DIR / 'redis.sock'}"
 # Results in the Django database (django-celery-results' tables), as the notes
 # do, written by taskdeck's backend: one upsert per state instead of a read and
-# a write (docs/results.md). CELERY_BACKEND=django-db gives the stock backend.
+# a write (docs/results.md). CELERY_BACKEND=django-db gives the stock backend;
+# CELERY_BACKEND=taskdeck.results.writebehind:WriteBehindBackend the faster
+# write-behind one (results through Redis, rows written in batches).
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND", "taskdeck.results.backend:DatabaseBackend")
 # Without it django-celery-results stores no task name, args, worker or traceback.
 CELERY_RESULT_EXTENDED = True
 # STARTED state and date_started are only recorded with this on.
 CELERY_TASK_TRACK_STARTED = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish that meets a broker restarting is retried for up to ~15 s (0, 0.5,
+# 1, 1.5, then 2 s apart) before apply_async raises; Celery's default gives up
+# after ~0.6 s. docs/reliability.md has the trade-off.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 10,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
 # JSON only: a pickled message could run code on the workers.
 CELERY_ACCEPT_CONTENT = ["application/json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -144,13 +156,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 
 # --- Priority lanes and queues: the notes' "TASK PRIORITIZATION" --------------
 
-LANES = {"high": "high_priority", "medium": "medium_priority", "low": "low_priority"}
+# The notes' high_priority/medium_priority/low_priority queues. The lanes share
+# one worker group (TASKDECK["WORKERS"] below), so on RabbitMQ they share one
+# queue too ("lanes", declared with x-max-priority): a RabbitMQ worker takes from
+# several queues in turn, and only in-queue priority puts a high task first.
+# On Redis each lane keeps its queue (docs/lanes.md has the figures).
+LANES = lanes_for(CELERY_BROKER_URL, NOTES_LANES)
+LANE_QUEUES = list(dict.fromkeys(LANES.values()))
 # Named explicitly: a task without a route goes here, not to "celery".
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Declared by hand as the notes prefer (new-style name: Celery ignores
 # CELERY_QUEUES under the namespace), with priority support on each.
 CELERY_TASK_QUEUES = declare_queues(
-    CELERY_BROKER_URL, [CELERY_TASK_DEFAULT_QUEUE, *LANES.values(), "notifications"]
+    CELERY_BROKER_URL, [CELERY_TASK_DEFAULT_QUEUE, *LANE_QUEUES, "notifications"]
 )
 
 # --- Routing: the notes' "TASK ROUTES" and "TASK DYNAMIC ROUTES" ------------
@@ -197,7 +215,7 @@ TASKDECK = {
     # One worker per queue group, as the notes run them (`taskdeck up` starts
     # these; in production run the same `celery worker` commands anywhere).
     "WORKERS": {
-        "lanes": {"queues": list(LANES.values()), "concurrency": 2},
+        "lanes": {"queues": LANE_QUEUES, "concurrency": 2},
         "notifications": {"queues": ["notifications"], "concurrency": 1},
         "default": {"queues": [CELERY_TASK_DEFAULT_QUEUE], "concurrency": 1},
     },

@@ -20,3 +20,18 @@ def rebuild_search_index(shard: int, seconds: float = 0.05) -> int:
     """Rebuild one shard of a search index: slow work nobody is waiting for."""
     time.sleep(seconds)
     return shard
+
+
+@shared_task(bind=True)
+def reindex_catalog(self, items: int, seconds_per_item: float = 0.1) -> int:
+    """Reindex ``items`` products, reporting progress as it goes (the dashboard draws a progress bar).
+
+    Progress is the custom ``PROGRESS`` state with ``{"current", "total"}``,
+    stored through the result backend as Celery's ``update_state`` does.
+    """
+    for done in range(items):
+        self.update_state(
+            state="PROGRESS", meta={"current": done, "total": items, "message": f"item {done + 1}"}
+        )
+        time.sleep(seconds_per_item)
+    return items

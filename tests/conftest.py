@@ -18,6 +18,9 @@ import redis
 from celery import current_app
 from django.db import connection
 
+from tests.support.probe import Probe
+from tests.support.rabbitmq import celery_app as rabbitmq_celery_app
+from tests.support.rabbitmq import vhost as rabbitmq_vhost
 from tests.support.services import ARTIFACTS, REDIS, ROOT, Proc, reset_pools, wait_for
 
 
@@ -82,42 +85,93 @@ def services_env(broker: str, pg: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def start_worker(
-    services_env: dict[str, str], request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Proc]]:
-    """Start ``celery -A core worker`` on the given queues; waits until it answers ping."""
-    procs: list[Proc] = []
+class Workers:
+    """``celery -A core worker`` subprocesses of one test, stopped at its end."""
+
+    def __init__(self, env: dict[str, str], app: Any, request: pytest.FixtureRequest, prefix: str) -> None:
+        self.env, self.app, self.request, self.prefix = env, app, request, prefix
+        self.procs: list[Proc] = []
 
     def start(
+        self,
         queues: list[str],
         concurrency: int = 2,
         name: str | None = None,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> Proc:
-        hostname = f"{name or 'w' + uuid.uuid4().hex[:6]}@test"
+        """Start a worker on ``queues``; waits until it answers ping through ``self.app``'s broker."""
+        hostname = f"{name or self.prefix + uuid.uuid4().hex[:6]}@test"
         argv = [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", ",".join(queues)]
         argv += ["-c", str(concurrency), "-n", hostname, "-l", "info", "--without-mingle", "--without-gossip"]
         argv += args or []
-        proc = Proc(argv, {**services_env, **(env or {})}, ARTIFACTS / f"{request.node.name}-{hostname}.log")
+        log = ARTIFACTS / f"{self.request.node.name}-{hostname}.log"
+        proc = Proc(argv, {**self.env, **(env or {})}, log)
         proc.hostname = hostname
-        procs.append(proc)
+        self.procs.append(proc)
         wait_for(
-            lambda: not proc.alive() or current_app.control.ping([hostname], timeout=0.5),
+            lambda: not proc.alive() or self.app.control.ping([hostname], timeout=0.5),
             60,
-            f"worker {hostname} to answer ping",
+            f"worker {hostname} to answer ping on {self.env.get('CELERY_BROKER')}",
         )
         assert proc.alive(), f"worker exited, see {proc.log}"
         return proc
 
-    yield start
-    for proc in procs:
-        proc.stop()
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+@pytest.fixture
+def start_worker(
+    services_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Proc]]:
+    """Start ``celery -A core worker`` on the given queues; waits until it answers ping."""
+    workers = Workers(services_env, current_app, request, prefix="w")
+    yield workers.start
+    workers.stop()
 
 
 @pytest.fixture
 def staff_client(client: Any, django_user_model: Any) -> Any:
+    """A client logged in as the dashboard's read-only role: staff with ``view_dashboard``."""
+    from django.contrib.auth.models import Permission
+
     user = django_user_model.objects.create_user("ops", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_dashboard"))
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def probe(broker: str) -> Probe:
+    """What probed workers saw when each task started (tests/support/probe.py), in this test's Redis.
+
+    Start workers with ``args=PROBE_ARGS, env=probe.env``.
+    """
+    return Probe(broker)
+
+
+@pytest.fixture
+def rabbitmq() -> Iterator[str]:
+    """The URL of a RabbitMQ vhost of this test's own, deleted afterwards."""
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+@pytest.fixture
+def rabbitmq_app(rabbitmq: str) -> Iterator[Any]:
+    """A Celery app configured like the project's that publishes to the ``rabbitmq`` vhost."""
+    app = rabbitmq_celery_app(rabbitmq)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def start_amqp_worker(
+    services_env: dict[str, str], rabbitmq: str, rabbitmq_app: Any, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Proc]]:
+    """``start_worker``'s twin on the ``rabbitmq`` vhost; waits until the worker answers ping there."""
+    workers = Workers({**services_env, "CELERY_BROKER": rabbitmq}, rabbitmq_app, request, prefix="a")
+    yield workers.start
+    workers.stop()

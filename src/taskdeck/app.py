@@ -6,9 +6,10 @@ from typing import Any
 
 from celery import Celery
 from celery.app.amqp import AMQP as CeleryAMQP
+from kombu import Producer, pools
 from kombu.exceptions import EncodeError
 
-from taskdeck.errors import TaskArgumentError
+from taskdeck.errors import MessageTooLargeError, TaskArgumentError
 from taskdeck.results import FIXUP
 
 
@@ -23,7 +24,11 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
 
     plus taskdeck's publisher, which turns an argument that cannot be
     serialized into a :class:`~taskdeck.errors.TaskArgumentError` naming the
-    task and the argument, and taskdeck's Django fix-up, with which workers
+    task and the argument and refuses a message over
+    ``TASKDECK["MAX_MESSAGE_BYTES"]`` (:class:`~taskdeck.errors.MessageTooLargeError`),
+    a worker step that records the messages a worker refuses
+    (:mod:`taskdeck.rejections`), one that publishes task events in batches
+    (:mod:`taskdeck.events`), and taskdeck's Django fix-up, with which workers
     keep their database connections between tasks instead of opening one per
     task (:mod:`taskdeck.results.connections`; ``TASKDECK["WORKER_DB_CONNECTIONS"]``).
     """
@@ -33,12 +38,60 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
     kwargs.setdefault("fixups", [FIXUP])
     app = Celery(main, **kwargs)
     app.config_from_object("django.conf:settings", namespace=namespace)
+    from taskdeck.events import BatchTaskEvents
+    from taskdeck.rejections import RecordDecodeErrors
+
+    app.steps["consumer"].add(RecordDecodeErrors)
+    app.steps["consumer"].add(BatchTaskEvents)
     app.autodiscover_tasks()
     return app
 
 
+class TaskProducer(Producer):
+    """kombu's producer, refusing a message over ``TASKDECK["MAX_MESSAGE_BYTES"]`` before it is sent.
+
+    The size is that of the serialized body (arguments, keyword arguments,
+    canvas), measured where kombu serializes it, so nothing is encoded twice.
+    """
+
+    def _prepare(
+        self,
+        body: Any,
+        serializer: Any = None,
+        content_type: Any = None,
+        content_encoding: Any = None,
+        compression: Any = None,
+        headers: Any = None,
+    ) -> Any:
+        prepared = super()._prepare(body, serializer, content_type, content_encoding, compression, headers)
+        from taskdeck import conf
+
+        limit = conf.get()["MAX_MESSAGE_BYTES"]
+        if limit and len(prepared[0]) > limit:
+            task = str((headers or {}).get("task") or "?")
+            raise _size_error(task, body, len(prepared[0]), int(limit))
+        return prepared
+
+
 class AMQP(CeleryAMQP):
     """Celery's publisher, with errors that say which task and argument failed."""
+
+    Producer = TaskProducer
+    _producer_pool: Any = None
+
+    @property
+    def producer_pool(self) -> Any:
+        # Celery's own, made with TaskProducer: kombu's shared pool group would
+        # hand out plain Producers.
+        if self._producer_pool is None:
+            self._producer_pool = pools.ProducerPool(
+                pools.connections[self.app.connection_for_write()],
+                limit=self.app.pool.limit,
+                Producer=TaskProducer,
+            )
+        return self._producer_pool
+
+    publisher_pool = producer_pool
 
     def _create_task_sender(self) -> Any:
         send = super()._create_task_sender()
@@ -51,6 +104,8 @@ class AMQP(CeleryAMQP):
                 message.sent_event.update(group_id=headers.get("group"), priority=kwargs.get("priority"))
             try:
                 return send(producer, name, message, **kwargs)
+            except TaskArgumentError:
+                raise
             except EncodeError as exc:
                 # kombu serializes the whole body before sending a byte, so
                 # nothing reached the broker: find the culprit and say so.
@@ -70,6 +125,23 @@ def _argument_error(task: str, body: Any, exc: Exception) -> EncodeError:
                 name, label, f"of type {type(value).__name__} cannot be encoded as JSON ({err})"
             )
     return TaskArgumentError(task, "a message field", f"cannot be encoded ({exc})")
+
+
+def _size_error(task: str, body: Any, size: int, limit: int) -> MessageTooLargeError:
+    """The error for an oversized message, naming its largest argument."""
+    from kombu.utils.json import dumps
+
+    owner, culprit, largest = task, "the message", -1
+    for name, label, value in _arguments(task, body):
+        try:
+            length = len(dumps(value).encode())
+        except (TypeError, ValueError):
+            continue
+        if length > largest:
+            owner, culprit, largest = name, label, length
+    if owner != task:
+        culprit = f"{culprit} of {owner!r} (in its canvas)"
+    return MessageTooLargeError(task, culprit, size, limit)
 
 
 def _arguments(task: str, body: Any) -> Any:

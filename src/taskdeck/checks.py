@@ -128,6 +128,8 @@ def _check_routes() -> list[CheckMessage]:
 
     messages: list[CheckMessage] = []
     lanes = conf.get()["LANES"]
+    if not isinstance(lanes, Mapping):
+        lanes = None  # taskdeck.E003 reports it; lane routes cannot be checked against it
     routed: list[tuple[str, str]] = []  # (where, queue)
     namespace_router = False
     for where, entry in _routers():
@@ -165,7 +167,7 @@ def _check_routes() -> list[CheckMessage]:
             )
             continue
         for key, value in table.items():
-            label = f"{where}[{key.pattern if isinstance(key, re.Pattern) else key!r}]"
+            label = f"{where}[{key.pattern if isinstance(key, re.Pattern) else repr(key)}]"
             queue, problem = _route_queue(value, lanes)
             if problem:
                 messages.append(Error(f"{label}: {problem}", hint=_ROUTE_HINT, id="taskdeck.E002"))
@@ -179,12 +181,14 @@ _ROUTE_HINT = (
 )
 
 
-def _route_queue(value: Any, lanes: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _route_queue(value: Any, lanes: Mapping[str, str] | None) -> tuple[str | None, str | None]:
     if isinstance(value, str):
         return (value, None) if value else (None, "the queue name is empty.")
     if not isinstance(value, Mapping):
         return None, f"{value!r} is not a queue name or a dict of options."
     if "lane" in value:
+        if lanes is None:
+            return None, None
         lane = value["lane"]
         if lane not in lanes:
             return None, f"unknown lane {lane!r}; TASKDECK['LANES'] defines {', '.join(lanes)}."

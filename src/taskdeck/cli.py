@@ -135,16 +135,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         fleet.say("taskdeck", "migrations applied")
         _local_admin(fleet, broker_url, data_dir)
         for name, group in options["WORKERS"].items():
-            fleet.start(Spec(f"w:{name}", worker_argv(args.app, name, group)), env)
+            fleet.start(Spec(f"w:{name}", worker_argv(args.app, name, group), restart=True), env)
         if not options["WORKERS"]:
             fleet.say("taskdeck", 'TASKDECK["WORKERS"] is empty: no worker started')
         if options["BEAT"] and not args.no_beat:
-            fleet.start(Spec("beat", [python, "-m", "celery", "-A", args.app, "beat", "-l", "INFO"]), env)
+            beat = [python, "-m", "celery", "-A", args.app, "beat", "-l", "INFO"]
+            fleet.start(Spec("beat", beat, restart=True), env)
         if options["MONITOR_PROCESS"]:
-            fleet.start(Spec("monitor", [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]), env)
+            recorder = [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]
+            fleet.start(Spec("monitor", recorder, restart=True), env)
         if not args.no_web:
             web = [python, "-m", "django", "runserver", address, "--noreload"]
-            fleet.start(Spec("web", web, ready=lambda: _port_open(address)), env)
+            fleet.start(Spec("web", web, ready=lambda: _port_open(address), restart=True), env)
         _wait_for_workers(fleet, app, list(options["WORKERS"]))
         if not args.no_web:
             fleet.say("taskdeck", f"dashboard: http://{address}{DEFAULT_DASHBOARD_PATH}")

@@ -29,6 +29,13 @@ Keys
 ``MONITOR_PROCESS``
     Whether ``taskdeck up`` starts the recorder (``taskdeck monitor``).
     Default: ``True``.
+``MAX_MESSAGE_BYTES``
+    Largest serialized task message (arguments, keyword arguments and canvas,
+    in bytes, before the broker's own envelope) that ``apply_async`` sends
+    (apps made by ``create_celery_app``). A larger one raises
+    :class:`~taskdeck.errors.MessageTooLargeError` naming the task and its
+    largest argument, and nothing is sent. ``None`` turns the check off.
+    Default: ``1048576`` (1 MiB).
 ``DEMO``
     Dotted path to a function returning the :class:`taskdeck.demo.Job` list
     that ``taskdeck demo`` sends. Default: ``None`` (no demo).
@@ -41,11 +48,14 @@ Keys
     task (``CELERY_DB_REUSE_MAX`` applies). See docs/results.md.
     Default: ``"reuse"``.
 ``RESULTS``
-    The write-behind result backend (:mod:`taskdeck.results.writebehind`); a
-    dict merged over :data:`RESULTS_DEFAULTS`, whose comments document each key.
+    taskdeck's result backends (:mod:`taskdeck.results`); a dict merged over
+    :data:`RESULTS_DEFAULTS`, whose comments document each key.
 ``MONITOR``
     The recorder, sampler, API, ``/metrics`` and alerts; a dict merged over
     :data:`MONITOR_DEFAULTS`, whose comments document each key.
+``DASHBOARD``
+    The web dashboard (``taskdeck.dashboard``); a dict merged over
+    :data:`DASHBOARD_DEFAULTS`, whose comments document each key.
 """
 
 from __future__ import annotations
@@ -67,30 +77,38 @@ DEFAULTS: dict[str, Any] = {
     "WEB_ADDRESS": "127.0.0.1:8000",
     "MONITOR_PROCESS": True,
     "DEMO": None,
+    "MAX_MESSAGE_BYTES": 1024 * 1024,
     "WORKER_DB_CONNECTIONS": "reuse",
     "RESULTS": {},
     "MONITOR": {},
+    "DASHBOARD": {},
 }
 
 RESULTS_DEFAULTS: dict[str, Any] = {
-    # Where results wait for the database: None means the broker's Redis.
+    # With CELERY_TASK_TRACK_STARTED, STARTED is stored only for a task still
+    # running this many seconds after it started (the final state's row always
+    # has date_started); 0 stores every STARTED at once, as Celery does.
+    "STARTED_DELAY": 0.05,
+    # Write-behind backend only (taskdeck.results.writebehind):
+    # where results wait for the database; None means the broker's Redis.
     "REDIS_URL": None,
     "KEY_PREFIX": "taskdeck:results:",
     # Seconds a result stays readable in Redis; reads fall back to the database.
     "TTL": 3600,
-    # STARTED is stored only for a task still running after this many seconds
-    # (its row always gets date_started); 0 stores it at once.
-    "STARTED_DELAY": 0.05,
     # The flusher writes at most BATCH_SIZE rows per statement, and waits
     # FLUSH_INTERVAL seconds when nothing is pending.
     "BATCH_SIZE": 500,
     "FLUSH_INTERVAL": 0.1,
     # One flusher writes at a time (rows stay in order); its lock expires after
     # LOCK_TIMEOUT seconds if it dies, and another worker's flusher takes over.
-    "LOCK_TIMEOUT": 60,
+    "LOCK_TIMEOUT": 10,
 }
 
 MONITOR_DEFAULTS: dict[str, Any] = {
+    # Workers (apps made by create_celery_app): seconds a worker holds its
+    # buffered task events before one publish sends them all (taskdeck.events).
+    # 0 is Celery's behaviour: one publish per event.
+    "EVENT_FLUSH_INTERVAL": 0.1,
     # Recorder: events are applied in batches of at most BATCH_SIZE, at least
     # every FLUSH_INTERVAL seconds; at most BUFFER events wait in memory (the
     # capture thread blocks when it is full, so memory stays bounded).
@@ -130,6 +148,12 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # ApiToken rows (handy for a Prometheus scrape config from the environment).
     "TOKENS": [],
     "METRICS_NETWORKS": ["127.0.0.1/32", "::1/128"],
+    # Charts (taskdeck.monitor.series, GET /api/series): a bucket that ended more
+    # than SERIES_SETTLE seconds ago is kept in the Django cache SERIES_CACHE
+    # (an alias of CACHES) for SERIES_CACHE_TTL seconds.
+    "SERIES_CACHE": "default",
+    "SERIES_CACHE_TTL": 3600,
+    "SERIES_SETTLE": 120,
     # Prometheus histogram buckets (seconds) of runtime and wait.
     "METRICS_BUCKETS": [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
     # Alert rules evaluated by the recorder every ALERT_INTERVAL seconds, e.g.
@@ -141,6 +165,19 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # Deliveries besides the "taskdeck.alerts" logger.
     "ALERT_WEBHOOK": None,
     "ALERT_EMAILS": [],
+}
+
+DASHBOARD_DEFAULTS: dict[str, Any] = {
+    # Seconds between refreshes of the live parts of a page (htmx polling).
+    "REFRESH": 5,
+    # Rows per page of the task list (keyset pagination, newest first).
+    "PAGE_SIZE": 50,
+    # "Retry all" of a failure group retries at most this many runs per click.
+    "BULK_RETRY_LIMIT": 500,
+    # Seconds to wait for workers' replies to remote control (pool grow/shrink,
+    # the queues' consumers); the consumers are cached that long in CACHE.
+    "CONTROL_TIMEOUT": 1.0,
+    "CACHE": "default",
 }
 
 WORKER_DEFAULTS: dict[str, Any] = {
@@ -163,6 +200,7 @@ def get() -> dict[str, Any]:
     merged["DATA_DIR"] = Path(merged["DATA_DIR"])
     merged["MONITOR"] = {**MONITOR_DEFAULTS, **(user.get("MONITOR") or {})}
     merged["RESULTS"] = {**RESULTS_DEFAULTS, **(user.get("RESULTS") or {})}
+    merged["DASHBOARD"] = {**DASHBOARD_DEFAULTS, **(user.get("DASHBOARD") or {})}
     merged["WORKERS"] = {name: {**WORKER_DEFAULTS, **group} for name, group in merged["WORKERS"].items()}
     return merged
 
@@ -170,6 +208,11 @@ def get() -> dict[str, Any]:
 def monitor() -> dict[str, Any]:
     """The effective ``TASKDECK["MONITOR"]`` settings."""
     return dict(get()["MONITOR"])
+
+
+def dashboard() -> dict[str, Any]:
+    """The effective ``TASKDECK["DASHBOARD"]`` settings."""
+    return dict(get()["DASHBOARD"])
 
 
 def results() -> dict[str, Any]:

@@ -107,18 +107,18 @@ def run(out: IO[str], timeout: float = 120.0) -> int:
     everything = [r for _, results in sent for r in results]
     out.write(f"\nwaiting for {len(everything)} task runs of {len(jobs)} jobs...\n\n")
     finished = wait(everything, timeout)
-    header = f"{'task':<34} {'queue':<16} {'worker':<26} {'state':<8} {'retries':>7}  outcome"
+    described = [(job, [describe(r) for r in results]) for job, results in sent]
+    width = max([34, *(len(r.name) for _, runs in described for r in runs)])
+    header = f"{'task':<{width}} {'queue':<16} {'worker':<26} {'state':<8} {'retries':>7}  outcome"
     failed = 0
-    for job, results in sent:
-        runs = [describe(r) for r in results]
+    for job, runs in described:
         ok = all(r.state == job.expect for r in runs)
         failed += not ok
         out.write(f"{'ok ' if ok else 'BAD'} {job.label} (expected {job.expect})\n")
         out.write(f"    {header}\n")
         for r in runs:
-            out.write(
-                f"    {r.name:<34} {r.queue:<16} {r.worker:<26} {r.state:<8} {r.retries:>7}  {r.outcome}\n"
-            )
+            columns = f"{r.name:<{width}} {r.queue:<16} {r.worker:<26} {r.state:<8} {r.retries:>7}"
+            out.write(f"    {columns}  {r.outcome}\n")
         out.write("\n")
     if not finished:
         out.write(f"timed out after {timeout:.0f}s: are workers running for every queue? (taskdeck status)\n")

@@ -44,3 +44,39 @@ class TaskArgumentError(EncodeError, TaskdeckError):
 
 class BrokerError(TaskdeckError):
     """The broker could not be reached or started."""
+
+
+class ActionRefused(TaskdeckError):
+    """A dashboard action (retry, revoke, purge, worker control) that taskdeck will not carry out.
+
+    The message says why, e.g. the task's recorded arguments were truncated,
+    the queue is not one the app declares, or the worker did not answer.
+    """
+
+
+class MessageTooLargeError(TaskArgumentError):
+    """A task's serialized message is over ``TASKDECK["MAX_MESSAGE_BYTES"]``: nothing was published.
+
+    ``argument`` names the largest argument, the likely culprit; ``size`` and
+    ``limit`` are in bytes.
+    """
+
+    def __init__(self, task: str, argument: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            task,
+            argument,
+            f"makes the message {size:,} bytes, over the limit of {limit:,} "
+            "(TASKDECK['MAX_MESSAGE_BYTES']): pass a reference to the data (a file or object-store "
+            "key, a row id) instead of the data itself, or raise the limit",
+        )
+
+
+class MessageRejected(TaskdeckError):
+    """What a worker stores as the result of a message it refused without running it.
+
+    The message could not be decoded (malformed body), was in a content type
+    the worker does not accept (pickle, or anything but JSON), or was not a
+    task message at all. Its run is recorded as ``REJECTED`` under its task id.
+    """

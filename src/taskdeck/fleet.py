@@ -4,8 +4,14 @@ Each process runs in a session of its own (so Ctrl-C in the terminal reaches
 only the supervisor, which stops the others in order) and gets SIGKILL if the
 supervisor itself dies (``PR_SET_PDEATHSIG``): no process outlives ``up``.
 Their output is interleaved line by line, each line prefixed with the
-process's name. When one of them exits on its own, the others are stopped and
-``up`` exits with an error, naming it.
+process's name.
+
+A process marked ``restart`` (workers, beat, the recorder, the web server)
+that exits on its own is started again after a back-off of 1, 2, 4 … up to
+30 seconds, what is left of its process group killed first; one that exits
+``MAX_RESTARTS`` times within ``RESTART_WINDOW`` seconds is given up on. When
+a process is given up on, or one not marked ``restart`` exits (the embedded
+broker), the others are stopped and ``up`` exits with an error, naming it.
 
 Stopping: SIGTERM to each process group, in the reverse order of start (web
 and beat first, workers next, which finish their current tasks, the broker
@@ -22,12 +28,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 PR_SET_PDEATHSIG = 1
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93", "95", "92"]
+#: A process that exits this many times within RESTART_WINDOW seconds is given up on.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 120.0
+MAX_BACKOFF = 30.0
 
 
 @dataclass
@@ -38,6 +49,8 @@ class Spec:
     argv: list[str]
     ready: Callable[[], bool] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Start it again when it exits on its own (with a back-off), instead of stopping everything.
+    restart: bool = False
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -67,6 +80,8 @@ class Fleet:
         self._lock = threading.Lock()
         self._width = 8
         self._stopping = False
+        self._envs: dict[str, dict[str, str]] = {}
+        self._exits: dict[str, deque[float]] = {}
 
     def reserve(self, names: Sequence[str]) -> None:
         """Align every prefix to the longest of ``names`` from the first line on."""
@@ -85,16 +100,9 @@ class Fleet:
     def start(self, spec: Spec, env: dict[str, str], ready_timeout: float = 60) -> subprocess.Popen[bytes]:
         """Start ``spec`` and wait for its readiness check, if it has one."""
         self._width = max(self._width, len(spec.name))
-        popen = subprocess.Popen(
-            spec.argv,
-            env={**env, **spec.env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
+        self._envs[spec.name] = env
+        popen = self._spawn(spec)
         self.procs.append((spec, popen))
-        threading.Thread(target=self._pump, args=(spec.name, popen), daemon=True).start()
         if spec.ready is not None:
             deadline = time.monotonic() + ready_timeout
             while not spec.ready():
@@ -105,18 +113,65 @@ class Fleet:
                 time.sleep(0.1)
         return popen
 
+    def _spawn(self, spec: Spec) -> subprocess.Popen[bytes]:
+        popen = subprocess.Popen(
+            spec.argv,
+            env={**self._envs[spec.name], **spec.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._pump, args=(spec.name, popen), daemon=True).start()
+        return popen
+
     def _pump(self, name: str, popen: subprocess.Popen[bytes]) -> None:
         assert popen.stdout is not None
         for raw in iter(popen.stdout.readline, b""):
             self.say(name, raw.decode(errors="replace"))
 
     def wait(self) -> None:
-        """Block until a process exits on its own (raises ProcessExited) or ``stop()`` is called."""
+        """Block until ``stop()`` is called, restarting what may be restarted.
+
+        Raises ProcessExited when a process exits on its own and may not be
+        restarted (not marked ``restart``, or given up on).
+        """
         while not self._stopping:
-            for spec, popen in self.procs:
-                if popen.poll() is not None and not self._stopping:
+            for index, (spec, popen) in enumerate(self.procs):
+                if popen.poll() is None or self._stopping:
+                    continue
+                delay = self._backoff(spec)
+                if delay is None:
                     raise ProcessExited(spec.name, popen.returncode)
+                code = popen.returncode
+                self.say("taskdeck", f"{spec.name} exited with code {code}; restarting it in {delay:.0f}s")
+                _signal_group(popen, signal.SIGKILL)  # its pool children, if any are left
+                popen.wait()
+                if not self._sleep(delay):
+                    return
+                self.procs[index] = (spec, self._spawn(spec))
             time.sleep(0.2)
+
+    def _backoff(self, spec: Spec) -> float | None:
+        """Seconds to wait before restarting ``spec``, or None to give up on it."""
+        if not spec.restart:
+            return None
+        now = time.monotonic()
+        exits = self._exits.setdefault(spec.name, deque())
+        exits.append(now)
+        while exits and now - exits[0] > RESTART_WINDOW:
+            exits.popleft()
+        if len(exits) > MAX_RESTARTS:
+            self.say("taskdeck", f"{spec.name} exited {len(exits)} times in {RESTART_WINDOW:.0f}s: giving up")
+            return None
+        return min(2.0 ** (len(exits) - 1), MAX_BACKOFF)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on ``stop()``; False if stopping."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not self._stopping
 
     def stop(self) -> None:
         """Stop every process, newest first; SIGKILL what is left after the grace period."""

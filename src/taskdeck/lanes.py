@@ -6,11 +6,15 @@ high task overtake a backlog on a worker that consumes several lanes, on
 brokers that order by priority (RabbitMQ with ``x-max-priority``, Redis
 through priority sub-queues). The priority number is the broker's own:
 0 is the top on Redis, 9 on RabbitMQ; :mod:`taskdeck.brokers` knows which.
+
+Several lanes may name the same queue: then only the priority orders them.
+That is how lanes share workers on RabbitMQ, where a worker consuming several
+queues prefers none of them (:func:`lanes_for`, docs/lanes.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery import current_app
@@ -19,6 +23,32 @@ from kombu import Exchange, Queue
 
 from taskdeck import brokers, conf
 from taskdeck.errors import UnknownLaneError
+
+#: The notes' queues, one per lane, highest first.
+NOTES_LANES = {"high": "high_priority", "medium": "medium_priority", "low": "low_priority"}
+#: The queue every lane shares where lanes share one queue.
+SHARED_QUEUE = "lanes"
+
+
+def lanes_for(
+    broker_url: str, lanes: Mapping[str, str] = NOTES_LANES, shared_queue: str = SHARED_QUEUE
+) -> dict[str, str]:
+    """``TASKDECK["LANES"]`` for lanes that share workers, on the broker of ``broker_url``.
+
+    On Redis ``lanes`` as given: a worker consuming several lane queues takes
+    from them in the order it lists them (``queue_order_strategy:
+    "priority"``), and each lane keeps a queue of its own, so a lane can also
+    have workers of its own. On RabbitMQ every lane goes to ``shared_queue``:
+    a worker consuming several queues takes from them in turn, so only
+    in-queue priority (``x-max-priority``) lets a high task overtake a low
+    backlog. Workers dedicated to one lane then need ``lanes`` as given, with
+    a queue per lane. Pure: safe to call from ``settings.py``::
+
+        TASKDECK = {"LANES": lanes_for(CELERY_BROKER_URL)}
+    """
+    if brokers.for_url(broker_url).one_lane_queue:
+        return dict.fromkeys(lanes, shared_queue)
+    return dict(lanes)
 
 
 def lane_names() -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -77,7 +78,8 @@ class MonitorCollector:
         yield from (total, runtime, wait)
 
     def _cumulative(self, counts: list[int]) -> list[tuple[str, float]]:
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, count in zip([*map(str, self.buckets), "+Inf"], counts, strict=True):
             running += count
             out.append((bound, running))
@@ -120,10 +122,21 @@ def render() -> bytes:
 
 @require_GET
 def view(request: HttpRequest) -> HttpResponse:
-    if not metrics_allowed(request):
-        return HttpResponse(
-            "forbidden: a token or an address in TASKDECK['MONITOR']['METRICS_NETWORKS']\n",
-            status=403,
+    try:
+        if not metrics_allowed(request):
+            return HttpResponse(
+                "forbidden: a token or an address in TASKDECK['MONITOR']['METRICS_NETWORKS']\n",
+                status=403,
+                content_type="text/plain",
+            )
+        return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
+    except (OperationalError, InterfaceError) as exc:
+        # A failed scrape (Prometheus' `up` goes to 0) that says why, not a 500.
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        response = HttpResponse(
+            f"database unavailable: {type(exc).__name__}: {first_line}\n",
+            status=503,
             content_type="text/plain",
         )
-    return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
+        response["Retry-After"] = "10"
+        return response

@@ -1,8 +1,9 @@
 """What the monitor persists: task runs, workers, rollups, queue samples, incidents.
 
 The recorder (``taskdeck.monitor``) is the only writer of these tables except
-:class:`ApiToken`; the JSON API, ``/metrics`` and the terminal view only read
-them. Queries live on :mod:`taskdeck.querysets`.
+:class:`ApiToken` and :class:`AuditEntry` (the dashboard's actions); the JSON
+API, ``/metrics``, the dashboard and the terminal view only read them.
+Queries live on :mod:`taskdeck.querysets`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.db import models
 
 from taskdeck.querysets import (
@@ -87,6 +89,8 @@ class TaskRun(models.Model):
             models.Index(fields=["queue", "-id"], name="taskdeck_run_queue"),
             models.Index(fields=["worker", "-id"], name="taskdeck_run_worker"),
             models.Index(fields=["finished_at"], name="taskdeck_run_finished"),
+            # The dashboard's failures page: failed runs of the last hours or days.
+            models.Index(fields=["state", "finished_at"], name="taskdeck_run_state_finished"),
             models.Index(fields=["parent_id"], name="taskdeck_run_parent"),
             models.Index(fields=["root_id"], name="taskdeck_run_root"),
             models.Index(fields=["group_id"], name="taskdeck_run_group"),
@@ -273,3 +277,55 @@ class ApiToken(models.Model):
         token = secrets.token_urlsafe(32)
         cls.objects.create(name=name, digest=cls.hash(token))
         return token
+
+
+class AuditEntry(models.Model):
+    """One action taken from the dashboard (retry, revoke, purge, worker control): who, when, on what.
+
+    Written by :mod:`taskdeck.dashboard.actions`, whether the action worked or
+    not. Its ``Meta.permissions`` are the dashboard's: a staff user needs
+    ``view_dashboard`` to see it and one permission per kind of action.
+    """
+
+    class Action(models.TextChoices):
+        RETRY = "retry", "retry"
+        REVOKE = "revoke", "revoke"
+        TERMINATE = "terminate", "revoke and terminate"
+        PURGE = "purge", "purge queue"
+        POOL_GROW = "pool_grow", "grow worker pool"
+        POOL_SHRINK = "pool_shrink", "shrink worker pool"
+        SHUTDOWN = "shutdown", "shut down worker"
+
+    at = models.DateTimeField("at", auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name="user",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    username = models.CharField("username", max_length=150, help_text="Kept when the user is deleted.")
+    action = models.CharField("action", max_length=16, choices=Action.choices)
+    target = models.CharField("target", max_length=255, help_text="Task id, queue name or worker hostname.")
+    ok = models.BooleanField("succeeded", default=True)
+    message = models.TextField("message", blank=True, default="", help_text="What happened, or the error.")
+    detail = models.JSONField(
+        "detail", default=dict, blank=True, help_text="E.g. the new task id of a retry, messages purged."
+    )
+    remote_addr = models.GenericIPAddressField("client address", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+        indexes = [models.Index(fields=["target", "action"], name="taskdeck_audit_target")]
+        permissions = [
+            ("view_dashboard", "Can view the taskdeck dashboard"),
+            ("retry_task", "Can retry a task from the dashboard"),
+            ("revoke_task", "Can revoke (and terminate) a task from the dashboard"),
+            ("purge_queue", "Can purge a queue from the dashboard"),
+            ("control_worker", "Can grow, shrink and shut down workers from the dashboard"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target}"

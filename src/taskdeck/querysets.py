@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from typing import Any
 
-from django.db import models
-from django.db.models import Max, Q, Sum
+from django.db import connections, models
+from django.db.models import Case, Count, F, Max, Q, Sum, Value, When
+from django.db.models.functions import Left, StrIndex
 from django.utils import timezone
 
 FINAL = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
@@ -24,7 +26,32 @@ class PruneMixin:
         return deleted
 
 
-class TaskRunQuerySet(PruneMixin, models.QuerySet):
+class DistinctMixin:
+    def distinct_values(self: Any, column: str, limit: int = 1000) -> list[str]:
+        """The distinct non-empty values of an indexed column, in order: one index probe per value.
+
+        A loose index scan written as a recursive query (PostgreSQL and SQLite
+        both run it): ``SELECT DISTINCT`` would read every row of a table that
+        holds a million runs to find a dozen task names.
+        """
+        conn = connections[self.db]
+        quote = conn.ops.quote_name
+        table = quote(self.model._meta.db_table)
+        col = quote(self.model._meta.get_field(column).column)
+        sql = (
+            f"WITH RECURSIVE v(x, n) AS ("
+            f" SELECT (SELECT MIN({col}) FROM {table} WHERE {col} > %s), 1"
+            f" UNION ALL"
+            f" SELECT (SELECT MIN({col}) FROM {table} WHERE {col} > v.x), v.n + 1"
+            f" FROM v WHERE v.x IS NOT NULL AND v.n < %s"
+            f") SELECT x FROM v WHERE x IS NOT NULL"
+        )
+        with conn.cursor() as cursor:
+            cursor.execute(sql, ["", limit])
+            return [row[0] for row in cursor.fetchall()]
+
+
+class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
     def search(
         self,
         *,
@@ -50,8 +77,43 @@ class TaskRunQuerySet(PruneMixin, models.QuerySet):
         if until:
             qs = qs.filter(first_seen_at__lt=until)
         if q:
-            qs = qs.filter(Q(task_id=q) | Q(name__icontains=q))
+            # An id, else the names containing q: an OR of both, or a LIKE
+            # over the name column, would read every row when nothing matches.
+            q = q.strip()
+            by_id = self.is_task_id(q)
+            qs = qs.filter(task_id=q) if by_id else qs.filter(name__in=self.names_containing(q))
         return qs
+
+    def is_task_id(self, text: str) -> bool:
+        return bool(self.model._default_manager.using(self.db).filter(task_id=text).exists())
+
+    def names_containing(self, text: str) -> list[str]:
+        needle = text.strip().casefold()
+        return [n for n in self.distinct_values("name") if needle in n.casefold()]
+
+    def search_page(self, after: int | None, limit: int, **filters: Any) -> list[Any]:
+        """:meth:`search` then :meth:`page`, with several states or names paged one by one and merged.
+
+        ``state IN (a, b) ORDER BY id DESC LIMIT n`` makes SQLite read every
+        row of both states through the (state, id) index and sort them (a
+        second at a million runs); a keyset page per value, merged, reads at
+        most ``limit`` rows of each. A search ``q`` that is not a task id is
+        such a list of names.
+        """
+        states = [s.strip().upper() for s in (filters.pop("state", None) or "").split(",") if s.strip()]
+        names: list[str | None] = [filters.pop("name", None) or None]
+        q = (filters.pop("q", None) or "").strip()
+        if q and self.is_task_id(q):
+            filters["q"] = q
+        elif q:
+            names = [n for n in self.names_containing(q) if names == [None] or n in names]
+            if not names:
+                return []
+        combos = [(s, n) for s in dict.fromkeys(states or [None]) for n in names]
+        pages = [self.search(state=s, name=n, **filters).page(after, limit) for s, n in combos]
+        if len(pages) == 1:
+            return pages[0]
+        return list(heapq.merge(*pages, key=lambda run: -run.id))[:limit]
 
     def page(self, after: int | None, limit: int) -> list[Any]:
         """Newest first, keyset on the primary key: ``after`` is the last id of the previous page."""
@@ -68,6 +130,53 @@ class TaskRunQuerySet(PruneMixin, models.QuerySet):
         root_id = run.root_id or run.task_id
         tree = list(self.filter(Q(root_id=root_id) | Q(task_id=root_id)).order_by("id")[:limit])
         return {"parent": parent, "children": children, "group": group, "tree": tree}
+
+    def graph(self, run: Any, limit: int = 500, rounds: int = 8) -> list[Any]:
+        """Every run connected to ``run`` (same root, same group, parent or child), oldest first.
+
+        Wider than :meth:`workflow`'s tree: a chord's header tasks each have a
+        root of their own and meet only through their group id, and its
+        callback's root is whichever header task finished last.
+        """
+        seen = {run.task_id: run}
+        frontier = [run]
+        for _ in range(rounds):
+            ids = {r.task_id for r in frontier}
+            roots = {r.root_id for r in frontier if r.root_id} | ids
+            parents = {r.parent_id for r in frontier if r.parent_id}
+            groups = {r.group_id for r in frontier if r.group_id}
+            wanted = Q(root_id__in=roots) | Q(task_id__in=roots | parents) | Q(parent_id__in=ids)
+            if groups:
+                wanted |= Q(group_id__in=groups)
+            found: list[Any] = list(self.filter(wanted).order_by("id")[:limit])
+            frontier = [r for r in found if r.task_id not in seen]
+            seen.update((r.task_id, r) for r in frontier)
+            if not frontier or len(seen) >= limit:
+                break
+        return sorted(seen.values(), key=lambda r: r.id)[:limit]
+
+    def exception_type(self) -> TaskRunQuerySet:
+        """Annotate ``exc_type``: the exception's class name, the text before its first parenthesis."""
+        paren = StrIndex("exception", Value("("))
+        return self.annotate(
+            exc_type=Case(
+                When(exception__contains="(", then=Left("exception", paren - 1)),
+                default=F("exception"),
+                output_field=models.CharField(),
+            )
+        )
+
+    def failure_groups(self, since: dt.datetime | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Failed runs (finished since ``since``) by task name and exception class, the latest group first."""
+        failed = self.filter(state="FAILURE")
+        if since is not None:
+            failed = failed.filter(finished_at__gte=since)
+        return list(
+            failed.exception_type()
+            .values("name", "exc_type")
+            .annotate(count=Count("id"), last_id=Max("id"), last_at=Max("finished_at"))
+            .order_by("-last_id")[:limit]
+        )
 
 
 class WorkerQuerySet(models.QuerySet):
@@ -118,14 +227,18 @@ class RollupQuerySet(PruneMixin, models.QuerySet):
         }
 
 
-class QueueSampleQuerySet(PruneMixin, models.QuerySet):
+class QueueSampleQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
     def latest_per_queue(self) -> list[Any]:
-        """The newest sample of each queue."""
-        newest = self.values("queue").annotate(at=Max("sampled_at"))
-        wanted = Q()
-        for row in newest:
-            wanted |= Q(queue=row["queue"], sampled_at=row["at"])
-        return list(self.filter(wanted).order_by("queue")) if newest else []
+        """The newest sample of each queue, by queue name.
+
+        One index probe per queue (``taskdeck_qsample_queue``), not a GROUP BY
+        over the two days of samples kept.
+        """
+        rows = (
+            self.filter(queue=queue).order_by("-sampled_at").first()
+            for queue in self.distinct_values("queue")
+        )
+        return [row for row in rows if row is not None]
 
 
 def cutoff(seconds: float | None) -> dt.datetime | None:

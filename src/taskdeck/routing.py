@@ -10,8 +10,9 @@ Precedence inside a :class:`TaskRoutes` table is Celery's own (it wraps
 1. an exact name always wins over any pattern, wherever it is listed;
 2. otherwise patterns are tried in the order they are listed and the first
    that matches wins, so list narrow patterns before broad ones;
-3. a key is a glob only if it contains ``*``, which matches one or more
-   characters, dots included; a compiled regex is tried with ``.match()``,
+3. a key is a glob only if it contains ``*``, matched with ``fnmatch``
+   against the whole name (``*`` matches zero or more characters, dots
+   included; ``?`` and ``[...]`` are special too); a compiled regex is tried with ``.match()``,
    anchored at the start only.
 """
 

@@ -7,6 +7,7 @@ and checks that it leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -113,12 +114,14 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env
         for group in ("lanes@", "notifications@", "default@"):
             assert group in status.stdout
         assert "broker reachable" in status.stdout
+        # The recorder asked the new workers for their pool without waiting for its 30 s round.
+        assert status.stdout.count("prefork x") == 3, status.stdout
     finally:
         log = stop_up(up)
     assert "stopped" in log.splitlines()[-1]
 
 
-def test_up_with_celery_broker_set_uses_it_and_starts_no_redis(
+def test_up_with_celery_broker_set_uses_it_starts_no_redis_and_restarts_a_dead_worker(
     embedded_env: dict[str, str], redis_db_url: str
 ) -> None:
     env = {**embedded_env, "CELERY_BROKER": redis_db_url}
@@ -126,8 +129,28 @@ def test_up_with_celery_broker_set_uses_it_and_starts_no_redis(
     try:
         assert "embedded Redis" not in up.output()
         assert not (Path(env["TASKDECK_DATA_DIR"]) / "redis.sock").exists()
+
+        # A worker that dies (OOM killer, a crash) is started again; the others keep running.
+        killed = worker_main_pid(env["TASKDECK_DATA_DIR"], "default")
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: "w:default exited with code -9; restarting it in 1s" in up.output(), 30, "restart")
+        data = env["TASKDECK_DATA_DIR"]
+        wait_for(lambda: worker_main_pid(data, "default") not in (None, killed), 30, "a new worker")
+        wait_for(lambda: "default@" in run(["status"], env).stdout, 60, "the new worker answering")
+        assert up.alive()
     finally:
         stop_up(up)
+
+
+def worker_main_pid(marker: str, group: str) -> int | None:
+    """The main process of worker group ``group`` (the leader of its session), or None."""
+    for line in processes_with(marker):
+        pid = int(line.split(":")[0])
+        with contextlib.suppress(ProcessLookupError):
+            if f"-n {group}@%h" in line and os.getpgid(pid) == pid:
+                return pid
+    return None
 
 
 def test_up_names_a_broker_that_does_not_answer(embedded_env: dict[str, str]) -> None:

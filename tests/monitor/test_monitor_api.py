@@ -36,12 +36,15 @@ def recorded():
     return events
 
 
-def test_api_needs_staff_session_or_token(client, django_user_model, recorded):
+def test_api_needs_a_dashboard_session_or_token(client, django_user_model, recorded):
     assert client.get("/taskdeck/api/tasks").status_code == 401
     assert client.get("/taskdeck/api/openapi.json").status_code == 401
     user = django_user_model.objects.create_user("plain", password="x")
     client.force_login(user)
     assert client.get("/taskdeck/api/tasks").status_code == 401  # logged in but not staff
+    user.is_staff = True
+    user.save()
+    assert client.get("/taskdeck/api/tasks").status_code == 401  # staff, without view_dashboard
     client.logout()
     token = ApiToken.issue("ci")
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}

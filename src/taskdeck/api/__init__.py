@@ -2,7 +2,7 @@
 
 Thin functions: each reads through a queryset method or
 :mod:`taskdeck.monitor.health` and returns a schema. Every endpoint, the
-schema and the docs need a staff session or an API token.
+schema and the docs need an API token, or the session of a user the dashboard admits.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import datetime as dt
 
 from celery import current_app
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import NinjaAPI, Query, Schema
 
 from taskdeck.api import schemas
-from taskdeck.api.auth import API_AUTH, staff_or_token
+from taskdeck.api.auth import API_AUTH, viewer_or_token
 from taskdeck.models import QueueSample, TaskRun, Worker
 from taskdeck.monitor import health as health_
+from taskdeck.monitor import series as series_
 from taskdeck.monitor.merge import FINAL
 
 api = NinjaAPI(
@@ -25,7 +28,7 @@ api = NinjaAPI(
     description="Task runs, queues, workers and stats recorded by the taskdeck recorder.",
     auth=API_AUTH,
     urls_namespace="taskdeck-api",
-    docs_decorator=staff_or_token,
+    docs_decorator=viewer_or_token,
 )
 
 
@@ -45,7 +48,8 @@ class TaskFilters(Schema):
 def list_tasks(request, filters: Query[TaskFilters]):  # type: ignore[no-untyped-def]
     limit = max(1, min(filters.limit, 500))
     params = filters.dict(exclude={"after", "limit"})
-    rows = TaskRun.objects.search(**params).page(filters.after, limit + 1)
+    params["since"], params["until"] = _utc(filters.since), _utc(filters.until)
+    rows = TaskRun.objects.search_page(filters.after, limit + 1, **params)
     return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
 
 
@@ -77,8 +81,22 @@ def list_queues(request):  # type: ignore[no-untyped-def]
 def queue_samples(request, name: str, since: dt.datetime | None = None, limit: int = 500):  # type: ignore[no-untyped-def]
     rows = QueueSample.objects.filter(queue=name)
     if since:
-        rows = rows.filter(sampled_at__gte=since)
+        rows = rows.filter(sampled_at__gte=_utc(since))
     return [_queue(s) for s in rows.order_by("-sampled_at")[: max(1, min(limit, 5000))]]
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A query bound in UTC: PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is past the last datetime in UTC
+        return (
+            dt.datetime.max.replace(tzinfo=dt.UTC)
+            if value.year == 9999
+            else dt.datetime.min.replace(tzinfo=dt.UTC)
+        )
 
 
 def _queue(sample: QueueSample) -> dict:
@@ -103,6 +121,33 @@ def stats(request, window: int = 300, name: str | None = None, queue: str | None
     return health_.window_stats(max(60, min(window, 90 * 86400)), name=name, queue=queue)
 
 
+@api.get("/series", response=schemas.Series, summary="Finished runs and latency per time bucket, for charts")
+def series(request, window: int = 3600, name: str | None = None, queue: str | None = None):  # type: ignore[no-untyped-def]
+    return series_.window_series(max(300, min(window, 30 * 86400)), name=name, queue=queue)
+
+
 @api.get("/health", response=schemas.Health, summary="Broker, database, recorder lag and workers")
 def health(request):  # type: ignore[no-untyped-def]
     return health_.health(current_app)
+
+
+@api.exception_handler(DataError)
+def unusable_value(request: HttpRequest, exc: DataError) -> HttpResponse:
+    """A parameter the database cannot compare with (a NUL character, a number out of range): 422."""
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    return api.create_response(
+        request, {"detail": f"a parameter has a value the database refuses: {first_line}"}, status=422
+    )
+
+
+# Only a database that cannot be reached; any other database error is a bug, and stays a 500.
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """The database does not answer: 503 naming the error, as the dashboard's banner does, not a 500."""
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    response = api.create_response(
+        request, {"detail": f"database unavailable: {type(exc).__name__}: {first_line}"}, status=503
+    )
+    response["Retry-After"] = "10"
+    return response

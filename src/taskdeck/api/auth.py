@@ -1,4 +1,5 @@
-"""Who may read the monitor: a staff session, or an API token (``Authorization: Bearer``)."""
+"""Who may read the monitor: an API token (``Authorization: Bearer``), or a session of a user
+the dashboard admits (active staff with ``taskdeck.view_dashboard``): one rule for both."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from functools import wraps
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja.security import HttpBearer, SessionAuthIsStaff
+from ninja.security import HttpBearer, SessionAuth
 
 from taskdeck import conf
+from taskdeck.dashboard.access import can_view
 
 
 def token_valid(token: str | None) -> bool:
@@ -35,17 +37,25 @@ class TokenAuth(HttpBearer):
         return "token" if token_valid(token) else None
 
 
+class DashboardSession(SessionAuth):
+    """A logged-in user the dashboard would admit: the read-only role reads the API too."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = getattr(request, "user", None)
+        return user if user is not None and user.is_authenticated and can_view(user) else None
+
+
 #: Tried in order by django-ninja; the first that answers wins.
-API_AUTH = [SessionAuthIsStaff(), TokenAuth()]
+API_AUTH = [DashboardSession(), TokenAuth()]
 
 
-def staff_or_token(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def viewer_or_token(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """For plain Django views (the OpenAPI schema and docs): same rule as the API."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user = getattr(request, "user", None)
-        if (user is not None and user.is_active and user.is_staff) or token_valid(bearer(request)):
+        if (user is not None and user.is_authenticated and can_view(user)) or token_valid(bearer(request)):
             return view(request, *args, **kwargs)
         return JsonResponse({"detail": "Unauthorized"}, status=401)
 

@@ -101,6 +101,44 @@ class Stats(Schema):
     series: list[dict[str, Any]]
 
 
+class SeriesPoint(Schema):
+    #: Start of the bucket.
+    t: dt.datetime
+    succeeded: int
+    failed: int
+    revoked: int
+    rejected: int
+    retried: int
+    runtime_p50: float | None
+    runtime_p95: float | None
+    wait_p50: float | None
+    wait_p95: float | None
+
+
+class SeriesSummary(Schema):
+    finished: int
+    succeeded: int
+    failed: int
+    revoked: int
+    rejected: int
+    retried: int
+    #: Finished runs per second over the window.
+    throughput: float
+    failure_rate: float
+    runtime: Percentiles
+    wait: Percentiles
+
+
+class Series(Schema):
+    window: int
+    #: Seconds per bucket.
+    step: int
+    since: dt.datetime
+    until: dt.datetime
+    summary: SeriesSummary
+    points: list[SeriesPoint]
+
+
 class Health(Schema):
     ok: bool
     broker: dict[str, Any]

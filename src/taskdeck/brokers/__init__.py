@@ -33,6 +33,13 @@ class Broker(Protocol):
 
     name: str
 
+    #: Whether lanes meant to share workers should share one queue: True where
+    #: a worker consuming several queues takes from them in turn (RabbitMQ), so
+    #: only in-queue priority puts a high task first; False where the worker
+    #: can be told to prefer the first queue it lists (Redis), or where there
+    #: is no priority at all.
+    one_lane_queue: bool
+
     def lane_priority(self, rank: int) -> int:
         """Message priority for the lane at ``rank`` (0 = the highest lane)."""
 

@@ -4,6 +4,11 @@ A RabbitMQ queue orders by priority only if it was declared with
 ``x-max-priority``; then a **higher number is a higher priority**. A queue
 already declared without the argument cannot gain it: RabbitMQ refuses the
 redeclaration (PRECONDITION_FAILED) until the queue is deleted.
+
+Across queues there is no order: a Celery worker consumes all its queues on
+one channel with one prefetch limit, and when a slot frees the queues waiting
+on the channel take turns. Lanes that share workers therefore share one
+queue on RabbitMQ (:func:`taskdeck.lanes.lanes_for`; docs/lanes.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ MAX_PRIORITY = 10
 
 class AMQPBroker:
     name = "rabbitmq"
+    # One channel consumes every queue of a worker; when its prefetch frees,
+    # the queues waiting on it take turns: no queue is preferred.
+    one_lane_queue = True
 
     def lane_priority(self, rank: int) -> int:
         return max(MAX_PRIORITY - 1 - 3 * rank, 0)

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 
 class GenericBroker:
+    one_lane_queue = False  # no priority to order one queue by
+
     def __init__(self, scheme: str) -> None:
         self.name = scheme
 

@@ -11,7 +11,7 @@ timeout restores them.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskdeck.brokers import QueueDepth
 
@@ -28,6 +28,8 @@ DEFAULT_STEPS = (0, 3, 6, 9)
 
 class RedisBroker:
     name = "redis"
+    # queue_order_strategy "priority" makes a worker prefer the queues it lists first.
+    one_lane_queue = False
 
     def lane_priority(self, rank: int) -> int:
         return DEFAULT_STEPS[min(rank, len(DEFAULT_STEPS) - 1)]
@@ -36,7 +38,7 @@ class RedisBroker:
         return {}  # priority needs no declaration on Redis
 
     def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
-        channel = conn.default_channel
+        channel: Any = conn.default_channel  # kombu's Redis Channel
         client = channel.client
         steps = list(channel.priority_steps)
         # kombu's client adds global_keyprefix to LLEN and HLEN itself.
@@ -67,7 +69,7 @@ class RedisBroker:
         self, conn: Connection, queues: list[str], management_url: str | None = None
     ) -> dict[str, int] | None:
         """Count the ``unacked`` hash by routing key (each entry is ``[message, exchange, key]``)."""
-        channel = conn.default_channel
+        channel: Any = conn.default_channel  # kombu's Redis Channel
         counts = dict.fromkeys(queues, 0)
         # HSCAN and LINDEX are not among the commands kombu's client prefixes.
         key = (channel.global_keyprefix or "") + channel.unacked_key
@@ -86,7 +88,7 @@ class RedisBroker:
 
     def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
         """The message at the tail of each sub-queue (kombu LPUSHes and BRPOPs: the tail is oldest)."""
-        channel = conn.default_channel
+        channel: Any = conn.default_channel  # kombu's Redis Channel
         steps = list(channel.priority_steps)
         with channel.client.pipeline() as pipe:
             for queue in queues:

@@ -35,7 +35,6 @@ def monitor_main(argv: list[str] | None = None) -> int:
     parser.add_argument("-l", "--loglevel", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("taskdeck").propagate = False  # it has its own handler (LOGGING)
     from taskdeck.monitor.recorder import build
 
     recorder = build(_celery_app(args.app), name=args.name)

@@ -105,7 +105,7 @@ def fact_from_event(event: dict[str, Any], repr_limit: int = 1024, tb_limit: int
         attempt["worker"] = event.get("hostname") or ""
     if state == "SUCCESS":
         attempt.update(result=clip(event.get("result"), repr_limit), runtime=event.get("runtime"))
-    if state in {"FAILURE", "RETRY"}:
+    if state in {"FAILURE", "RETRY", "REJECTED"}:  # a rejection says why (taskdeck.rejections)
         attempt.update(
             exception=clip(event.get("exception"), repr_limit),
             traceback=clip(event.get("traceback"), tb_limit),

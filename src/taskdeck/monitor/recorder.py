@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connections, reset_queries
+from django.db import DatabaseError, close_old_connections, connections, reset_queries, transaction
 from django.db.models import F
 
 from taskdeck.models import RecorderState
@@ -182,21 +182,25 @@ class Recorder:
             return
         limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
         facts = [fact for event in events if (fact := fact_from_event(event, *limits)) is not None]
-        changes = self.runs.apply(facts)
-        for subscriber in self.subscribers:
-            subscriber.on_events(events)
-            subscriber.on_changes(changes)
+        # One transaction for the runs, what the subscribers derive from them and the
+        # recorder's mark: a recorder killed (or a database error) mid-batch leaves none
+        # of it, so the runs are rebuilt and counted again, never half counted.
+        with transaction.atomic():
+            changes = self.runs.apply(facts)
+            for subscriber in self.subscribers:
+                subscriber.on_events(events)
+                subscriber.on_changes(changes)
+            now = self.clock()
+            stamps = [float(e["timestamp"]) for e in events if e.get("timestamp")]
+            if stamps:
+                RecorderState.objects.filter(name=self.name).update(
+                    events=F("events") + len(events),
+                    last_event_at=dt.datetime.fromtimestamp(max(stamps), dt.UTC),
+                    lag=max(now - min(stamps), 0.0),
+                )
         # With DEBUG on Django keeps the last 9000 queries, each batch's INSERT among
         # them: megabytes that look like a leak. The recorder never needs them.
         reset_queries()
-        now = self.clock()
-        stamps = [float(e["timestamp"]) for e in events if e.get("timestamp")]
-        if stamps:
-            RecorderState.objects.filter(name=self.name).update(
-                events=F("events") + len(events),
-                last_event_at=dt.datetime.fromtimestamp(max(stamps), dt.UTC),
-                lag=max(now - min(stamps), 0.0),
-            )
 
     def tick(self, now: float) -> None:
         if self.reconcile_every.due(now):
@@ -217,9 +221,10 @@ class Recorder:
             return 0
         filled = 0
         for facts in self.results.missing(since, until):
-            changes = self.runs.apply(facts)
-            for subscriber in self.subscribers:
-                subscriber.on_changes(changes)
+            with transaction.atomic():  # as in process(): runs and what derives from them together
+                changes = self.runs.apply(facts)
+                for subscriber in self.subscribers:
+                    subscriber.on_changes(changes)
             filled += len(changes)
         if filled:
             RecorderState.objects.filter(name=self.name).update(reconciled=F("reconciled") + filled)

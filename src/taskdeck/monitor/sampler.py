@@ -74,7 +74,7 @@ class QueueSampler(Subscriber):
         when = dt.datetime.fromtimestamp(now, dt.UTC)
         rows = []
         for depth in depths:
-            times = [sent[t] for t in oldest.get(depth.name, []) if t in sent]
+            times = [s for t in oldest.get(depth.name, []) if (s := sent.get(t)) is not None]
             rows.append(
                 QueueSample(
                     sampled_at=when,

@@ -72,17 +72,26 @@ def _order(event: dict[str, Any]) -> tuple[float, int]:
 
 
 class WorkerInspector(Subscriber):
-    """Pool and concurrency of online workers, by ``inspect stats`` every ``interval`` s."""
+    """Pool and concurrency of online workers, by ``inspect stats`` every ``interval`` s.
+
+    A worker seen online whose pool is not known yet (it came up since the
+    last round) is asked sooner: every ``NEW_WORKER_INTERVAL`` s until it answers.
+    """
 
     name = "inspector"
+    NEW_WORKER_INTERVAL = 2.0
 
     def __init__(self, inspect: Callable[[], dict[str, Any] | None], interval: float, using: str = "default"):
         self.inspect = inspect
         self.every = Every(interval)
+        self.soon = Every(self.NEW_WORKER_INTERVAL)
         self.using = using
 
+    def _new_worker_online(self) -> bool:
+        return Worker.objects.using(self.using).filter(online=True, pool="").exists()
+
     def on_tick(self, now: float) -> None:
-        if not self.every.due(now):
+        if not self.every.due(now) and not (self.soon.due(now) and self._new_worker_online()):
             return
         try:
             stats = self.inspect() or {}

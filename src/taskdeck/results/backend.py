@@ -10,6 +10,11 @@ Rows, models, admin, ``AsyncResult``, groups and chords (on the
 - each state is stored with one upsert statement (:mod:`taskdeck.results.upsert`)
   instead of a read then a write, on PostgreSQL and SQLite; other databases
   take django-celery-results' path unchanged;
+- with ``CELERY_TASK_TRACK_STARTED``, STARTED is stored only for a task
+  still running ``TASKDECK["RESULTS"]["STARTED_DELAY"]`` seconds (0.05 by
+  default) after it started; a shorter task stores its final state only, with
+  its ``date_started`` (:mod:`taskdeck.results.started`; 0 stores every
+  STARTED at once, as Celery does);
 - with ``CELERY_RESULT_EXTENDED`` the queue (routing key) and the retry count
   are kept in ``TaskResult.meta`` — Celery's extended meta has them,
   django-celery-results drops them — so ``AsyncResult.queue`` and
@@ -23,6 +28,7 @@ Rows, models, admin, ``AsyncResult``, groups and chords (on the
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from typing import Any
 
 from celery import states
@@ -30,7 +36,8 @@ from celery.exceptions import TimeoutError
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend as DjangoDatabaseBackend
 
-from taskdeck.results import upsert
+from taskdeck import conf
+from taskdeck.results import started, upsert
 
 #: First pause of ``AsyncResult.get()``; doubled up to its ``interval``.
 FIRST_POLL = 0.005
@@ -50,7 +57,25 @@ class DatabaseBackend(DjangoDatabaseBackend):
     ) -> Any:
         if not upsert.supports_upsert(self.TaskModel, using):
             return super()._store_result(task_id, result, status, traceback, request, using)
-        upsert.upsert(self.TaskModel, [self.result_row(task_id, result, status, traceback, request)], using)
+        held = started.states()
+        if status == states.STARTED:
+            delay = float(conf.get()["RESULTS"]["STARTED_DELAY"])
+            if delay > 0:
+                now = timezone.now()
+
+                def write() -> None:
+                    row = self.result_row(task_id, result, status, traceback, request)
+                    upsert.upsert(self.TaskModel, [{**row, "date_started": now, "date_created": now}], using)
+
+                held.hold(task_id, now, delay, write)
+                return result
+        row = self.result_row(task_id, result, status, traceback, request)
+        started_at = held.release(task_id)
+        if started_at is not None:
+            # The STARTED was never stored: this state's row is created as it
+            # would have been then (date_created is kept if the row exists).
+            row["date_started"] = row["date_created"] = started_at
+        upsert.upsert(self.TaskModel, [row], using)
         return result
 
     def result_row(
@@ -61,28 +86,50 @@ class DatabaseBackend(DjangoDatabaseBackend):
         meta = {
             **(self._get_meta_from_request(request) or {}),
             "children": self.current_task_children(request),
-            **self._delivery_meta(request),
         }
         row = {
             "task_id": task_id,
             "status": status,
             "result": encoded,
             "traceback": traceback,
-            "meta": self.encode_content(meta)[2],
             "content_type": content_type,
             "content_encoding": content_encoding,
-            **self._get_extended_properties(request, traceback),
         }
+        if request is not None and self.extended:
+            delivery = getattr(request, "delivery_info", None) or {}
+            meta["queue"] = delivery.get("routing_key")
+            meta["retries"] = getattr(request, "retries", 0) or 0
+            row.update(self._extended_fields(request))
+        row["meta"] = self.encode_content(meta)[2]
         if status == states.STARTED:
             row["date_started"] = timezone.now()
         return row
 
-    def _delivery_meta(self, request: Any) -> dict[str, Any]:
-        """Queue and retries of the extended meta, which django-celery-results' columns lack."""
-        if request is None or not self.app.conf.find_value_for_key("extended", "result"):
-            return {}
-        delivery = getattr(request, "delivery_info", None) or {}
-        return {"queue": delivery.get("routing_key"), "retries": getattr(request, "retries", 0) or 0}
+    def name_task(self, task_id: str, name: str) -> None:
+        """Set the task name of a stored state (a safety net: the backends store it with the state)."""
+        self.TaskModel._default_manager.filter(task_id=task_id).update(task_name=name)
+
+    @cached_property
+    def extended(self) -> bool:
+        """``CELERY_RESULT_EXTENDED``, looked up once (Celery's lookup is slow enough to show per task)."""
+        return bool(self.app.conf.find_value_for_key("extended", "result"))
+
+    def _extended_fields(self, request: Any) -> dict[str, Any]:
+        """django-celery-results' ``_get_extended_properties``, less the settings lookup."""
+        args = getattr(request, "argsrepr", None)
+        if args is None:
+            args = getattr(request, "args", None)  # task protocol 1
+        kwargs = getattr(request, "kwargsrepr", None)
+        if kwargs is None:
+            kwargs = getattr(request, "kwargs", None)
+        return {
+            "periodic_task_name": getattr(request, "periodic_task_name", None),
+            "task_args": None if args is None else self.encode_content(args)[2],
+            "task_kwargs": None if kwargs is None else self.encode_content(kwargs)[2],
+            # An unknown task's FAILURE comes with a bare request that has only ``name``.
+            "task_name": getattr(request, "task", None) or getattr(request, "name", None),
+            "worker": getattr(request, "hostname", None),
+        }
 
     def wait_for(
         self,

@@ -58,6 +58,8 @@ def fixup(app: Celery, env: str = "DJANGO_SETTINGS_MODULE") -> DjangoFixup | Non
 class Fixup(DjangoFixup):
     """Celery's Django fix-up whose worker part is :class:`WorkerConnections`."""
 
+    _worker_fixup: DjangoWorkerFixup | None
+
     @property
     def worker_fixup(self) -> DjangoWorkerFixup:
         # Created when the worker starts, as Celery does: reading app.conf any

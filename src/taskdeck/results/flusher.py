@@ -11,9 +11,10 @@ leaves its lock to expire (``LOCK_TIMEOUT``) and another one takes over.
 One batch:
 
 1. read the first ``BATCH_SIZE`` rows (``LRANGE``; nothing is removed yet);
-2. fold the states of each task into one row (the later state wins; a field
-   the later state leaves empty — ``date_started``, the extended fields —
-   keeps the earlier value, as the upsert itself does across batches);
+2. fold the states of each task into one row (the later state wins, unless
+   the earlier one is SUCCESS; a field the later state leaves empty —
+   ``date_started``, the extended fields — keeps the earlier value: the rules
+   the upsert itself applies across batches);
 3. upsert them in one statement (:mod:`taskdeck.results.upsert`);
 4. remove exactly those rows (``LTRIM``), only if this flusher still holds
    the lock (one Lua script, atomic in Redis).
@@ -37,7 +38,7 @@ from billiard.context import Process
 
 from taskdeck import conf
 from taskdeck.results import upsert
-from taskdeck.results.writebehind import WriteBehindBackend, flush_all, redis_url
+from taskdeck.results.writebehind import WriteBehindBackend, decode_row, redis_url
 
 logger = logging.getLogger("taskdeck.results")
 
@@ -76,12 +77,14 @@ return 0
 
 
 def fold(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per task id, each the merge of that task's states in order."""
+    """One row per task id, each the merge of that task's states in order, as the upsert merges them."""
     merged: dict[str, dict[str, Any]] = {}
     for row in rows:
         before = merged.get(row["task_id"])
         if before is None:
             merged[row["task_id"]] = row
+            continue
+        if before["status"] == upsert.FINAL:
             continue
         after = dict(row)
         for name in upsert.KEEP_IF_NULL:
@@ -96,10 +99,7 @@ def fold(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 class Flusher:
     """Moves pending rows to the database; :meth:`flush` does one batch."""
 
-    def __init__(
-        self, backend: WriteBehindBackend, client: Any, settings: dict[str, Any], name: str | None = None
-    ) -> None:
-        self.backend = backend
+    def __init__(self, client: Any, settings: dict[str, Any], name: str | None = None) -> None:
         self.client = client
         self.prefix = settings["KEY_PREFIX"]
         self.batch_size = int(settings["BATCH_SIZE"])
@@ -127,7 +127,7 @@ class Flusher:
         raw = self.client.lrange(self.pending_key, 0, self.batch_size - 1)
         if not raw:
             return 0
-        upsert.upsert(TaskResult, fold(self.backend.row(self.backend.decode(r)) for r in raw))
+        upsert.upsert(TaskResult, fold(decode_row(r) for r in raw))
         if not self._trim(keys=[self.lock_key, self.pending_key], args=[self.name, len(raw)]):
             # Our lock expired mid-batch and another flusher owns the list now:
             # it will write these rows again (idempotent); we must not trim.
@@ -174,7 +174,7 @@ class FlusherProcess(Process):  # type: ignore[misc]
         _forget_inherited_connections()
         import redis
 
-        flusher = Flusher(self.app.backend, redis.Redis.from_url(redis_url(self.app)), conf.results())
+        flusher = Flusher(redis.Redis.from_url(redis_url(self.app)), conf.results())
         logger.info("result flusher %s started", flusher.name)
         try:
             run_flusher(flusher, lambda: stopping.is_set() or os.getppid() != parent, stopping.wait)
@@ -229,14 +229,6 @@ def connect() -> None:
 
     signals.worker_ready.connect(_start, dispatch_uid="taskdeck.results.flusher.start", weak=False)
     signals.worker_shutdown.connect(_stop, dispatch_uid="taskdeck.results.flusher.stop", weak=False)
-    signals.worker_process_shutdown.connect(
-        _flush_process, dispatch_uid="taskdeck.results.flusher.process", weak=False
-    )
-
-
-def _flush_process(**kwargs: Any) -> None:
-    """A pool process exits: what it stored must reach Redis first."""
-    flush_all()
 
 
 def _start(sender: Any = None, **kwargs: Any) -> None:

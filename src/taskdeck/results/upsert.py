@@ -6,6 +6,14 @@ round trips, plus the transaction around them. PostgreSQL (9.5+) and SQLite
 (3.24+) both take the same upsert statement, sent in autocommit: one round
 trip, one commit, and no race between two writers of the same task id.
 
+The statement goes straight to the driver's cursor, not through Django's
+cursor wrapper: on PostgreSQL with server-side parameter binding (Django's
+default, client-side binding, quotes each parameter in Python, which cost
+more CPU than the rest of storing a state — docs/results.md). Prepared
+statements follow the connection's ``prepare_threshold`` (Django's default:
+none, so connection poolers keep working). Errors are Django's, through
+``wrap_database_errors``. Not in ``connection.queries``, even with ``DEBUG``.
+
 What the upsert keeps of the row already there:
 
 - ``date_created`` is never updated (the first state stored sets it);
@@ -14,12 +22,18 @@ What the upsert keeps of the row already there:
   them — e.g. a REVOKED stored by a process that has no request — instead of
   being wiped to NULL as a plain ``save()`` would;
 - everything else (status, result, traceback, meta, content type, date_done)
-  is the new state's, as django-celery-results does.
+  is the new state's, as django-celery-results does;
+- except that a SUCCESS is final, as in Celery's own key-value backends
+  (Redis...): a state stored after it is ignored. A retried task whose next
+  attempt succeeded before the previous attempt stored its RETRY, or a task
+  delivered twice whose second run stores STARTED, would otherwise turn a
+  finished task back into an unfinished one, and ``get()`` would wait forever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router
@@ -34,9 +48,24 @@ SUPPORTED_VENDORS = ("postgresql", "sqlite")
 KEEP_IF_NULL = ("periodic_task_name", "task_name", "task_args", "task_kwargs", "worker", "date_started")
 #: Set on insert only.
 INSERT_ONLY = ("date_created",)
+#: Set to the time of the statement when a row leaves them out.
+NOW_IF_MISSING = ("date_created", "date_done")
 CONFLICT_FIELD = "task_id"
+#: A row in this state is never updated again.
+FINAL = "SUCCESS"
+#: Fields passed to the driver as they are (strings or None); the others go
+#: through ``Field.get_db_prep_save`` (SQLite stores datetimes as text).
+PLAIN_TYPES = ("CharField", "TextField")
 
-_statements: dict[tuple[type[Model], str, int], tuple[str, list[Field[Any, Any]]]] = {}
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    fields: list[Field[Any, Any]]
+    prepare: list[bool]  # per field: whether its value needs get_db_prep_save
+
+
+_statements: dict[tuple[type[Model], str, int], Statement] = {}
 
 
 def supports_upsert(model: type[Model], using: str | None = None) -> bool:
@@ -66,44 +95,57 @@ def upsert(model: type[Model], rows: Sequence[Mapping[str, Any]], using: str | N
 
 
 def _execute(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapping[str, Any]]) -> None:
-    sql, fields = _statement(conn, model, len(rows))
+    statement = _statement(conn, model, len(rows))
     now = timezone.now()
     params: list[Any] = []
     for row in rows:
-        for field in fields:
-            if field.name in ("date_created", "date_done"):
-                value = row.get(field.name) or now
-            elif field.name in row:
-                value = row[field.name]
+        for field, prepare in zip(statement.fields, statement.prepare, strict=True):
+            name = field.name
+            if name in row:
+                value = row[name]
+                if value is None and name in NOW_IF_MISSING:
+                    value = now
+            elif name in NOW_IF_MISSING:
+                value = now
             else:
                 value = field.get_default()
-            params.append(field.get_db_prep_save(value, conn))
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
+            params.append(field.get_db_prep_save(value, conn) if prepare else value)
+    conn.validate_no_broken_transaction()
+    conn.ensure_connection()
+    raw: Any = conn.connection
+    with conn.wrap_database_errors:
+        if conn.vendor == "postgresql":
+            import psycopg
+
+            with psycopg.Cursor(raw) as cursor:  # server-side binding
+                cursor.execute(statement.sql, params)
+        else:
+            raw.execute(statement.sql, params)
 
 
-def _statement(
-    conn: BaseDatabaseWrapper, model: type[Model], count: int
-) -> tuple[str, list[Field[Any, Any]]]:
+def _statement(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Statement:
     key = (model, conn.vendor, count)
     if key not in _statements:
         _statements[key] = _build(conn, model, count)
     return _statements[key]
 
 
-def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> tuple[str, list[Field[Any, Any]]]:
+def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Statement:
     opts = model._meta
     fields: list[Field[Any, Any]] = [f for f in opts.concrete_fields if not f.primary_key]
     qn = conn.ops.quote_name
+    columns = {f.name: qn(str(f.column)) for f in opts.concrete_fields}
     table = qn(opts.db_table)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    mark = "%s" if conn.vendor == "postgresql" else "?"
+    row = "(" + ", ".join([mark] * len(fields)) + ")"
     updates = list(_updates(fields, table, qn))
     sql = (
-        f"INSERT INTO {table} ({', '.join(qn(f.column) for f in fields)}) "
+        f"INSERT INTO {table} ({', '.join(columns[f.name] for f in fields)}) "
         f"VALUES {', '.join([row] * count)} "
-        f"ON CONFLICT ({qn(opts.get_field(CONFLICT_FIELD).column)}) DO UPDATE SET {', '.join(updates)}"
+        f"ON CONFLICT ({columns[CONFLICT_FIELD]}) DO UPDATE SET {', '.join(updates)} "
+        f"WHERE {table}.{columns['status']} <> '{FINAL}'"
     )
-    return sql, fields
+    return Statement(sql, fields, [f.get_internal_type() not in PLAIN_TYPES for f in fields])
 
 
 def _updates(fields: Iterable[Field[Any, Any]], table: str, qn: Any) -> Iterable[str]:

@@ -1,0 +1,75 @@
+"""``python -m bench COMMAND [options]``: the benchmarks, one subcommand each.
+
+    throughput   plain Celery vs the taskdeck stack: enqueue, drain, round trip (bench/throughput.py)
+    priority     a high task behind a low backlog, per configuration; starvation (bench/priority.py)
+    all          throughput, then priority (``--quick`` is passed to both)
+    results      results in the Django database vs bare Celery (bench/results.py)
+    monitor      the recorder's overhead, lag and memory (bench/monitor_overhead.py)
+    soak         N tasks through `taskdeck up`'s whole stack, memory per process (bench/soak.py)
+
+``python -m bench COMMAND --help`` lists each one's options. Every bench
+starts its own workers on a broker of its own and prints its figures as
+Markdown tables with the machine and its load; docs/benchmarks.md has them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+def _throughput(argv: list[str]) -> None:
+    from bench.throughput import main
+
+    main(argv)
+
+
+def _priority(argv: list[str]) -> None:
+    from bench.priority import main
+
+    main(argv)
+
+
+def _soak(argv: list[str]) -> None:
+    from bench.soak import main
+
+    main(argv)
+
+
+def _all(argv: list[str]) -> None:
+    quick = ["--quick"] if "--quick" in argv else []
+    _throughput(quick)
+    _priority(quick)
+
+
+def _with_argv(command: str, module: str) -> Callable[[list[str]], None]:
+    """Run a bench whose ``main()`` reads ``sys.argv`` itself."""
+
+    def run(argv: list[str]) -> None:
+        from importlib import import_module
+
+        sys.argv = [f"python -m bench {command}", *argv]
+        import_module(module).main()
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "throughput": _throughput,
+    "priority": _priority,
+    "all": _all,
+    "results": _with_argv("results", "bench.results"),
+    "monitor": _with_argv("monitor", "bench.monitor_overhead"),
+    "soak": _soak,
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(2)
+    COMMANDS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

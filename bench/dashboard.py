@@ -1,0 +1,219 @@
+"""The dashboard at a million task runs: server time of the task list with each filter, and of the overview.
+
+Run (needs PostgreSQL on 127.0.0.1 for the PostgreSQL half; not part of ``make test``)::
+
+    .venv/bin/python -m bench.dashboard                      # both databases, 1,000,000 runs
+    .venv/bin/python -m bench.dashboard --db sqlite --rows 200000 --repeat 20
+
+For each database (SQLite in WAL mode in a temporary folder, and a PostgreSQL
+database of its own, ``taskdeck_bench_dash``): migrate, fill the monitor's
+tables as the recorder would have after a week (bench/dashboard_data.py:
+runs, per-minute rollups, two days of queue samples every 5 s, workers),
+then request every page with Django's test client as a logged-in superuser,
+``--repeat`` times each after one warm-up request, and print p50/p95 of the
+server time: the whole Django request (middleware, session, queries, template),
+no network and no WSGI server. Each database runs in a child process of its own.
+
+The chart data (``/api/series``) is measured twice: warm (settled buckets in
+the cache, as every refresh after the first) and cold (cache emptied before
+each request: the first chart after a start, or after SERIES_CACHE_TTL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+PG_DB = "taskdeck_bench_dash"
+
+
+def cases(ids: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(group, label, url) of every request measured."""
+    t = "/taskdeck/tasks/"
+    return [
+        ("tasks", "no filter (first page)", t),
+        ("tasks", "state=FAILURE", t + "?state=FAILURE"),
+        ("tasks", "state=STARTED (rare)", t + "?state=STARTED"),
+        ("tasks", "state=SUCCESS,FAILURE", t + "?state=SUCCESS&state=FAILURE"),
+        ("tasks", "name (common)", t + "?name=catalog.tasks.resize_image"),
+        ("tasks", "name (rare: 0.1%)", t + "?name=maintenance.tasks.purge_expired_sessions"),
+        ("tasks", "queue", t + "?queue=low_priority"),
+        ("tasks", "worker", t + "?worker=notifications%40web-2"),
+        ("tasks", "since=1h", t + "?since=1h"),
+        ("tasks", "since=24h", t + "?since=24h"),
+        ("tasks", "search: a task id", t + f"?q={ids['task_id']}"),
+        ("tasks", "search: part of a name", t + "?q=send_"),
+        ("tasks", "search: no match", t + "?q=no-such-task"),
+        ("tasks", "state=FAILURE + queue", t + "?state=FAILURE&queue=notifications"),
+        (
+            "tasks",
+            "state=FAILURE + name (rare)",
+            t + "?state=FAILURE&name=maintenance.tasks.rebuild_search_index",
+        ),
+        ("tasks", "page 10,000 (keyset after=)", t + f"?after={ids['deep']}"),
+        ("pages", "overview", "/taskdeck/"),
+        ("pages", "overview live part (htmx)", "/taskdeck/?fragment=live"),
+        ("pages", "task detail (failed)", f"/taskdeck/tasks/{ids['failed']}/"),
+        ("pages", "workflow graph", f"/taskdeck/tasks/{ids['failed']}/workflow/"),
+        ("pages", "failures (24h)", "/taskdeck/failures/"),
+        ("pages", "failures (7d)", "/taskdeck/failures/?since=7d"),
+        ("pages", "queues", "/taskdeck/queues/"),
+        ("pages", "workers", "/taskdeck/workers/"),
+        ("charts", "series 1h (warm)", "/taskdeck/api/series?window=3600"),
+        ("charts", "series 24h (warm)", "/taskdeck/api/series?window=86400"),
+        ("charts", "series 7d (warm)", "/taskdeck/api/series?window=604800"),
+        ("charts", "series 1h (cold)", "cold:/taskdeck/api/series?window=3600"),
+        ("charts", "series 24h (cold)", "cold:/taskdeck/api/series?window=86400"),
+        ("charts", "series 7d (cold)", "cold:/taskdeck/api/series?window=604800"),
+    ]
+
+
+def child(url: str, rows: int, repeat: int, reuse: bool) -> dict[str, Any]:
+    import django
+
+    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "core.settings"
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from bench import dashboard_data
+    from taskdeck.models import TaskRun
+
+    call_command("migrate", verbosity=0)
+    started = time.monotonic()
+    if reuse and TaskRun.objects.count() == rows:
+        filled = {"runs": rows, "reused": True}
+    else:
+        filled = dashboard_data.fill(rows)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+    fill_seconds = time.monotonic() - started
+    users = get_user_model()
+    admin = users.objects.filter(username="bench").first() or users.objects.create_superuser("bench", "", "x")
+    client = Client()
+    client.force_login(admin)
+    ids = {
+        "task_id": TaskRun.objects.order_by("id").values_list("task_id", flat=True)[rows // 2],
+        "deep": TaskRun.objects.order_by("-id").values_list("id", flat=True)[50 * 10_000],
+        "failed": TaskRun.objects.filter(state="FAILURE")
+        .order_by("-id")
+        .values_list("task_id", flat=True)[0],
+    }
+    results = []
+    for group, label, path in cases(ids):
+        cold = path.startswith("cold:")
+        path = path.removeprefix("cold:")
+        times = []
+        runs = max(3, repeat // 5) if cold else repeat
+        for i in range(runs + (0 if cold else 1)):
+            if cold:
+                cache.clear()
+            t0 = time.perf_counter()
+            response = client.get(path)
+            elapsed = (time.perf_counter() - t0) * 1000
+            assert response.status_code == 200, (path, response.status_code)
+            if cold or i > 0:  # the first warm request warms up
+                times.append(elapsed)
+        times.sort()
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        results.append(
+            {"group": group, "label": label, "p50": statistics.median(times), "p95": p95, "n": len(times)}
+        )
+        print(
+            f"  {connection.vendor:10} {label:38} p50 {results[-1]['p50']:7.1f} ms  p95 {p95:7.1f} ms",
+            flush=True,
+        )
+    return {"vendor": connection.vendor, "filled": filled, "fill_seconds": fill_seconds, "results": results}
+
+
+def run_child(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+        "PYTHONPATH": str(ROOT),
+    }
+    argv = [sys.executable, "-m", "bench.dashboard", "--child", url, "--rows", str(args.rows)]
+    argv += ["--repeat", str(args.repeat)] + (["--reuse"] if args.reuse else [])
+    print(f"{name}: {url}", flush=True)
+    result = None
+    with subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("@@RESULT@@"):
+                result = json.loads(line.removeprefix("@@RESULT@@"))
+            else:
+                print(line, end="", flush=True)
+    if proc.returncode or result is None:
+        raise SystemExit(f"the {name} run failed (exit {proc.returncode})")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the rows of an earlier run of the same size"
+    )
+    parser.add_argument("--sqlite-dir", default=os.path.join(tempfile.gettempdir(), "taskdeck-bench-dash"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = child(args.child, args.rows, args.repeat, args.reuse)
+        print("@@RESULT@@" + json.dumps(result, default=str))
+        return
+    outcomes = {}
+    if args.db in ("sqlite", "both"):
+        Path(args.sqlite_dir).mkdir(parents=True, exist_ok=True)
+        outcomes["SQLite"] = run_child("sqlite", f"sqlite:///{args.sqlite_dir}/db.sqlite3", args)
+    if args.db in ("postgres", "both"):
+        subprocess.run(
+            ["psql", POSTGRES + "/postgres", "-qc", f"CREATE DATABASE {PG_DB}"],
+            capture_output=True,
+            check=False,
+        )
+        outcomes["PostgreSQL"] = run_child("postgres", f"{POSTGRES}/{PG_DB}", args)
+    print_tables(outcomes, args)
+
+
+def print_tables(outcomes: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    names = list(outcomes)
+    print(
+        f"\n{args.rows:,} task runs; server time in ms, p50 / p95 of {args.repeat} requests (cold: fewer)\n"
+    )
+    print("| request | " + " | ".join(f"{n} p50 | {n} p95" for n in names) + " |")
+    print("|---|" + "---:|---:|" * len(names))
+    rows = outcomes[names[0]]["results"]
+    for i, row in enumerate(rows):
+        cells = []
+        for n in names:
+            r = outcomes[n]["results"][i]
+            cells += [f"{r['p50']:.1f}", f"{r['p95']:.1f}"]
+        print(f"| {row['label']} | " + " | ".join(cells) + " |")
+    for n in names:
+        warm = [r for r in outcomes[n]["results"] if "(cold)" not in r["label"]]
+        slow = [r["label"] for r in warm if r["p95"] >= 100]
+        print(f"\n{n}: {len(warm) - len(slow)} of {len(warm)} warm requests with p95 under 100 ms", end="")
+        print(f"; over: {', '.join(slow)}" if slow else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Throughput: plain Celery against the taskdeck stack, side by side on the same broker, as ratios.
+
+Run (needs Redis, RabbitMQ with ``rabbitmqctl``, and PostgreSQL on 127.0.0.1;
+not part of ``make test``)::
+
+    .venv/bin/python -m bench throughput            # 2000 noop tasks, 2 rounds, Redis and RabbitMQ
+    .venv/bin/python -m bench throughput --quick    # a smoke run
+
+Rows, each with a worker ``-P prefork -c 2`` of its own, on a broker of its own
+(the claimed Redis database emptied, or a fresh RabbitMQ vhost):
+
+- ``bare``: Celery as it comes (bench/bare_defaults.py): no Django, prefetch 4,
+  acks on receipt, no events, results ignored. Every ratio is to this row.
+- ``bare + taskdeck worker settings``: the same app with late acks and
+  prefetch 1 (bench/bare.py), what taskdeck's priority defaults cost alone.
+- ``taskdeck``: the reference project as shipped (``-A core``): results in
+  PostgreSQL through taskdeck's backend, task and sent events on, and the
+  recorder (``taskdeck monitor``) running and writing them.
+
+For each: **enqueue** — N noop tasks published by the row's own app in one
+process (its publisher, sent events included); **drain** — a fresh worker
+started on the N queued messages, timed from the first message taken to the
+last (the queue's ready count, read from the broker); **round trip** —
+sequential ``send_task(...).get()`` against the running worker (bare rows ask
+for a result with ``ignore_result=False`` from Celery's own backend for the
+broker: Redis, or ``rpc://`` on RabbitMQ). Rounds are interleaved so a burst
+of load from elsewhere hits every row alike; medians are printed with the
+spread, and the machine's busy share during each drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.client import QUEUE, TASK
+from bench.workers import ROOT, child_env, running, wait_until, worker_argv
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    broker: str
+    enqueue: list[float] = field(default_factory=list)  # tasks/s
+    drain: list[float] = field(default_factory=list)  # tasks/s
+    busy: list[float] = field(default_factory=list)  # machine CPU busy share during the drain
+    cpu: list[float] = field(default_factory=list)  # worker CPU ms per task, all its processes
+    latencies: list[float] = field(default_factory=list)  # seconds, every round pooled
+
+
+ROWS = {
+    "bare": "bare Celery (defaults, results ignored)",
+    "bare-knobs": "bare Celery + taskdeck's worker settings (acks late, prefetch 1)",
+    "taskdeck": "taskdeck stack (results in PostgreSQL, events, recorder)",
+    "taskdeck-wb": "taskdeck stack, write-behind results (Redis only)",
+}
+#: Rows a broker cannot run: write-behind keeps results in the broker's Redis.
+SKIP = {("rabbitmq", "taskdeck-wb")}
+WRITE_BEHIND = "taskdeck.results.writebehind:WriteBehindBackend"
+APPS = {"bare": "bench.bare_defaults", "bare-knobs": "bench.bare", "taskdeck": "core", "taskdeck-wb": "core"}
+CLIENT_APPS = {
+    "bare": "bench.bare_defaults:app",
+    "bare-knobs": "bench.bare:app",
+    "taskdeck": "core.celery_app:app",
+    "taskdeck-wb": "core.celery_app:app",
+}
+
+
+def result_backend(broker_url: str) -> str:
+    """Celery's own result backend on this broker, for the bare rows' round trips."""
+    return broker_url if broker_url.startswith("redis") else "rpc://"
+
+
+def row_env(key: str, broker_url: str, database_url: str, tmp: Path) -> dict[str, str]:
+    if key.startswith("taskdeck"):
+        backend = {"CELERY_BACKEND": WRITE_BEHIND} if key == "taskdeck-wb" else {}
+        return child_env(
+            CELERY_BROKER=broker_url,
+            DATABASE_URL=database_url,
+            DJANGO_SETTINGS_MODULE="core.settings",
+            TASKDECK_DATA_DIR=str(tmp),
+            TASKDECK_EVENTS="1",
+            **backend,
+        )
+    return child_env(CELERY_BROKER=broker_url, BENCH_RESULT_BACKEND=result_backend(broker_url))
+
+
+def client(key: str, env: dict[str, str], command: str, n: int) -> Any:
+    out = subprocess_run(
+        [sys.executable, "-m", "bench.throughput", "client", CLIENT_APPS[key], command, str(n)], env
+    )
+    return json.loads(out)
+
+
+def subprocess_run(argv: list[str], env: dict[str, str]) -> str:
+    import subprocess
+
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[2:])} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def client_main(app_path: str, command: str, n: int) -> None:
+    """Inside the row's environment: time N publishes, or N round trips; print JSON."""
+    import os
+
+    from kombu.utils.imports import symbol_by_name
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        import django
+
+        django.setup()
+    app = symbol_by_name(app_path)
+    if os.environ.get("BENCH_RESULT_BACKEND"):
+        app.conf.result_backend = os.environ["BENCH_RESULT_BACKEND"]
+    if command == "enqueue":
+        from bench.client import publish
+
+        with app.connection_for_write() as conn:
+            conn.ensure_connection()  # connecting is not enqueueing
+        start = time.perf_counter()
+        publish(app, n)
+        print(json.dumps(n / (time.perf_counter() - start)))
+    elif command == "latency":
+        app.send_task(TASK, queue=QUEUE, ignore_result=False).get(timeout=60)  # warm: connections made
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            app.send_task(TASK, queue=QUEUE, ignore_result=False).get(timeout=60)
+            samples.append(time.perf_counter() - start)
+        print(json.dumps(samples))
+    else:
+        raise SystemExit(f"unknown client command {command!r}")
+
+
+@contextmanager
+def broker(kind: str, redis_url: str) -> Iterator[str]:
+    from bench.priority import broker_for_case
+
+    with broker_for_case(kind, redis_url) as url:
+        yield url
+
+
+def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) -> None:
+    from kombu import Connection
+
+    from bench.brokers import queue_ready
+    from bench.results import machine_cpu, tree_cpu
+
+    env = row_env(row.key, url, database_url, args.tmp)
+    log = args.logs / f"throughput-{row.broker}-{row.key}.log"
+    with ExitStack() as stack, Connection(url) as conn:
+        procs = []
+        if row.key.startswith("taskdeck"):
+            recorder = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
+            procs.append(
+                stack.enter_context(running(recorder, env, args.logs / f"recorder-{row.broker}.log"))
+            )
+        row.enqueue.append(client(row.key, env, "enqueue", args.tasks))
+        ready = queue_ready(conn, QUEUE)
+        if ready != args.tasks:
+            raise SystemExit(f"{row.key}: published {args.tasks}, found {ready} in the queue")
+        extra = ["-I", "bench.noop"] if row.key.startswith("taskdeck") else []
+        argv = worker_argv(APPS[row.key], [QUEUE], 2, f"bench-{row.key}", *extra)
+        if not row.key.startswith("taskdeck"):
+            argv[3:3] = ["--result-backend", result_backend(url)]  # celery -A APP --result-backend URL worker
+        procs.append(stack.enter_context(running(argv, env, log)))
+        wait_until(lambda: queue_ready(conn, QUEUE) < args.tasks, 120, f"{row.key} to start", procs, log)
+        start, cpu, worker_cpu = time.monotonic(), machine_cpu(), tree_cpu(procs[-1].pid)
+        wait_until(lambda: queue_ready(conn, QUEUE) == 0, 600, f"{row.key} to drain", procs, log)
+        elapsed = time.monotonic() - start
+        row.cpu.append((tree_cpu(procs[-1].pid) - worker_cpu) * 1000 / args.tasks)
+        busy, total = (b - a for a, b in zip(cpu, machine_cpu(), strict=True))
+        row.drain.append(args.tasks / elapsed)
+        row.busy.append(busy / total if total else 0.0)
+        row.latencies += client(row.key, env, "latency", args.latency)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.brokers import redis_db
+    from bench.results import databases
+
+    brokers = [b for b in args.brokers.split(",") if b]
+    rows = [Row(key, label, b) for b in brokers for key, label in ROWS.items() if (b, key) not in SKIP]
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    started = time.monotonic()
+    with redis_db() as redis_url, databases() as urls:
+        for round_ in range(1, args.rounds + 1):
+            for row in rows:
+                with broker(row.broker, redis_url) as url:
+                    one_pass(row, url, urls["postgresql"], args)
+                print(
+                    f"round {round_}: {row.broker} {row.key}: enqueue {row.enqueue[-1]:.0f}/s, "
+                    f"drain {row.drain[-1]:.0f}/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return {
+        "rows": [asdict(r) for r in rows],
+        "settings": {"tasks": args.tasks, "rounds": args.rounds, "latency": args.latency},
+        "load": {"before": load_before, "after": " ".join(Path("/proc/loadavg").read_text().split()[:3])},
+        "elapsed": time.monotonic() - started,
+    }
+
+
+def report(data: dict[str, Any]) -> list[str]:
+    from bench.results import percentile
+
+    s = data["settings"]
+    lines = [
+        f"{s['tasks']} noop tasks per pass, {s['rounds']} round(s), median (min-max); "
+        f"worker -P prefork -c 2; round trip: {s['latency']} sequential send + get() per round.",
+        "",
+        "| broker | configuration | enqueue tasks/s | ratio | drain tasks/s | ratio | worker CPU/task "
+        "| machine busy | round trip p50 | p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in data["rows"]:
+        bare = next(r for r in data["rows"] if r["broker"] == row["broker"] and r["key"] == "bare")
+        cells = [row["broker"], row["label"]]
+        for metric in ("enqueue", "drain"):
+            values = row[metric]
+            median = statistics.median(values)
+            cells.append(f"{median:.0f} ({min(values):.0f}-{max(values):.0f})")
+            cells.append(f"{median / statistics.median(bare[metric]):.2f}")
+        cells.append(f"{statistics.median(row['cpu']):.2f} ms")
+        cells.append(f"{statistics.median(row['busy']):.0%}")
+        cells.append(f"{percentile(row['latencies'], 0.5) * 1000:.1f} ms")
+        cells.append(f"{percentile(row['latencies'], 0.99) * 1000:.1f} ms")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 500 tasks, 1 round, 20 round trips"
+    )
+    parser.add_argument("--tasks", type=int, default=2000, help="noop tasks per pass (default 2000)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument(
+        "--latency", type=int, default=100, help="round trips per row and round (default 100)"
+    )
+    parser.add_argument(
+        "--brokers", default="redis,rabbitmq", help="comma-separated (default redis,rabbitmq)"
+    )
+    parser.add_argument("--json", type=Path, default=ROOT / ".taskdeck" / "bench" / "throughput.json")
+    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "throughput.png")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["client"]:
+        client_main(argv[1], argv[2], int(argv[3]))
+        return None
+    parser = argparse.ArgumentParser(
+        prog="python -m bench throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.rounds, args.latency = 500, 1, 20
+    args.tmp = Path(tempfile.mkdtemp(prefix="taskdeck-bench-throughput-"))
+    args.logs = args.tmp / "logs"
+    try:
+        data = run(args)
+    except BaseException:
+        print(f"logs kept in {args.logs}", file=sys.stderr)
+        raise
+    from bench.chart import throughput_chart
+    from bench.report import finish
+
+    finish(data, report(data), args.json, throughput_chart, args.chart, args.tmp)
+    return data
+
+
+if __name__ == "__main__":
+    main()

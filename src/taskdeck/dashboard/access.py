@@ -1,0 +1,128 @@
+"""Who may see the dashboard and act from it, and what a page shows when the database is down.
+
+* Nobody anonymous: every page redirects to the dashboard's login.
+* Viewing: an active staff user with ``taskdeck.view_dashboard`` (a
+  superuser has every permission). Such a user without the action
+  permissions below is the read-only role.
+* Each action: POST, a valid CSRF token, and its own permission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import redirect_to_login
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_POST
+
+VIEW = "taskdeck.view_dashboard"
+#: Action name -> the permission it needs (``AuditEntry.Meta.permissions``).
+PERMISSIONS = {
+    "retry": "taskdeck.retry_task",
+    "revoke": "taskdeck.revoke_task",
+    "purge": "taskdeck.purge_queue",
+    "control": "taskdeck.control_worker",
+}
+
+View = Callable[..., HttpResponse]
+
+
+def can_view(user: Any) -> bool:
+    return bool(user.is_active and user.is_staff and user.has_perm(VIEW))
+
+
+def abilities(user: Any) -> dict[str, bool]:
+    """``{"retry": True, ...}``: which actions the page may offer ``user``."""
+    return {name: user.has_perm(permission) for name, permission in PERMISSIONS.items()}
+
+
+class StaffLoginForm(AuthenticationForm):
+    """Django's login form that turns away accounts the dashboard would refuse anyway."""
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if not can_view(user):
+            raise forms.ValidationError(
+                "This account may not use the dashboard: it needs staff status and the permission "
+                "“Can view the taskdeck dashboard”.",
+                code="not_allowed",
+            )
+
+
+def dashboard_view(view: View) -> View:
+    """Login and view permission; a database error becomes a 503 page with a banner, not a 500."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            user = request.user  # type: ignore[attr-defined]
+            if not user.is_authenticated:
+                return _to_login(request)
+            if not can_view(user):
+                return render(
+                    request,
+                    "taskdeck/denied.html",
+                    {"needs": "a staff account with the permission “Can view the taskdeck dashboard”"},
+                    status=403,
+                )
+            response = view(request, *args, **kwargs)
+            if isinstance(response, TemplateResponse):
+                response.render()  # inside the try: templates read querysets lazily
+            return response
+        except DatabaseError as exc:
+            return database_down(request, exc)
+
+    return wrapped
+
+
+def _to_login(request: HttpRequest) -> HttpResponse:
+    if request.headers.get("HX-Request"):
+        # A live part whose session ended: the whole page goes to the login, not the banner.
+        page = urlsplit(request.headers.get("HX-Current-URL", "")).path or reverse("taskdeck:overview")
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = f"{reverse('taskdeck:login')}?{urlencode({'next': page})}"
+        return response
+    return redirect_to_login(request.get_full_path(), reverse("taskdeck:login"))
+
+
+def action_view(action: str) -> Callable[[View], View]:
+    """POST only, CSRF checked (even where the middleware is missing), and ``action``'s permission."""
+    permission = PERMISSIONS[action]
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.has_perm(permission):  # type: ignore[attr-defined]
+                return render(
+                    request,
+                    "taskdeck/denied.html",
+                    {"needs": f"the permission {permission!r}", "action": action},
+                    status=403,
+                )
+            return view(request, *args, **kwargs)
+
+        return dashboard_view(require_POST(csrf_protect(checked)))
+
+    return decorate
+
+
+def database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """The page for a database that does not answer: says so, shows nothing else (no user lookup)."""
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    fragment = bool(request.headers.get("HX-Request"))  # the banner only, for htmx to swap in
+    template = "taskdeck/partials/unavailable.html" if fragment else "taskdeck/unavailable.html"
+    response = render(
+        request, template, {"what": "database", "error": f"{type(exc).__name__}: {first_line}"}, status=503
+    )
+    response["Retry-After"] = "10"
+    return response

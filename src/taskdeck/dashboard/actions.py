@@ -1,0 +1,195 @@
+"""What the dashboard does through Celery: retry, revoke, purge, and worker pool control.
+
+Each method of :class:`Actions` goes through Celery itself (``send_task``,
+remote control, the broker channel's ``queue_purge``), never around it, and
+writes one :class:`~taskdeck.models.AuditEntry` with the user, the target and
+the outcome — a refused or failed action too. Views check the permission and
+CSRF; this module checks whether the action is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskdeck import conf
+from taskdeck.dashboard import arguments
+from taskdeck.errors import ActionRefused
+from taskdeck.models import AuditEntry, TaskRun, Worker
+from taskdeck.monitor.merge import FINAL
+from taskdeck.monitor.sampler import configured_queues
+
+Action = AuditEntry.Action
+
+#: Pools whose size Celery can change at run time without losing work.
+RESIZABLE_POOLS = frozenset({"prefork"})
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Actions:
+    """The dashboard's actions, taken by ``user`` from ``remote_addr`` on Celery app ``app``."""
+
+    def __init__(self, app: Any, user: Any, remote_addr: str | None = None, timeout: float = 1.0) -> None:
+        self.app = app
+        self.user = user
+        self.remote_addr = remote_addr
+        self.timeout = timeout
+
+    # --- tasks -------------------------------------------------------------
+
+    def retry(self, run: TaskRun) -> Outcome:
+        """Send ``run``'s task again with the same arguments to the same queue (a new task id)."""
+
+        def send() -> tuple[str, dict[str, Any]]:
+            if run.state not in FINAL:
+                raise ActionRefused(
+                    f"{run.name or run.task_id} is {run.state}, not finished: revoke it first"
+                )
+            if not run.name:
+                raise ActionRefused(f"task {run.task_id}: its name was never recorded")
+            args, kwargs = arguments.recorded(
+                run.name, run.args, run.kwargs, getattr(self.app.amqp, "argsrepr_maxsize", 1024)
+            )
+            options: dict[str, Any] = {}
+            if run.queue:
+                options["queue"] = run.queue
+            if run.priority is not None:
+                options["priority"] = run.priority
+            # A tuple, as the original call had: the new run records the same argsrepr.
+            result = self.app.send_task(run.name, args=tuple(args), kwargs=kwargs, **options)
+            where = run.queue or "the queue its routes choose"
+            return (
+                f"{run.name} sent again to {where} as {result.id}",
+                {"task_id": result.id, "queue": run.queue, "priority": run.priority},
+            )
+
+        return self._record(Action.RETRY, run.task_id, send)
+
+    def retry_many(self, runs: Iterable[TaskRun]) -> tuple[int, list[str]]:
+        """Retry each run; returns how many were sent and the reasons of those that were not."""
+        sent, errors = 0, []
+        for run in runs:
+            outcome = self.retry(run)
+            if outcome.ok:
+                sent += 1
+            else:
+                errors.append(outcome.message)
+        return sent, errors
+
+    def revoke(self, run: TaskRun, terminate: bool = False) -> Outcome:
+        """Revoke a run not finished yet; with ``terminate`` the worker process running it is signalled."""
+
+        def revoke() -> tuple[str, dict[str, Any]]:
+            if run.state in FINAL:
+                raise ActionRefused(
+                    f"{run.name or run.task_id} already ended ({run.state}): nothing to revoke"
+                )
+            self.app.control.revoke(run.task_id, terminate=terminate, signal="SIGTERM")
+            what = "revoked and its process sent SIGTERM" if terminate else "revoked"
+            return f"{run.name or run.task_id} {what}", {"terminate": terminate}
+
+        return self._record(Action.TERMINATE if terminate else Action.REVOKE, run.task_id, revoke)
+
+    # --- queues ------------------------------------------------------------
+
+    def purge(self, queue: str) -> Outcome:
+        """Delete every ready message of ``queue`` (all its priority sub-queues); unacked ones stay."""
+
+        def purge() -> tuple[str, dict[str, Any]]:
+            if queue not in self.queues():
+                raise ActionRefused(f"{queue!r} is not a queue this app declares (CELERY_TASK_QUEUES)")
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                count = conn.default_channel.queue_purge(queue) or 0
+            return f"purged {count} message(s) from {queue}", {"purged": count}
+
+        return self._record(Action.PURGE, queue, purge)
+
+    def queues(self) -> list[str]:
+        return configured_queues(self.app, conf.monitor()["QUEUES"])()
+
+    # --- workers -----------------------------------------------------------
+
+    def resize_pool(self, hostname: str, delta: int) -> Outcome:
+        """Grow (``delta`` > 0) or shrink a prefork worker's pool by ``abs(delta)`` processes."""
+
+        def resize() -> tuple[str, dict[str, Any]]:
+            worker = self._online(hostname)
+            if worker.pool not in RESIZABLE_POOLS:
+                raise ActionRefused(
+                    f"{hostname} runs the {worker.pool or 'unknown'} pool: only a prefork pool "
+                    "is resized at run time"
+                )
+            if delta < 0:
+                # Asked now, not read from the last `inspect stats`: a grow since then counts.
+                inspect = self.app.control.inspect([hostname], timeout=self.timeout)
+                live = self._reply(hostname, [inspect.stats()])
+                processes = len((live.get("pool") or {}).get("processes") or []) or worker.concurrency or 0
+                if processes + delta < 1:
+                    raise ActionRefused(f"{hostname} has {processes} process(es): a pool keeps one")
+            control = self.app.control.pool_grow if delta > 0 else self.app.control.pool_shrink
+            reply = self._reply(
+                hostname, control(n=abs(delta), destination=[hostname], reply=True, timeout=self.timeout)
+            )
+            verb = "grow" if delta > 0 else "shrink"
+            return f"{hostname}: {reply.get('ok') or f'pool will {verb}'} by {abs(delta)}", {"n": delta}
+
+        return self._record(Action.POOL_GROW if delta > 0 else Action.POOL_SHRINK, hostname, resize)
+
+    def shutdown(self, hostname: str) -> Outcome:
+        """Warm shutdown: the worker stops taking tasks and exits when its running ones finish."""
+
+        def shutdown() -> tuple[str, dict[str, Any]]:
+            self._online(hostname)
+            # The worker raises WorkerShutdown on receipt and never replies.
+            self.app.control.shutdown(destination=[hostname])
+            return f"{hostname} asked to shut down (warm: running tasks finish first)", {}
+
+        return self._record(Action.SHUTDOWN, hostname, shutdown)
+
+    def _online(self, hostname: str) -> Worker:
+        worker = Worker.objects.filter(hostname=hostname).first()
+        if worker is None:
+            raise ActionRefused(f"no worker {hostname!r} was ever seen")
+        if not worker.online:
+            raise ActionRefused(f"{hostname} is offline")
+        return worker
+
+    def _reply(self, hostname: str, replies: list[dict[str, Any]] | None) -> dict[str, Any]:
+        for reply in replies or []:
+            if hostname in reply:
+                answer = reply[hostname]
+                if isinstance(answer, dict) and answer.get("error"):
+                    raise ActionRefused(f"{hostname}: {answer['error']}")
+                return answer if isinstance(answer, dict) else {"ok": str(answer)}
+        raise ActionRefused(f"{hostname} did not answer within {self.timeout:g}s")
+
+    # --- the audit log -----------------------------------------------------
+
+    def _record(self, action: str, target: str, do: Callable[[], tuple[str, dict[str, Any]]]) -> Outcome:
+        try:
+            message, detail = do()
+            outcome = Outcome(True, message, detail)
+        except ActionRefused as exc:
+            outcome = Outcome(False, str(exc))
+        except Exception as exc:  # the broker or a worker failed us: record it, say it
+            outcome = Outcome(False, f"{action} {target} failed: {type(exc).__name__}: {exc}")
+        user = self.user if getattr(self.user, "pk", None) else None
+        AuditEntry.objects.create(
+            user=user,
+            username=getattr(self.user, "get_username", lambda: "")() or "",
+            action=action,
+            target=target,
+            ok=outcome.ok,
+            message=outcome.message,
+            detail=outcome.detail,
+            remote_addr=self.remote_addr,
+        )
+        return outcome

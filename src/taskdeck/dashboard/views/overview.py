@@ -1,0 +1,54 @@
+"""Overview (charts, backlog, workers, recent failures) and the health banner every page loads."""
+
+from __future__ import annotations
+
+from celery import current_app
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from taskdeck.dashboard.access import dashboard_view
+from taskdeck.dashboard.views import page
+from taskdeck.models import QueueSample, TaskRun, Worker
+from taskdeck.monitor.health import broker_health, recorder_health
+
+#: Chart windows offered: label -> seconds.
+WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+@dashboard_view
+def overview(request: HttpRequest) -> HttpResponse:
+    window = request.GET.get("window", "1h")
+    if window not in WINDOWS:
+        window = "1h"
+    queues = QueueSample.objects.latest_per_queue()
+    workers = list(Worker.objects.order_by("-online", "hostname")[:100])
+    online = [w for w in workers if w.online]
+    context = {
+        "window": window,
+        "window_seconds": WINDOWS[window],
+        "windows": list(WINDOWS),
+        "queues": queues,
+        "backlog": sum(q.ready for q in queues),
+        "unacked": sum(q.unacked or 0 for q in queues),
+        "workers": workers,
+        "online": len(online),
+        "active": sum(w.active for w in online),
+        "capacity": sum(w.concurrency or 0 for w in online),
+        "failures": TaskRun.objects.filter(state="FAILURE")
+        .defer("traceback", "args", "kwargs", "result")
+        .order_by("-id")[:8],
+    }
+    return page(request, "taskdeck/overview.html", context, {"live": "taskdeck/partials/overview_live.html"})
+
+
+@dashboard_view
+def status(request: HttpRequest) -> HttpResponse:
+    """The banner: broker unreachable, recorder stopped or behind, no worker online."""
+    broker = broker_health(current_app)
+    recorder = recorder_health()
+    workers_online = Worker.objects.online().count()
+    return render(
+        request,
+        "taskdeck/partials/status.html",
+        {"broker": broker, "recorder": recorder, "workers_online": workers_online},
+    )

@@ -1,0 +1,221 @@
+"""Task list (filters, search, keyset pages), task detail, workflow graph, failures by exception."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from celery import current_app
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from taskdeck import conf
+from taskdeck.dashboard import arguments, graph
+from taskdeck.dashboard.access import dashboard_view
+from taskdeck.dashboard.views import page
+from taskdeck.errors import ActionRefused
+from taskdeck.models import AuditEntry, TaskRun, TaskState, Worker
+from taskdeck.monitor.merge import FINAL
+
+#: "Since" choices of the task list and the failures page: label -> seconds.
+SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+#: Columns the list does not show: not read for a page of 50 rows.
+LIST_DEFER = ("traceback", "result", "routing_key", "parent_id", "root_id", "group_id")
+
+
+def _since(key: str | None) -> dt.datetime | None:
+    return timezone.now() - dt.timedelta(seconds=SINCE[key]) if key in SINCE else None
+
+
+@dashboard_view
+def task_list(request: HttpRequest) -> HttpResponse:
+    get = request.GET
+    states = [s for s in get.getlist("state") if s in TaskState.values]
+    filters: dict[str, Any] = {
+        "state": ",".join(states) or None,
+        "name": get.get("name", "").strip() or None,
+        "queue": get.get("queue", "").strip() or None,
+        "worker": get.get("worker", "").strip() or None,
+        "q": get.get("q", "").strip() or None,
+        "since": _since(get.get("since")),
+    }
+    after = get.get("after", "")
+    size = conf.dashboard()["PAGE_SIZE"]
+    rows = TaskRun.objects.defer(*LIST_DEFER).search_page(
+        int(after) if after.isdigit() else None, size + 1, **filters
+    )
+    context = {
+        "rows": rows[:size],
+        "next": rows[size - 1].id if len(rows) > size else None,
+        "first_page": not after,
+        "filtered": any(v for v in filters.values()),
+        "states": TaskState.values,
+        "selected_states": states,
+        "names": TaskRun.objects.distinct_values("name"),
+        "queues": sorted(set(TaskRun.objects.distinct_values("queue")) | set(_configured_queues())),
+        "workers": list(Worker.objects.order_by("hostname").values_list("hostname", flat=True)),
+        "since_choices": list(SINCE),
+        "since": get.get("since", ""),
+    }
+    return page(request, "taskdeck/tasks.html", context, {"rows": "taskdeck/partials/task_rows.html"})
+
+
+def _configured_queues() -> list[str]:
+    from taskdeck.monitor.sampler import configured_queues
+
+    return configured_queues(current_app, conf.monitor()["QUEUES"])()
+
+
+@dashboard_view
+def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    run = TaskRun.objects.filter(task_id=task_id).first()
+    if run is None:
+        return _not_recorded_yet(request, task_id)
+    flow = TaskRun.objects.workflow(run, limit=50)
+    history = list(AuditEntry.objects.filter(target=run.task_id).order_by("-at")[:20])
+    retries = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True)
+    retry_of = retries.filter(detail__task_id=run.task_id).first()
+    context = {
+        "run": run,
+        "timeline": timeline(run),
+        "flow": flow,
+        "flow_size": len(flow["tree"]) + len(flow["group"]),
+        "history": history,
+        "retried_as": [e.detail.get("task_id") for e in history if e.action == "retry" and e.ok],
+        "retry_of": retry_of,
+        "final": run.state in FINAL,
+        "retry_refused": _retry_refused(run),
+        "progress": progress(run) if run.state not in FINAL else None,
+    }
+    return page(request, "taskdeck/task.html", context, {"live": "taskdeck/partials/task_live.html"})
+
+
+def _not_recorded_yet(request: HttpRequest, task_id: str) -> HttpResponse:
+    """A task the dashboard just sent (a retry) that the recorder has not written yet: wait for it."""
+    sent = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True, detail__task_id=task_id).first()
+    if sent is None:
+        raise Http404(f"no task {task_id!r} was recorded")
+    fragments = {"live": "taskdeck/partials/task_pending.html"}
+    return page(request, "taskdeck/task_pending.html", {"task_id": task_id, "sent": sent}, fragments)
+
+
+def timeline(run: TaskRun) -> list[dict[str, Any]]:
+    """sent → received → started → finished, each with the time since the step before."""
+    steps = [
+        ("sent", run.sent_at),
+        ("received", run.received_at),
+        ("started", run.started_at),
+        (run.state.lower() if run.state in FINAL else "finished", run.finished_at),
+    ]
+    out: list[dict[str, Any]] = []
+    previous: dt.datetime | None = None
+    for label, at in steps:
+        after = (at - previous).total_seconds() if at and previous else None
+        out.append({"label": label, "at": at, "after": after})
+        previous = at or previous
+    return out
+
+
+def _retry_refused(run: TaskRun) -> str | None:
+    """Why this run cannot be retried with the same arguments, or None."""
+    if run.state not in FINAL:
+        return "still running: revoke it first"
+    try:
+        arguments.recorded(run.name, run.args, run.kwargs)
+    except ActionRefused as exc:
+        return str(exc)
+    return None
+
+
+def progress(run: TaskRun) -> dict[str, Any] | None:
+    """What a running task reported with ``update_state(state="PROGRESS", meta={"current", "total"})``.
+
+    Read through the Celery app's result backend, as ``AsyncResult.info`` does.
+    """
+    try:
+        result = current_app.AsyncResult(run.task_id)
+        state, info = result.state, result.info
+    except Exception:  # no result backend, or it is down: no progress bar
+        return None
+    if state != "PROGRESS" or not isinstance(info, dict):
+        return None
+    current, total = info.get("current"), info.get("total")
+    if not isinstance(current, int | float) or not isinstance(total, int | float) or total <= 0:
+        return None
+    return {
+        "current": current,
+        "total": total,
+        "percent": max(0.0, min(100.0, 100.0 * current / total)),
+        "message": str(info.get("message") or "")[:200],
+    }
+
+
+@dashboard_view
+def workflow(request: HttpRequest, task_id: str) -> HttpResponse:
+    run = get_object_or_404(TaskRun, task_id=task_id)
+    runs = TaskRun.objects.defer("traceback", "args", "kwargs", "result").graph(run)
+    drawn = graph.build(runs)
+    context = {
+        "run": run,
+        "graph": drawn,
+        "paths": drawn.paths(),
+        "open": any(r.state not in FINAL for r in runs),
+        "counts": _counts(runs),
+    }
+    fragments = {"graph": "taskdeck/partials/workflow_graph.html"}
+    return page(request, "taskdeck/workflow.html", context, fragments)
+
+
+def _counts(runs: list[TaskRun]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return sorted(counts.items())
+
+
+def _failures(since_key: str) -> Any:
+    retried = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True).values("target")
+    return TaskRun.objects.exclude(task_id__in=retried), _since(since_key)
+
+
+@dashboard_view
+def failures(request: HttpRequest) -> HttpResponse:
+    since_key = request.GET.get("since", "24h")
+    if since_key not in SINCE:
+        since_key = "24h"
+    runs, since = _failures(since_key)
+    groups = runs.failure_groups(since=since)
+    latest = TaskRun.objects.filter(id__in=[g["last_id"] for g in groups]).only("id", "task_id", "exception")
+    samples = {r.id: r for r in latest}
+    for g in groups:
+        g["sample"] = samples.get(g["last_id"])
+    context = {
+        "groups": groups,
+        "total": sum(g["count"] for g in groups),
+        "since": since_key,
+        "since_choices": list(SINCE),
+        "limit": conf.dashboard()["BULK_RETRY_LIMIT"],
+    }
+    return page(request, "taskdeck/failures.html", context, {"live": "taskdeck/partials/failure_groups.html"})
+
+
+def failure_group_runs(since_key: str, name: str, exc_type: str, limit: int) -> list[TaskRun]:
+    """The failed runs of one group, newest first, not retried yet."""
+    if since_key not in SINCE:
+        raise Http404("unknown window")
+    runs, since = _failures(since_key)
+    return list(
+        runs.filter(state="FAILURE", name=name, finished_at__gte=since)
+        .exception_type()
+        .filter(exc_type=exc_type)
+        .defer("traceback", "result")
+        .order_by("-id")[:limit]
+    )
+
+
+@dashboard_view
+def failure_group(request: HttpRequest) -> HttpResponse:
+    get = request.GET
+    runs = failure_group_runs(get.get("since", "24h"), get.get("name", ""), get.get("exc", ""), 20)
+    return page(request, "taskdeck/partials/failure_runs.html", {"runs": runs})

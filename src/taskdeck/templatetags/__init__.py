@@ -1,0 +1,1 @@
+"""Template tags of the dashboard (``{% load taskdeck_ui %}``)."""

@@ -1,0 +1,150 @@
+"""Formatting for the dashboard's templates: times (absolute and relative), durations, states."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from django import template
+from django.urls import get_script_prefix, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+STATE_CLASS = {
+    "SUCCESS": "ok",
+    "FAILURE": "bad",
+    "RETRY": "warn",
+    "REVOKED": "revoked",
+    "REJECTED": "bad",
+    "STARTED": "run",
+    "RECEIVED": "idle",
+    "SENT": "idle",
+    "PROGRESS": "run",
+}
+
+
+@register.filter
+def state_class(state: str) -> str:
+    return STATE_CLASS.get((state or "").upper(), "idle")
+
+
+@register.simple_tag
+def state_badge(state: str) -> str:
+    return format_html('<span class="badge {}">{}</span>', state_class(state), (state or "?").lower())
+
+
+def ago(seconds: float) -> str:
+    """``12s``, ``4m 05s``, ``3h 12m``, ``2d 4h``: short, for a table cell."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+@register.simple_tag
+def when(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """Absolute and relative: ``<time>`` with the local (TIME_ZONE) time, and "3m 05s ago" beside it.
+
+    The relative part is rewritten every few seconds by dashboard.js from the
+    ``datetime`` attribute, so a page left open stays right.
+    """
+    if not isinstance(value, dt.datetime):
+        return mark_safe('<span class="none">—</span>')  # a constant
+    now = now or timezone.now()
+    local = timezone.localtime(value)
+    same_day = local.date() == timezone.localtime(now).date()
+    shown = local.strftime("%H:%M:%S" if same_day else "%b %d %H:%M:%S")
+    delta = (now - value).total_seconds()
+    relative = f"{ago(delta)} ago" if delta >= 0 else f"in {ago(-delta)}"
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time> <span class="ago" data-since="{}">{}</span>',
+        value.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " " + (local.tzname() or ""),
+        shown,
+        value.isoformat(),
+        relative,
+    )
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """``850 µs``, ``12 ms``, ``1.25 s``, ``3m 04s``."""
+    if seconds is None or seconds == "":
+        return "—"
+    seconds = float(seconds)
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return ago(seconds)
+
+
+@register.filter
+def age(seconds: float | None) -> str:
+    return "—" if seconds in (None, "") else ago(float(seconds))  # type: ignore[arg-type]
+
+
+@register.filter
+def short_id(task_id: str) -> str:
+    return (task_id or "")[:8]
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@register.simple_tag(takes_context=True)
+def query(context: Any, **changes: Any) -> str:
+    """The current query string with ``changes`` applied (a None or "" value removes the key)."""
+    params = context["request"].GET.copy()
+    for key, value in changes.items():
+        params.pop(key, None)
+        if value not in (None, ""):
+            params[key] = value
+    params.pop("fragment", None)
+    return "?" + urlencode(sorted(params.items())) if params else "?"
+
+
+@register.filter
+def short_name(name: str) -> str:
+    """``catalog.tasks.resize_image`` -> ``resize_image``; ``notifications:send_sms`` -> ``send_sms``."""
+    return (name or "").replace(":", ".").rsplit(".", 1)[-1]
+
+
+@register.filter
+def get_item(mapping: dict[str, Any] | None, key: str) -> Any:
+    return (mapping or {}).get(key)
+
+
+_PREFIXES: dict[str, str] = {}
+
+
+@register.filter
+def task_url(task_id: str) -> str:
+    """``{% url 'taskdeck:task' id %}`` without resolving the URL pattern again for each row of a page."""
+    script = get_script_prefix()
+    prefix = _PREFIXES.get(script)
+    if prefix is None:
+        prefix = _PREFIXES[script] = reverse("taskdeck:tasks")
+    return f"{prefix}{quote(str(task_id), safe='')}/"
+
+
+@register.filter
+def clip(text: str, length: int) -> str:
+    """The first ``length`` characters, with an ellipsis if cut (cheaper than ``truncatechars``)."""
+    text = str(text or "")
+    return text if len(text) <= length else text[: length - 1] + "…"

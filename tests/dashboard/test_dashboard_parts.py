@@ -1,0 +1,138 @@
+"""The dashboard's parts without a browser: recorded arguments, the workflow layout, chart series, search."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+from celery.utils.saferepr import saferepr
+from django.utils import timezone
+
+from taskdeck.dashboard import arguments, graph
+from taskdeck.errors import ActionRefused
+from taskdeck.models import TaskRollup, TaskRun
+from taskdeck.monitor import histogram, series
+from tests.dashboard.test_dashboard_access import failed_run
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((1001, 4999), {"gateway_failures": 2}),
+        (("a'b\"c", None, True, 1.5, [1, {"k": "v"}]), {}),
+        (([{"sku": "SKU-1", "quantity": 3}],), {"title": "Sales 2026-11-24"}),
+        ((), {}),
+    ],
+)
+def test_arguments_come_back_exactly_from_their_repr(args, kwargs):
+    # What Celery records: saferepr of the tuple and dict, as the task-sent event carries them.
+    parsed = arguments.recorded("t", saferepr(args, 1024), saferepr(kwargs, 1024))
+    assert parsed == (list(args), kwargs)
+
+
+@pytest.mark.parametrize(
+    "args_text, reason",
+    [
+        (saferepr(("x" * 1100,), 1024), "may have been cut"),  # Celery cut it, and it still parses
+        ("('abc…", "may have been cut"),  # the recorder clipped it
+        (saferepr(([[[[1]]]],), 1024), "abbreviated"),  # deeper than Celery's repr levels
+        ("(datetime.datetime(2026, 1, 1),)", "not plain JSON"),
+        ("('<redacted>'", "not plain JSON"),
+        ("", "were not recorded"),
+        ("{'a': 1}", "not a list"),
+        ("('***',)", "looks like a mask"),
+        ("(7, '<redacted>')", "looks like a mask"),
+        ("('[FILTERED]',)", "looks like a mask"),
+    ],
+)
+def test_arguments_that_may_differ_are_refused(args_text, reason):
+    with pytest.raises(ActionRefused, match=reason):
+        arguments.recorded("t", args_text, "{}")
+
+
+def test_a_masked_keyword_argument_is_refused():
+    with pytest.raises(ActionRefused, match="looks like a mask"):
+        arguments.recorded("t", "(7, 0)", "{'api_key': '***'}")
+    assert arguments.recorded("t", "('<p>hi</p>',)", "{}") == (["<p>hi</p>"], {})  # markup is a value
+
+
+def run(task_id, parent="", group="", state="SUCCESS", name="t"):
+    return SimpleNamespace(
+        task_id=task_id, parent_id=parent, group_id=group, root_id="", state=state, name=name, runtime=0.1
+    )
+
+
+def test_chord_layout_joins_every_header_task_to_the_callback():
+    # A chain step, then a chord whose callback's parent is the header task that finished last.
+    runs = [
+        run("a"),
+        run("h1", parent="a", group="g"),
+        run("h2", parent="a", group="g"),
+        run("h3", parent="a", group="g"),
+        run("cb", parent="h2", group="g"),
+        run("after", parent="cb"),
+    ]
+    drawn = graph.build(runs)
+    edges = {(x.run.task_id, y.run.task_id) for x, y in drawn.edges}
+    assert edges == {
+        ("a", "h1"),
+        ("a", "h2"),
+        ("a", "h3"),
+        ("h1", "cb"),
+        ("h2", "cb"),
+        ("h3", "cb"),
+        ("cb", "after"),
+    }
+    cols = {n.run.task_id: n.col for n in drawn.nodes}
+    assert cols == {"a": 0, "h1": 1, "h2": 1, "h3": 1, "cb": 2, "after": 3}
+    (frame,) = drawn.frames
+    assert frame.label == "chord header · 3 tasks"
+    assert len(drawn.paths()) == 7 and all(p["d"].startswith("M") for p in drawn.paths())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_series_adds_up_the_rollups_and_caches_settled_buckets(django_assert_max_num_queries):
+    now = timezone.now().replace(second=30, microsecond=0)
+    rows = []
+    for minutes_ago in range(0, 180):
+        minute = (now - dt.timedelta(minutes=minutes_ago)).replace(second=0)
+        rows.append(
+            TaskRollup(
+                minute=minute,
+                name="a",
+                queue="q",
+                succeeded=2,
+                failed=minutes_ago % 2,
+                runtime_hist={histogram.bucket(0.1): 2},
+                wait_hist={histogram.bucket(0.01): 2},
+            )
+        )
+    TaskRollup.objects.bulk_create(rows)
+    first = series.window_series(3600, now=now)
+    assert first["step"] == 60 and len(first["points"]) == 60
+    assert first["summary"]["succeeded"] == 120 and first["summary"]["failed"] == 30
+    assert abs(first["summary"]["runtime"]["p50"] - 0.1) / 0.1 < 0.08
+    again = series.window_series(3600, now=now)
+    assert again == first
+    # Settled buckets come from the cache: the second read asks only for the open minutes.
+    with django_assert_max_num_queries(1):
+        series.window_series(3600, now=now)
+    six = series.window_series(6 * 3600, now=now)
+    assert six["step"] == 300 and six["summary"]["succeeded"] == 360
+    assert series.window_series(3600, name="other", now=now)["summary"]["finished"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_search_by_id_or_part_of_a_name():
+    failed_run("id-1")
+    failed_run("id-2", name="notifications:send_sms")
+    assert [r.task_id for r in TaskRun.objects.search(q="id-1")] == ["id-1"]
+    assert [r.task_id for r in TaskRun.objects.search(q="SEND_")] == ["id-2"]
+    assert list(TaskRun.objects.search(q="nothing-like-it")) == []
+    assert TaskRun.objects.distinct_values("name") == ["catalog.tasks.import_feed", "notifications:send_sms"]
+    groups = TaskRun.objects.failure_groups()
+    assert {(g["name"], g["exc_type"], g["count"]) for g in groups} == {
+        ("catalog.tasks.import_feed", "ValueError", 1),
+        ("notifications:send_sms", "ValueError", 1),
+    }

@@ -1,0 +1,187 @@
+"""Access: who may read the API and /metrics, CSRF on every dashboard action, secrets kept out of sight.
+
+- every operation of the JSON API (read from its own OpenAPI schema, so a
+  new one is covered too), the schema and the docs refuse anyone who is not
+  a token holder, or an active staff user with ``view_dashboard`` (staff alone is refused);
+- ``/metrics`` answers a token or an allowed network only, a staff session
+  is not enough;
+- JSON is the only content Celery accepts, for tasks and results;
+- every dashboard action refuses a POST without a CSRF token, even from a
+  user allowed to act;
+- arguments sent with ``argsrepr``/``kwargsrepr`` masks never appear in the
+  result row, the history, the API, ``/metrics``, the dashboard or the
+  worker's log.
+
+The basics (401 on /tasks, tokens, /metrics by network) are in
+tests/monitor/test_monitor_api.py; the dashboard's roles in
+tests/dashboard/test_dashboard_access.py.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.test import Client, override_settings
+from django.urls import reverse
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from taskdeck.api import api
+from taskdeck.models import ApiToken, AuditEntry, TaskRun
+from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
+from tests.support.ledger import LEDGER_ARGS, Ledger, work
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "sk_live_" + uuid.uuid4().hex
+
+
+def api_paths() -> list[str]:
+    """Every GET operation of the API, with a placeholder for path parameters."""
+    schema = api.get_openapi_schema(path_prefix="/taskdeck/api")
+    return sorted(re.sub(r"\{[^}]+\}", "x", path) for path, ops in schema["paths"].items() if "get" in ops)
+
+
+def run(task_id: str = "t-1") -> TaskRun:
+    now = timezone.now()
+    return TaskRun.objects.create(
+        task_id=task_id,
+        name="catalog.tasks.import_feed",
+        state="FAILURE",
+        state_at=now.timestamp(),
+        queue="default",
+        args="('https://example.com/feed',)",
+        kwargs="{}",
+        first_seen_at=now,
+        finished_at=now,
+    )
+
+
+def test_api_schema_and_docs_refuse_all_but_dashboard_viewers_and_tokens(client, django_user_model):
+    paths = api_paths() + ["/taskdeck/api/openapi.json", "/taskdeck/api/docs"]
+    assert len(paths) >= 10, paths
+    run("x")
+    django_user_model.objects.create_user("clerk", password="pw")
+    django_user_model.objects.create_user("gone", password="pw", is_staff=True, is_active=False)
+    django_user_model.objects.create_user("staff", password="pw", is_staff=True)  # no view_dashboard
+    ops = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
+    ops.user_permissions.add(Permission.objects.get(codename="view_dashboard"))
+    token = ApiToken.issue("scraper")
+    refused: dict[str, dict[str, int]] = {}
+    for path in paths:
+        answers = {
+            "anonymous": client.get(path).status_code,
+            "wrong token": client.get(path, HTTP_AUTHORIZATION="Bearer not-a-token").status_code,
+            "basic auth": client.get(path, HTTP_AUTHORIZATION="Basic b3BzOnB3").status_code,
+        }
+        for username in ("clerk", "gone", "staff"):
+            logged = Client()
+            logged.login(username=username, password="pw")  # "gone" cannot log in: still anonymous
+            answers[username] = logged.get(path).status_code
+        refused[path] = answers
+    assert {code for answers in refused.values() for code in answers.values()} == {401}, refused
+
+    staff = Client()
+    assert staff.login(username="ops", password="pw")  # view_dashboard
+    for path in paths:  # task "x" exists: every path answers 200
+        assert staff.get(path).status_code == 200, path
+        assert client.get(path, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200, path
+
+
+def test_metrics_needs_a_token_or_an_allowed_network_not_a_session(client, django_user_model):
+    django_user_model.objects.create_user("ops", password="pw", is_staff=True, is_superuser=True)
+    assert client.login(username="ops", password="pw")
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.10").status_code == 403  # staff, from outside
+    token = ApiToken.issue("prometheus")
+    assert (
+        client.get("/metrics", REMOTE_ADDR="192.0.2.10", HTTP_AUTHORIZATION=f"Bearer {token}").status_code
+        == 200
+    )
+    assert client.post("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 405  # read-only
+    monitor = {**settings.TASKDECK.get("MONITOR", {}), "METRICS_NETWORKS": ["192.0.2.0/24"]}
+    with override_settings(TASKDECK={**settings.TASKDECK, "MONITOR": monitor}):
+        assert client.get("/metrics", REMOTE_ADDR="192.0.2.10").status_code == 200
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+def test_json_is_the_only_content_celery_accepts():
+    conf = current_app.conf
+    assert list(conf.accept_content) == ["application/json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
+    # Results are read with the same list unless told otherwise.
+    assert conf.result_accept_content in (None, ["application/json"])
+
+
+def action_urls(task_id: str) -> dict[str, tuple[str, dict[str, str]]]:
+    return {
+        "retry": (reverse("taskdeck:retry", args=[task_id]), {}),
+        "revoke": (reverse("taskdeck:revoke", args=[task_id]), {}),
+        "retry group": (reverse("taskdeck:retry-group"), {"name": "catalog.tasks.import_feed"}),
+        "purge": (reverse("taskdeck:purge", args=["default"]), {}),
+        "pool": (reverse("taskdeck:pool", args=["w1@host"]), {"delta": "1"}),
+        "shutdown": (reverse("taskdeck:shutdown", args=["w1@host"]), {}),
+        "logout": (reverse("taskdeck:logout"), {}),
+    }
+
+
+def test_every_dashboard_action_refuses_a_post_without_csrf(django_user_model, broker):
+    target = run()
+    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="taskdeck"))
+    operator = Client(enforce_csrf_checks=True)
+    assert operator.login(username="operator", password="pw")
+    answers = {
+        name: operator.post(url, data).status_code
+        for name, (url, data) in action_urls(target.task_id).items()
+    }
+    assert answers == dict.fromkeys(answers, 403), answers
+    assert not AuditEntry.objects.exists()
+    assert (
+        operator.get(reverse("taskdeck:overview")).status_code == 200
+    )  # still logged in: logout refused too
+    # The login form itself needs the token.
+    assert (
+        Client(enforce_csrf_checks=True)
+        .post(reverse("taskdeck:login"), {"username": "operator", "password": "pw"})
+        .status_code
+        == 403
+    )
+
+
+def test_masked_arguments_never_appear_anywhere(
+    broker,
+    start_worker,
+    start_recorder,  # noqa: F811
+    django_user_model,
+    client,
+):
+    ledger = Ledger(broker)
+    start_recorder()
+    worker = start_worker(["default"], concurrency=1, args=LEDGER_ARGS, env=ledger.env)
+    masked = "{'api_key': '***'}"
+    result = work.apply_async((7, 0), {"api_key": SECRET}, kwargsrepr=masked)
+    assert result.get(timeout=60) == 7
+    assert ledger.done()[0]["id"] == result.id  # it ran, with the real argument
+    run = wait_for(lambda: TaskRun.objects.filter(task_id=result.id, state="SUCCESS").first(), 60, "the run")
+
+    user = django_user_model.objects.create_user("ops", password="pw", is_staff=True, is_superuser=True)
+    assert client.login(username=user.username, password="pw")
+    row = TaskResult.objects.get(task_id=result.id)
+    seen = {
+        "result row": " ".join(str(getattr(row, f)) for f in ("task_args", "task_kwargs", "result", "meta")),
+        "history": " ".join([run.args, run.kwargs, run.result]),
+        "api list": client.get("/taskdeck/api/tasks").content.decode(),
+        "api detail": client.get(f"/taskdeck/api/tasks/{result.id}").content.decode(),
+        "metrics": client.get("/metrics").content.decode(),
+        "task page": client.get(reverse("taskdeck:task", args=[result.id])).content.decode(),
+        "task list": client.get(reverse("taskdeck:tasks")).content.decode(),
+        "worker log": worker.output(),
+    }
+    assert {where: SECRET in text for where, text in seen.items()} == dict.fromkeys(seen, False)
+    assert run.kwargs == masked and "***" in seen["api detail"]  # the mask is what is shown

@@ -1,0 +1,195 @@
+"""taskdeck's system checks: each id fires on its misconfiguration and names what to fix.
+
+The reference project's own settings pass clean, so each message below is
+caused by the one setting the test overrides. (There is no ``taskdeck.E005``:
+docs/configuration.md lists the ids in use.)
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.conf import settings
+from django.core.checks import Error, Warning, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from taskdeck.checks import check_settings
+from taskdeck.routing import TaskRoutes
+
+ROUTES = settings.CELERY_TASK_ROUTES
+WORKERS = settings.TASKDECK["WORKERS"]
+
+
+def taskdeck(**changes):
+    """override_settings for the project's TASKDECK dict with some keys changed."""
+    return override_settings(TASKDECK={**settings.TASKDECK, **changes})
+
+
+def messages(check_id: str) -> list:
+    found = [m for m in check_settings() if m.id == check_id]
+    for message in found:
+        assert message.hint, f"{check_id} has no hint"
+    return found
+
+
+def only(check_id: str):
+    """The one message of ``check_id``; no other taskdeck message fires."""
+    everything = check_settings()
+    assert [m.id for m in everything] == [check_id], [str(m) for m in everything]
+    (message,) = everything
+    assert message.hint
+    return message
+
+
+def test_the_reference_project_passes_every_check():
+    assert check_settings() == []
+    assert [m for m in run_checks() if m.id and m.id.startswith("taskdeck.")] == []
+    call_command("check", fail_level="WARNING")  # raises SystemCheckError on any message
+
+
+def test_manage_py_check_fails_on_a_taskdeck_error():
+    with override_settings(CELERY_TASK_DEFAULT_QUEUE="celery"), pytest.raises(SystemCheckError) as raised:
+        call_command("check")
+    assert "(taskdeck.E004) CELERY_TASK_DEFAULT_QUEUE is 'celery'" in str(raised.value)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_e001_router_path_that_cannot_be_imported():
+    with override_settings(CELERY_TASK_ROUTES=("billing.routers.Nowhere", *ROUTES[1:])):
+        message = only("taskdeck.E001")
+    assert isinstance(message, Error)
+    assert message.msg.startswith("CELERY_TASK_ROUTES[0] = 'billing.routers.Nowhere' cannot be imported")
+
+
+def test_e001_route_entry_of_the_wrong_type():
+    with override_settings(CELERY_TASK_ROUTES=(*ROUTES, 42)):
+        message = only("taskdeck.E001")
+    assert message.msg.startswith("CELERY_TASK_ROUTES[2] is a int;")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"lane": "urgent"}, "unknown lane 'urgent'; TASKDECK['LANES'] defines high, medium, low."),
+        ("", "the queue name is empty."),
+        (7, "7 is not a queue name or a dict of options."),
+    ],
+)
+def test_e002_route_value_that_is_no_queue(value, problem):
+    routes = (ROUTES[0], TaskRoutes({**ROUTES[1].table, "orders.tasks.refund": value}))
+    with override_settings(CELERY_TASK_ROUTES=routes):
+        message = only("taskdeck.E002")
+    assert isinstance(message, Error)
+    assert message.msg == f"CELERY_TASK_ROUTES[1]['orders.tasks.refund']: {problem}"
+
+
+def test_e002_in_a_plain_mapping_and_a_regex_key():
+    with override_settings(CELERY_TASK_ROUTES=({re.compile(r"billing\."): {"lane": "top"}}, *ROUTES)):
+        message = only("taskdeck.E002")
+    assert message.msg.startswith(r"CELERY_TASK_ROUTES[0][billing\.]: unknown lane 'top'")
+
+
+@pytest.mark.parametrize("lanes", [["high", "low"], "high", {}, {"high": ""}, {"high": 3}])
+def test_e003_lanes_that_do_not_map_names_to_queues(lanes):
+    # With the project's routes, which name lanes: reported, not a crash of the check.
+    with taskdeck(LANES=lanes):
+        (message,) = messages("taskdeck.E003")
+    assert isinstance(message, Error)
+    assert message.msg == f"TASKDECK['LANES'] must map lane names to queue names, got {lanes!r}."
+
+
+def test_e004_default_queue_named_twice_differently():
+    with override_settings(CELERY_TASK_DEFAULT_QUEUE="celery"):
+        message = only("taskdeck.E004")
+    assert isinstance(message, Error)
+    assert message.msg == "CELERY_TASK_DEFAULT_QUEUE is 'celery' but TASKDECK['DEFAULT_QUEUE'] is 'default'."
+
+
+def test_e006_worker_group_with_unknown_keys():
+    workers = {**WORKERS, "lanes": {**WORKERS["lanes"], "concurency": 4, "hostname": "x"}}
+    with taskdeck(WORKERS=workers):
+        message = only("taskdeck.E006")
+    assert message.msg == "TASKDECK['WORKERS']['lanes'] has unknown keys: concurency, hostname."
+
+
+def test_e006_worker_group_without_queues():
+    workers = {**WORKERS, "spare": {"concurrency": 1}}
+    with taskdeck(WORKERS=workers):
+        message = only("taskdeck.E006")
+    assert (
+        message.msg
+        == "TASKDECK['WORKERS']['spare']['queues'] must be a non-empty list of queue names, got []."
+    )
+
+
+# --- warnings -----------------------------------------------------------------------------
+
+
+def test_w001_route_to_a_queue_no_worker_consumes():
+    routes = (ROUTES[0], TaskRoutes({**ROUTES[1].table, "billing.tasks.*": "billing"}))
+    with override_settings(CELERY_TASK_ROUTES=routes):
+        message = only("taskdeck.W001")
+    assert isinstance(message, Warning)
+    assert message.msg == (
+        "CELERY_TASK_ROUTES[1]['billing.tasks.*'] routes to queue 'billing', which no worker group in "
+        "TASKDECK['WORKERS'] consumes: its tasks would wait forever."
+    )
+
+
+def test_w001_lane_whose_queue_no_worker_consumes():
+    workers = {**WORKERS, "lanes": {**WORKERS["lanes"], "queues": ["high_priority", "medium_priority"]}}
+    with taskdeck(WORKERS=workers):
+        (message,) = messages("taskdeck.W001")
+    assert message.msg.startswith(
+        "CELERY_TASK_ROUTES[1][maintenance\\.tasks\\.] routes to queue 'low_priority', which no worker group"
+    )
+
+
+def test_w002_namespace_whose_queue_no_worker_consumes():
+    workers = {name: group for name, group in WORKERS.items() if name != "notifications"}
+    with taskdeck(WORKERS=workers):
+        found = messages("taskdeck.W002")
+    # Every task of the notifications app, and nothing else.
+    assert sorted(m.msg for m in found) == [
+        f"task 'notifications:{name}' is routed by NamespaceRouter to queue 'notifications', which no "
+        "worker group in TASKDECK['WORKERS'] consumes."
+        for name in ("send_email", "send_sms", "welcome_user")
+    ]
+    assert {type(m) for m in found} == {Warning}
+
+
+def test_w003_default_queue_no_worker_consumes():
+    workers = {name: group for name, group in WORKERS.items() if name != "default"}
+    with taskdeck(WORKERS=workers):
+        message = only("taskdeck.W003")
+    assert message.msg == (
+        "the default queue 'default' is consumed by no worker group in TASKDECK['WORKERS']: every task "
+        "without a route would wait forever."
+    )
+
+
+def test_no_worker_groups_means_nothing_to_compare():
+    with taskdeck(WORKERS={}):
+        assert check_settings() == []
+
+
+def test_w004_pickle_accepted():
+    with override_settings(CELERY_ACCEPT_CONTENT=["application/json", "pickle"]):
+        message = only("taskdeck.W004")
+    assert isinstance(message, Warning)
+    assert message.msg.startswith(
+        "CELERY_ACCEPT_CONTENT = ['application/json', 'pickle'] lets workers unpickle"
+    )
+    assert message.hint == "Set CELERY_ACCEPT_CONTENT = ['application/json']."
+
+
+def test_w005_old_style_queues_setting():
+    with override_settings(CELERY_QUEUES=settings.CELERY_TASK_QUEUES):
+        message = only("taskdeck.W005")
+    assert message.msg.startswith("CELERY_QUEUES is an old-style name that Celery ignores")
+    assert message.hint == "Rename it to CELERY_TASK_QUEUES."
