@@ -80,6 +80,17 @@ def publishing_to(url: str) -> Iterator[None]:
         conf.broker_url = old
 
 
+def busy(pids: list[int]) -> int | None:
+    """A pool process inside a ledger task (it sleeps; an idle one waits on its pipe), or None."""
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/wchan").read_text() == "hrtimer_nanosleep":
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 class Process:
     """A subprocess in a session of its own (so its whole group can be killed), logging to tests/artifacts."""
 

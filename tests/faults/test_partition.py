@@ -19,13 +19,18 @@ import time
 
 from celery import current_app
 
-from tests.faults.harness import Relay, drained, free_port, losses, publishing_to, report, settle
+from tests.faults.harness import Relay, busy, drained, free_port, losses, publishing_to, report, settle
 from tests.faults.worker_settings import VISIBILITY_TIMEOUT
 from tests.support.ledger import Ledger, work
 from tests.support.services import wait_for
 
-TASKS = 400
-CUT_AT = 150
+TASKS = 200
+TASK_MS = 200
+CUT_AT = 60
+
+
+def all_busy(pids: list[int]) -> bool:
+    return len(pids) == 2 and all(busy([pid]) for pid in pids)
 
 
 def test_host_cut_off_mid_run_its_tasks_are_redelivered_to_the_other(
@@ -48,7 +53,7 @@ def test_host_cut_off_mid_run_its_tasks_are_redelivered_to_the_other(
                 env={**env, "DATABASE_URL": pg_url}, concurrency=2, name="there", netns=netns.name
             )
             with current_app.producer_or_acquire() as producer:
-                ids = [work.apply_async((i, 20), producer=producer).id for i in range(TASKS)]
+                ids = [work.apply_async((i, TASK_MS), producer=producer).id for i in range(TASKS)]
             wait_for(
                 lambda: (
                     ledger.done_count() >= CUT_AT and any(r["host"] == there.hostname for r in ledger.done())
@@ -56,8 +61,14 @@ def test_host_cut_off_mid_run_its_tasks_are_redelivered_to_the_other(
                 120,
                 f"{CUT_AT} tasks done, some by the second host",
             )
-            # Each worker holds at most 2 (prefetch): with 3 or more taken, the second host holds some.
-            wait_for(lambda: server.client().hlen("unacked") >= 3, 60, "both hosts busy")
+            # Each worker holds at most 2 (prefetch): with 3 or more taken, the second host holds
+            # some; and both its processes are inside a task (200 ms), so the cut lands before
+            # their acknowledgement can reach the broker, whatever the machine's load.
+            wait_for(
+                lambda: server.client().hlen("unacked") >= 3 and all_busy(there.pool()),
+                60,
+                "both hosts busy",
+            )
             netns.cut()
             cut_at = time.monotonic()
             done_there_before_cut = sum(1 for r in ledger.done() if r["host"] == there.hostname)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import redis
 from celery import current_app
 from django_celery_results.models import TaskResult
 
-from tests.faults.harness import broker_state, depth, drained, losses, report, settle
+from tests.faults.harness import broker_state, busy, depth, drained, losses, report, settle
 from tests.faults.worker_settings import VISIBILITY_TIMEOUT
 from tests.support.ledger import work
 from tests.support.services import wait_for
@@ -36,17 +35,6 @@ KILL_POOL_AT = (150, 300, 450)
 KILL_WORKER_AT = 600
 #: What a worker logs when it reaps a pool process killed with SIGKILL.
 DEATH = "exited with 'signal 9 (SIGKILL)'"
-
-
-def busy(pids: list[int]) -> int | None:
-    """A pool process inside a task: the ledger task sleeps, an idle process waits on its pipe."""
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/wchan").read_text() == "hrtimer_nanosleep":
-                return pid
-        except OSError:
-            continue
-    return None
 
 
 def send(n: int, ms: int) -> list[str]:
