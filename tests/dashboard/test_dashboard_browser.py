@@ -143,9 +143,9 @@ def test_operator_journey(start_worker, start_recorder, live_server, page, accou
 
     # A task that reports progress: the bar moves, then the task ends.
     slow = reindex_catalog.delay(30, 0.4)
-    wait_for(
-        lambda: TaskRun.objects.filter(task_id=slow.id, state="STARTED").exists(), 60, "reindex to start"
-    )
+    # Recorded and not finished (the 12-second task has 30 progress steps ahead of it).
+    running = TaskRun.objects.filter(task_id=slow.id).exclude(state__in=FINAL)
+    wait_for(running.exists, 60, "reindex recorded")
     page.goto(f"{url}/tasks/{slow.id}/")
     page.wait_for_selector("#progress .fill", timeout=30_000)
     first = float(page.get_attribute("#progress [role=progressbar]", "aria-valuenow"))
