@@ -8,11 +8,12 @@ Run (needs PostgreSQL on 127.0.0.1 for the PostgreSQL half; not part of ``make t
 For each database (SQLite in WAL mode in a temporary folder, and a PostgreSQL
 database of its own, ``taskdeck_bench_dash``): migrate, fill the monitor's
 tables as the recorder would have after a week (bench/dashboard_data.py:
-runs, per-minute rollups, two days of queue samples every 5 s, workers),
-then request every page with Django's test client as a logged-in superuser,
-``--repeat`` times each after one warm-up request, and print p50/p95 of the
-server time: the whole Django request (middleware, session, queries, template),
-no network and no WSGI server. Each database runs in a child process of its own.
+runs, rollups per minute, quarter hour and hour, two days of queue samples
+every 5 s, workers), then request every page with Django's test client as a
+logged-in superuser, ``--repeat`` times each after one warm-up request, and
+print p50/p95 of the server time: the whole Django request (middleware,
+session, queries, template), no network and no WSGI server. Each database
+runs in a child process of its own.
 
 The chart data (``/api/series``) is measured twice: warm (settled buckets in
 the cache, as every refresh after the first) and cold (cache emptied before

@@ -2,8 +2,9 @@
 
 Deterministic (seeded). Runs are spread over the last ``days`` days, newest
 last (ids grow with time, as the recorder's inserts do); the rollups are the
-per-minute sums of exactly those runs, so the overview's charts and the task
-list agree. PostgreSQL is filled with ``COPY``, SQLite with ``executemany``.
+sums of exactly those runs per minute, quarter hour and hour (every rollup
+table the recorder writes), so the overview's charts and the task list agree.
+PostgreSQL is filled with ``COPY``, SQLite with ``executemany``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from taskdeck.models import QueueSample, TaskRollup, TaskRun, Worker
+from taskdeck.models import ROLLUPS, QueueSample, Rollup, TaskRun, Worker
 from taskdeck.monitor import histogram
 
 # name, queue, weight, failure rate, median runtime (s)
@@ -141,46 +142,18 @@ def _dt(ts: float) -> dt.datetime:
 def fill(count: int, days: float = 7.0, samples: bool = True) -> dict[str, int]:
     """Empty the monitor's tables and fill them; returns the row count of each."""
     now = timezone.now()
-    for model in (TaskRun, TaskRollup, QueueSample, Worker):
+    for model in (TaskRun, *ROLLUPS, QueueSample, Worker):
         model.objects.all().delete()
-    rollups: dict[tuple[int, str, str], dict[str, Any]] = {}
+    sums = rollup_sums()
     batch: list[tuple[Any, ...]] = []
-    written = 0
     for row in runs(count, days, now):
         batch.append(row)
-        state, finished = row[2], row[18]
-        if finished is not None:
-            minute = int(finished.timestamp() // 60) * 60
-            acc = rollups.setdefault(
-                (minute, row[1], row[4]),
-                {"succeeded": 0, "failed": 0, "revoked": 0, "retried": 0, "runtime": {}, "wait": {}},
-            )
-            acc[{"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked"}[state]] += 1
-            acc["retried"] += row[13]
-            histogram.add(acc["runtime"], histogram.bucket(row[20]))
-            histogram.add(acc["wait"], histogram.bucket(row[19]))
+        add_run(sums, row)
         if len(batch) >= 20_000:
             _insert(TaskRun, COLUMNS, batch)
-            written += len(batch)
             batch = []
     _insert(TaskRun, COLUMNS, batch)
-    TaskRollup.objects.bulk_create(
-        (
-            TaskRollup(
-                minute=_dt(minute),
-                name=name,
-                queue=queue,
-                succeeded=acc["succeeded"],
-                failed=acc["failed"],
-                revoked=acc["revoked"],
-                retried=acc["retried"],
-                runtime_hist=acc["runtime"],
-                wait_hist=acc["wait"],
-            )
-            for (minute, name, queue), acc in rollups.items()
-        ),
-        batch_size=5000,
-    )
+    write_rollups(sums)
     hosts = sorted({h for hs in WORKERS.values() for h in hs})
     Worker.objects.bulk_create(
         Worker(
@@ -215,9 +188,54 @@ def fill(count: int, days: float = 7.0, samples: bool = True) -> dict[str, int]:
         )
     return {
         "runs": TaskRun.objects.count(),
-        "rollups": TaskRollup.objects.count(),
+        **{f"rollups per {model.period_field}": model.objects.count() for model in ROLLUPS},
         "samples": QueueSample.objects.count(),
     }
+
+
+Sums = dict[type[Rollup], dict[tuple[int, str, str], dict[str, Any]]]
+
+
+def rollup_sums() -> Sums:
+    return {model: {} for model in ROLLUPS}
+
+
+def add_run(sums: Sums, row: tuple[Any, ...]) -> None:
+    """Count a run (a tuple of :func:`runs`) in the row of its period of every rollup table."""
+    state, finished = row[2], row[18]
+    if finished is None:
+        return
+    stamp = int(finished.timestamp())
+    for model, rows in sums.items():
+        acc = rows.setdefault(
+            (stamp - stamp % model.period, row[1], row[4]),
+            {"succeeded": 0, "failed": 0, "revoked": 0, "retried": 0, "runtime": {}, "wait": {}},
+        )
+        acc[{"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked"}[state]] += 1
+        acc["retried"] += row[13]
+        histogram.add(acc["runtime"], histogram.bucket(row[20]))
+        histogram.add(acc["wait"], histogram.bucket(row[19]))
+
+
+def write_rollups(sums: Sums) -> None:
+    for model, rows in sums.items():
+        model.objects.bulk_create(
+            (
+                model(
+                    **{model.period_field: _dt(start)},
+                    name=name,
+                    queue=queue,
+                    succeeded=acc["succeeded"],
+                    failed=acc["failed"],
+                    revoked=acc["revoked"],
+                    retried=acc["retried"],
+                    runtime_hist=acc["runtime"],
+                    wait_hist=acc["wait"],
+                )
+                for (start, name, queue), acc in rows.items()
+            ),
+            batch_size=5000,
+        )
 
 
 def _insert(model: Any, columns: list[str], rows: list[tuple[Any, ...]]) -> None:

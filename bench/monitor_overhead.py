@@ -161,15 +161,14 @@ def memory(points: list[int]) -> None:
     from django.db import reset_queries
 
     from taskdeck import conf
-    from taskdeck.models import TaskRollup, TaskRun, TaskTotal
+    from taskdeck.models import ROLLUPS, TaskRun, TaskTotal
     from taskdeck.monitor.merge import fact_from_event
     from taskdeck.monitor.rollups import Rollups, Totals
     from taskdeck.monitor.runs import RunWriter
     from taskdeck.monitor.workers import Workers
 
-    TaskRun.objects.all().delete()
-    TaskRollup.objects.all().delete()
-    TaskTotal.objects.all().delete()
+    for model in (TaskRun, *ROLLUPS, TaskTotal):
+        model.objects.all().delete()
     writer, subs = RunWriter(), [Workers(), Rollups(), Totals(conf.monitor()["METRICS_BUCKETS"])]
     base = time.time() - 3600
     done, batch = 0, 250  # 250 runs x 4 events = the recorder's 1000-event batch

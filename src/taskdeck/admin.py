@@ -16,6 +16,8 @@ from taskdeck.models import (
     QueueSample,
     RecorderState,
     TaskRollup,
+    TaskRollupHour,
+    TaskRollupQuarter,
     TaskRun,
     TaskTotal,
     Worker,
@@ -56,6 +58,18 @@ class TaskRollupAdmin(ReadOnlyAdmin):
     search_fields = ("^name",)
     ordering = ("-minute",)
     show_full_result_count = False
+
+
+@admin.register(TaskRollupQuarter)
+class TaskRollupQuarterAdmin(TaskRollupAdmin):
+    list_display = ("quarter", *TaskRollupAdmin.list_display[1:])
+    ordering = ("-quarter",)
+
+
+@admin.register(TaskRollupHour)
+class TaskRollupHourAdmin(TaskRollupAdmin):
+    list_display = ("hour", *TaskRollupAdmin.list_display[1:])
+    ordering = ("-hour",)
 
 
 @admin.register(TaskTotal)

@@ -8,8 +8,10 @@ Queries live on :mod:`taskdeck.querysets`.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -123,14 +125,20 @@ class Worker(models.Model):
         return self.hostname
 
 
-class TaskRollup(models.Model):
-    """Finished runs per minute, task name and queue: counts and latency histograms.
+class Rollup(models.Model):
+    """Finished runs of one period, task name and queue: counts and latency histograms.
 
     Histograms are sparse log-scale bucket counts (:mod:`taskdeck.monitor.histogram`),
-    so minutes add up into any window and percentiles come out within ~5%.
+    so periods add up into any window and percentiles come out within ~5%.
+    Each table is one period length; the recorder writes them all from the same
+    runs (:mod:`taskdeck.monitor.rollups`), so a row of a coarse table is the
+    sum of the finer rows of its period.
     """
 
-    minute = models.DateTimeField("minute")
+    #: The column holding the period's start (UTC, aligned to the period) and the period in seconds.
+    period_field: ClassVar[str]
+    period: ClassVar[int]
+
     name = models.CharField("task name", max_length=255)
     queue = models.CharField("queue", max_length=255, blank=True, default="")
     succeeded = models.IntegerField("succeeded", default=0)
@@ -144,14 +152,69 @@ class TaskRollup(models.Model):
     objects = RollupQuerySet.as_manager()
 
     class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.start():%Y-%m-%d %H:%M} {self.name} {self.queue}"
+
+    def start(self) -> dt.datetime:
+        """The start of this row's period."""
+        value: dt.datetime = getattr(self, self.period_field)
+        return value
+
+
+class TaskRollup(Rollup):
+    """Finished runs per minute, task name and queue: what alerts and short charts read."""
+
+    period_field = "minute"
+    period = 60
+
+    minute = models.DateTimeField("minute")
+
+    class Meta:
         verbose_name = "task rollup"
         verbose_name_plural = "task rollups"
         constraints = [
             models.UniqueConstraint(fields=["minute", "name", "queue"], name="taskdeck_rollup_key"),
         ]
 
-    def __str__(self) -> str:
-        return f"{self.minute:%Y-%m-%d %H:%M} {self.name} {self.queue}"
+
+class TaskRollupQuarter(Rollup):
+    """Finished runs per quarter hour, task name and queue: what 24-hour charts read."""
+
+    period_field = "quarter"
+    period = 900
+
+    quarter = models.DateTimeField(
+        "quarter hour", help_text="Start of the quarter hour (:00, :15, :30 or :45)."
+    )
+
+    class Meta:
+        verbose_name = "task rollup per quarter hour"
+        verbose_name_plural = "task rollups per quarter hour"
+        constraints = [
+            models.UniqueConstraint(fields=["quarter", "name", "queue"], name="taskdeck_rollup_quarter_key"),
+        ]
+
+
+class TaskRollupHour(Rollup):
+    """Finished runs per hour, task name and queue: what 7-day and longer charts read."""
+
+    period_field = "hour"
+    period = 3600
+
+    hour = models.DateTimeField("hour", help_text="Start of the hour.")
+
+    class Meta:
+        verbose_name = "task rollup per hour"
+        verbose_name_plural = "task rollups per hour"
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "name", "queue"], name="taskdeck_rollup_hour_key"),
+        ]
+
+
+#: Every rollup table, finest first: the recorder writes each, a chart reads the coarsest that fits.
+ROLLUPS: tuple[type[Rollup], ...] = (TaskRollup, TaskRollupQuarter, TaskRollupHour)
 
 
 class TaskTotal(models.Model):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections, models
 from django.db.models import Case, Count, F, Max, Q, Sum, Value, When
 from django.db.models.functions import Left, StrIndex
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from taskdeck.models import Rollup
+
+_R = TypeVar("_R", bound="Rollup")
 
 FINAL = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
 
@@ -194,10 +199,21 @@ class WorkerQuerySet(models.QuerySet):
         return self.filter(online=True)
 
 
-class RollupQuerySet(PruneMixin, models.QuerySet):
-    def window(self, since: dt.datetime, until: dt.datetime | None = None, **filters: Any) -> RollupQuerySet:
-        qs = self.filter(minute__gte=since, **{k: v for k, v in filters.items() if v})
-        return qs.filter(minute__lt=until) if until else qs
+class RollupQuerySet(PruneMixin, models.QuerySet[_R]):
+    """Queries of any rollup table (:class:`~taskdeck.models.Rollup`): by the start of its periods."""
+
+    def window(
+        self, since: dt.datetime, until: dt.datetime | None = None, **filters: Any
+    ) -> RollupQuerySet[_R]:
+        """Rows whose period starts in [since, until); ``filters`` (name, queue) apply when set."""
+        start = self.model.period_field
+        qs = self.filter(**{f"{start}__gte": since}, **{k: v for k, v in filters.items() if v})
+        return qs.filter(**{f"{start}__lt": until}) if until else qs
+
+    def expired(self, cutoff: dt.datetime) -> RollupQuerySet[_R]:
+        """Rows whose whole period ended by ``cutoff``."""
+        model = self.model
+        return self.filter(**{f"{model.period_field}__lte": cutoff - dt.timedelta(seconds=model.period)})
 
     def stats(self) -> dict[str, Any]:
         """Counts, failure rate and latency percentiles over the rows of this queryset."""

@@ -197,7 +197,10 @@ def test_local_admin_only_on_the_embedded_default(django_user_model):
 
 def test_models_in_the_admin(admin_client):
     failed_run()
-    models = ("taskrun", "worker", "taskrollup", "queuesample", "auditentry", "apitoken", "alertincident")
+    models = (
+        "taskrun", "worker", "taskrollup", "taskrollupquarter", "taskrolluphour", "queuesample", "auditentry",
+        "apitoken", "alertincident",
+    )  # fmt: skip
     for model in models:
         response = admin_client.get(reverse(f"admin:taskdeck_{model}_changelist"))
         assert response.status_code == 200, model

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
+import re
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 from celery.utils.saferepr import saferepr
+from django.core.cache import caches
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from taskdeck import conf
 from taskdeck.dashboard import arguments, graph
 from taskdeck.errors import ActionRefused
-from taskdeck.models import TaskRollup, TaskRun
+from taskdeck.models import TaskRollup, TaskRollupHour, TaskRollupQuarter, TaskRun
 from taskdeck.monitor import histogram, series
+from taskdeck.monitor.rollups import Rollups
+from taskdeck.monitor.subscribers import RunChange
 from tests.dashboard.test_dashboard_access import failed_run
 
 
@@ -121,6 +130,53 @@ def test_series_adds_up_the_rollups_and_caches_settled_buckets(django_assert_max
     six = series.window_series(6 * 3600, now=now)
     assert six["step"] == 300 and six["summary"]["succeeded"] == 360
     assert series.window_series(3600, name="other", now=now)["summary"]["finished"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_series_reads_the_coarsest_rollups_that_fit_and_adds_up_the_same(monkeypatch):
+    """Every window from the rollups the recorder wrote: the same points as from the minute rows."""
+    now = timezone.now()
+    rng = random.Random(11)
+    runs = [
+        {
+            "state": rng.choice(["SUCCESS", "SUCCESS", "SUCCESS", "FAILURE", "REVOKED"]),
+            "finished_ts": round(now.timestamp() - rng.uniform(1, 8 * 86400), 6),
+            "name": rng.choice(["a", "b"]),
+            "queue": rng.choice(["q", "r"]),
+            "runtime": rng.lognormvariate(-2, 1),
+            "wait_time": rng.lognormvariate(-4, 1),
+            "retries": rng.choice([0, 0, 1]),
+        }
+        for _ in range(3000)
+    ]
+    Rollups().on_changes([RunChange(before=None, after=run) for run in runs])
+    cache = caches[conf.monitor()["SERIES_CACHE"]]
+    windows = (3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+    tables = [series.table_for(series.step_for(w)) for w in windows]
+    assert tables == [TaskRollup, TaskRollup, TaskRollupQuarter, TaskRollupHour, TaskRollupHour]
+    for window, table in zip(windows, tables, strict=True):
+        cache.clear()
+        with CaptureQueriesContext(connection) as queries:
+            got = series.window_series(window, name="a", now=now)
+        read = {
+            t for q in queries.captured_queries for t in re.findall(r'"(taskdeck_taskrollup\w*)"', q["sql"])
+        }
+        assert read == {table._meta.db_table}
+        step = got["step"]
+        expected = Counter(
+            (int(r["finished_ts"] // step * step), r["state"]) for r in runs if r["name"] == "a"
+        )
+        column = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked"}
+        assert got["summary"]["finished"] > 0
+        for point in got["points"]:
+            start = int(point["t"].timestamp())
+            assert {c: point[c] for c in column.values()} == {
+                c: expected[(start, s)] for s, c in column.items()
+            }
+        cache.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(series, "table_for", lambda step: TaskRollup)
+            assert series.window_series(window, name="a", now=now) == got
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rich.console import Console
 
-from taskdeck.models import ApiToken, QueueSample, TaskRollup, TaskRun, Worker
+from taskdeck.models import ROLLUPS, ApiToken, QueueSample, TaskRollupHour, TaskRollupQuarter, TaskRun, Worker
 from taskdeck.monitor import merge
 from taskdeck.monitor.retention import Retention
 from taskdeck.monitor.rollups import Rollups, Totals
@@ -92,11 +92,18 @@ def test_terminal_snapshot_renders_workers_queues_failures(recorded):
 
 
 def test_retention_prunes_in_batches(recorded):
-    old = timezone.now() - dt.timedelta(days=30)
+    now = timezone.now()
+    old = now - dt.timedelta(days=30)
     TaskRun.objects.filter(name__startswith="catalog.").update(first_seen_at=old)
-    TaskRollup.objects.filter(name__startswith="reports.").update(minute=old)
+    for model in ROLLUPS:
+        model.objects.filter(name__startswith="reports.").update(**{model.period_field: old})
+    # An hour that began before the cutoff but ends after it is kept: part of it is still retained.
+    straddling = now - dt.timedelta(days=14, minutes=30)
+    TaskRollupHour.objects.filter(name__startswith="catalog.").update(hour=straddling)
     done = Retention(runs=7 * 86400, rollups=14 * 86400, batch=2).prune()
-    assert done == {"runs": 4, "rollups": 3}
+    assert done == {"runs": 4, "rollups": 3, "quarter_rollups": 3, "hour_rollups": 3}
+    assert TaskRollupHour.objects.filter(hour=straddling).count() == 3
+    assert not TaskRollupQuarter.objects.filter(name__startswith="reports.").exists()
     assert not TaskRun.objects.filter(name__startswith="catalog.").exists()
     assert TaskRun.objects.count() == 4
     assert Worker.objects.count() == 1

@@ -1,20 +1,40 @@
-"""Duplicated and reordered real events give the same rows (merge, run writer, rollups, totals)."""
+"""Duplicated and reordered real events give the same rows (merge, run writer, rollups, totals).
+
+The coarse rollups (quarter hours, hours) are checked against the minute rows
+they must add up to, also when a run's contribution moves to another hour.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from pathlib import Path
 
 import pytest
 
-from taskdeck.models import TaskRollup, TaskRun, TaskTotal
+from taskdeck import conf
+from taskdeck.models import ROLLUPS, TaskRollup, TaskRollupHour, TaskRollupQuarter, TaskRun, TaskTotal
 from taskdeck.monitor import merge
+from taskdeck.monitor.reconcile import ResultsSource
+from taskdeck.monitor.recorder import Recorder
 from taskdeck.monitor.rollups import Rollups, Totals
 from taskdeck.monitor.runs import RunWriter
+from tests.support import rollups
 
 EVENTS = json.loads((Path(__file__).parent / "data" / "events.json").read_text())
 BUCKETS = [0.01, 0.1, 1, 10]
+# Five copies of the recording (new task ids), 7 minutes apart: the first finishes in one hour,
+# the others in the next, two copies per quarter hour, so coarse rows add up several minutes.
+SPREAD = [
+    {
+        **e,
+        **{k: f"{e[k]}-{copy}" for k in ("uuid", "root_id", "parent_id") if e.get(k)},
+        "timestamp": e["timestamp"] + copy * 420,
+    }
+    for copy in range(5)
+    for e in EVENTS
+]
 
 
 def facts(events):
@@ -87,15 +107,11 @@ def _db_snapshot():
         for r in TaskRun.objects.values().order_by("task_id")
         if not r.pop("id") or not r.pop("updated_at") or True
     }
-    rollups = sorted(
-        (r.minute, r.name, r.queue, r.succeeded, r.failed, r.retried, sorted(r.runtime_hist.items()))
-        for r in TaskRollup.objects.all()
-    )
     totals = sorted(
         (t.name, t.queue, t.state, t.count, t.runtime_buckets, t.wait_buckets)
         for t in TaskTotal.objects.all()
     )
-    return runs, rollups, totals
+    return runs, {model.__name__: rollups.rows(model) for model in ROLLUPS}, totals
 
 
 def _write(events, batch):
@@ -108,15 +124,69 @@ def _write(events, batch):
 
 @pytest.mark.django_db(transaction=True)
 def test_database_rows_do_not_depend_on_order_batching_or_duplicates():
-    _write(EVENTS, len(EVENTS))
+    _write(SPREAD, len(SPREAD))
     expected = _db_snapshot()
-    assert sum(r[3] + r[4] for r in expected[1]) == len(expected[0])  # each run counted once
+    minutes = expected[1]["TaskRollup"].values()
+    assert sum(r["succeeded"] + r["failed"] for r in minutes) == len(expected[0])  # each run counted once
+    counts = (TaskRollup.objects.count(), TaskRollupQuarter.objects.count(), TaskRollupHour.objects.count())
+    assert counts == (35, 21, 14)  # 7 names and queues in 5, 3 and 2 periods
+    rollups.assert_coarse_rows_add_up()
     for seed, batch in ((1, 1), (2, 3), (3, 7)):
-        TaskRun.objects.all().delete()
-        TaskRollup.objects.all().delete()
-        TaskTotal.objects.all().delete()
+        for model in (TaskRun, *ROLLUPS, TaskTotal):
+            model.objects.all().delete()
         rng = random.Random(seed)
-        events = EVENTS + rng.sample(EVENTS, len(EVENTS))  # every event twice
+        events = SPREAD + rng.sample(SPREAD, len(SPREAD))  # every event twice
         rng.shuffle(events)
         _write(events, batch)
         assert _db_snapshot() == expected
+        rollups.assert_coarse_rows_add_up()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconstructed_run_moved_by_its_late_events_leaves_its_old_hour():
+    """Rebuilt from its result row (done just before an hour), then its events arrive (just after it).
+
+    The event's finish wins over the result row's and the sent event brings the
+    queue: the run's contribution moves to the next hour and another queue, and
+    every table takes it out of the old row and puts it in the new one.
+    """
+    from django_celery_results.models import TaskResult
+
+    hour, name = 1795564800, "orders.tasks.confirm_order"  # an hour's start (UTC)
+    TaskResult.objects.create(task_id="t-1", task_name=name, status="SUCCESS", result="1")
+    TaskResult.objects.filter(task_id="t-1").update(  # date_done is auto_now
+        date_started=dt.datetime.fromtimestamp(hour - 1.0, dt.UTC),
+        date_done=dt.datetime.fromtimestamp(hour - 0.2, dt.UTC),
+    )
+    recorder = Recorder(
+        source=None,
+        runs=RunWriter(),
+        subscribers=[Rollups(), Totals(BUCKETS)],
+        results=ResultsSource(),
+        settings=conf.monitor(),
+    )
+    assert recorder.reconcile(None, None) == 1
+    assert TaskRun.objects.get(task_id="t-1").reconstructed
+    for model in ROLLUPS:
+        assert set(rollups.rows(model)) == {(hour - model.period, name, "")}, model.__name__
+    rollups.assert_coarse_rows_add_up()
+
+    recorder.process(
+        [
+            {"type": "task-sent", "uuid": "t-1", "name": name, "queue": "orders", "timestamp": hour - 2.0},
+            {"type": "task-started", "uuid": "t-1", "hostname": "w@h", "timestamp": hour - 1.0},
+            {
+                "type": "task-succeeded",
+                "uuid": "t-1",
+                "hostname": "w@h",
+                "runtime": 1.1,
+                "timestamp": hour + 0.1,
+            },
+        ]
+    )
+    assert not TaskRun.objects.get(task_id="t-1").reconstructed
+    for model in ROLLUPS:
+        assert set(rollups.rows(model)) == {(hour, name, "orders")}, model.__name__
+        assert rollups.rows(model)[(hour, name, "orders")]["succeeded"] == 1
+    rollups.assert_coarse_rows_add_up()
+    assert list(TaskTotal.objects.values_list("name", "queue", "count")) == [(name, "orders", 1)]

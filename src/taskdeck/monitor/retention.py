@@ -1,14 +1,24 @@
-"""Retention: runs, rollups, queue samples and resolved incidents pruned in batches."""
+"""Retention: runs, rollups (every period), queue samples and resolved incidents pruned in batches."""
 
 from __future__ import annotations
 
 import logging
 
-from taskdeck.models import AlertIncident, QueueSample, TaskRollup, TaskRun
+from taskdeck.models import (
+    ROLLUPS,
+    AlertIncident,
+    QueueSample,
+    TaskRollup,
+    TaskRollupHour,
+    TaskRollupQuarter,
+    TaskRun,
+)
 from taskdeck.monitor.subscribers import Every, Subscriber
 from taskdeck.querysets import cutoff
 
 logger = logging.getLogger("taskdeck.monitor")
+#: How :meth:`Retention.prune` reports each rollup table.
+KEYS = {TaskRollup: "rollups", TaskRollupQuarter: "quarter_rollups", TaskRollupHour: "hour_rollups"}
 
 
 class Retention(Subscriber):
@@ -40,7 +50,9 @@ class Retention(Subscriber):
             # A run is old when it was first seen before the cutoff, finished or not.
             done["runs"] = TaskRun.objects.prune(self.batch, first_seen_at__lt=when)
         if (when := cutoff(self.rollups)) is not None:
-            done["rollups"] = TaskRollup.objects.prune(self.batch, minute__lt=when)
+            # Every rollup table with the one retention; a row goes once its whole period is past it.
+            for model in ROLLUPS:
+                done[KEYS[model]] = model.objects.expired(when).prune(self.batch)
         if (when := cutoff(self.samples)) is not None:
             done["samples"] = QueueSample.objects.prune(self.batch, sampled_at__lt=when)
         if (when := cutoff(self.incidents)) is not None:

@@ -1,4 +1,4 @@
-"""Per-minute rollups and cumulative totals of finished runs.
+"""Rollups (per minute, quarter hour and hour) and cumulative totals of finished runs.
 
 Both count a run by its *contribution* (its final state, minute, name,
 queue, latency buckets). When a batch changes a run's contribution — it
@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from taskdeck.models import TaskRollup, TaskTotal
+from taskdeck.models import ROLLUPS, Rollup, TaskTotal
 from taskdeck.monitor import histogram
 from taskdeck.monitor.merge import FINAL
 from taskdeck.monitor.subscribers import RunChange, Subscriber
@@ -54,6 +54,13 @@ def deltas(changes: list[RunChange]) -> list[tuple[tuple[Any, ...], int]]:
 
 
 class Rollups(Subscriber):
+    """Every rollup table (:data:`~taskdeck.models.ROLLUPS`) from the same moves.
+
+    A move adds to (or takes from) the row of its minute, of its quarter hour
+    and of its hour, so each coarse row stays the exact sum of its minutes.
+    Per table and batch: one locked read of the rows touched, one upsert.
+    """
+
     name = "rollups"
 
     def __init__(self, using: str = "default") -> None:
@@ -63,38 +70,42 @@ class Rollups(Subscriber):
         moves = deltas(changes)
         if not moves:
             return
-        keys = {(m[0], m[1], m[2]) for m, _ in moves}
         with transaction.atomic(using=self.using):
-            rows = _load(
-                TaskRollup,
-                self.using,
-                keys,
-                lambda r: (int(r.minute.timestamp()), r.name, r.queue),
-                minute__in={dt.datetime.fromtimestamp(k[0], dt.UTC) for k in keys},
-                name__in={k[1] for k in keys},
-            )
-            for (minute, name, queue, state, runtime, wait, retries), sign in moves:
-                row = rows.get((minute, name, queue))
-                if row is None:
-                    row = rows[(minute, name, queue)] = TaskRollup(
-                        minute=dt.datetime.fromtimestamp(minute, dt.UTC), name=name, queue=queue
-                    )
-                column = STATE_COLUMN[state]
-                setattr(row, column, getattr(row, column) + sign)
-                row.retried += sign * retries
-                if runtime is not None:
-                    histogram.add(row.runtime_hist, histogram.bucket(runtime), sign)
-                if wait is not None:
-                    histogram.add(row.wait_hist, histogram.bucket(wait), sign)
-            # A row whose only run moved elsewhere (e.g. a late event named it) goes away.
-            empty = [r for r in rows.values() if _empty_rollup(r)]
-            TaskRollup.objects.using(self.using).filter(pk__in=[r.pk for r in empty if r.pk]).delete()
-            TaskRollup.objects.using(self.using).bulk_create(
-                [r for r in rows.values() if not _empty_rollup(r)],
-                update_conflicts=True,
-                unique_fields=["minute", "name", "queue"],
-                update_fields=[*STATE_COLUMN.values(), "retried", "runtime_hist", "wait_hist"],
-            )
+            for model in ROLLUPS:
+                self._write(model, moves)
+
+    def _write(self, model: type[Rollup], moves: list[tuple[tuple[Any, ...], int]]) -> None:
+        start, period = model.period_field, model.period
+        keys = {(m[0] - m[0] % period, m[1], m[2]) for m, _ in moves}
+        rows = _load(
+            model,
+            self.using,
+            keys,
+            lambda r: (int(r.start().timestamp()), r.name, r.queue),
+            **{f"{start}__in": {_utc(k[0]) for k in keys}},
+            name__in={k[1] for k in keys},
+        )
+        for (minute, name, queue, state, runtime, wait, retries), sign in moves:
+            key = (minute - minute % period, name, queue)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = model(**{start: _utc(key[0])}, name=name, queue=queue)
+            column = STATE_COLUMN[state]
+            setattr(row, column, getattr(row, column) + sign)
+            row.retried += sign * retries
+            if runtime is not None:
+                histogram.add(row.runtime_hist, histogram.bucket(runtime), sign)
+            if wait is not None:
+                histogram.add(row.wait_hist, histogram.bucket(wait), sign)
+        # A row whose only run moved elsewhere (e.g. a late event named it) goes away.
+        empty = [r for r in rows.values() if _empty_rollup(r)]
+        model.objects.using(self.using).filter(pk__in=[r.pk for r in empty if r.pk]).delete()
+        model.objects.using(self.using).bulk_create(
+            [r for r in rows.values() if not _empty_rollup(r)],
+            update_conflicts=True,
+            unique_fields=[start, "name", "queue"],
+            update_fields=[*STATE_COLUMN.values(), "retried", "runtime_hist", "wait_hist"],
+        )
 
 
 class Totals(Subscriber):
@@ -149,6 +160,10 @@ def _load(model: Any, using: str, keys: set[Any], key_of: Callable[[Any], Any], 
     return {key_of(row): row for row in found if key_of(row) in keys}
 
 
-def _empty_rollup(row: TaskRollup) -> bool:
+def _utc(timestamp: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def _empty_rollup(row: Rollup) -> bool:
     counts = (row.succeeded, row.failed, row.revoked, row.rejected, row.retried)
     return not any(counts) and not row.runtime_hist and not row.wait_hist

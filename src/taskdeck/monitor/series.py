@@ -1,16 +1,19 @@
 """Charts' data: finished runs per time bucket, with latency percentiles, from the rollups.
 
 A window is cut into buckets of a fixed step (1 h into minutes, 24 h into
-quarter hours, 7 d into hours: always 60–170 points). Each bucket adds up its
-minutes' rollup rows: counts by final state, retries, and the merged runtime
-and wait histograms, from which the percentiles come.
+quarter hours, 7 d into hours: always 60–170 points). Each bucket adds up the
+rows of the coarsest rollup table whose period divides the step (minutes for
+steps of 1 and 5 minutes, quarter hours for 15 minutes, hours from 1 hour
+up): counts by final state, retries, and the merged runtime and wait
+histograms, from which the percentiles come. The recorder writes every table
+from the same runs, so the table read changes how many rows are added up
+(a 7-day chart: ~2k hourly rows instead of ~100k minutes at a million runs),
+never the sums.
 
 A bucket that ended more than ``SERIES_SETTLE`` seconds ago hardly changes
 any more (only a late reconciliation can touch it), so its sums are kept in
 Django's cache (``SERIES_CACHE``) for ``SERIES_CACHE_TTL`` seconds: a chart
 refresh reads the open buckets from the rollups and the rest from the cache.
-The first read of a long window after a start (or after the TTL) still adds
-up every minute of it: ~100k rollup rows for 7 days (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from django.core.cache import caches
 from django.utils import timezone
 
 from taskdeck import conf
-from taskdeck.models import TaskRollup
+from taskdeck.models import ROLLUPS, Rollup
 from taskdeck.monitor import histogram
 
 #: (longest window, step) in seconds: the first step whose window covers the request is used.
@@ -33,6 +36,11 @@ STEPS = ((3600, 60), (6 * 3600, 300), (86400, 900), (7 * 86400, 3600), (30 * 864
 CHUNK = 24
 COUNTS = ("succeeded", "failed", "revoked", "rejected", "retried")
 QS = (0.5, 0.95, 0.99)
+
+
+def table_for(step: int) -> type[Rollup]:
+    """The coarsest rollup table whose period divides ``step``: each of its rows lies in one bucket."""
+    return max((model for model in ROLLUPS if step % model.period == 0), key=lambda model: model.period)
 
 
 def step_for(window: int) -> int:
@@ -148,11 +156,12 @@ def _empty() -> dict[str, Any]:
 def _read(lo: int, hi: int, step: int, name: str | None, queue: str | None) -> dict[int, dict[str, Any]]:
     """Sums of the rollup rows of the buckets in [lo, hi), every bucket present (empty ones too)."""
     out = {start: _empty() for start in range(lo, hi, step)}
-    rows = TaskRollup.objects.window(
+    model = table_for(step)
+    rows = model.objects.window(
         dt.datetime.fromtimestamp(lo, dt.UTC), dt.datetime.fromtimestamp(hi, dt.UTC), name=name, queue=queue
-    ).values_list("minute", *COUNTS, "runtime_hist", "wait_hist")
-    for minute, *counts, runtime, wait in rows.iterator(chunk_size=5000):
-        start = lo + int((minute.timestamp() - lo) // step) * step
+    ).values_list(model.period_field, *COUNTS, "runtime_hist", "wait_hist")
+    for period, *counts, runtime, wait in rows.iterator(chunk_size=5000):
+        start = lo + int((period.timestamp() - lo) // step) * step
         bucket = out[start]
         for count, value in zip(COUNTS, counts, strict=True):
             bucket[count] += value

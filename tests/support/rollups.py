@@ -1,0 +1,44 @@
+"""The coarse rollup tables checked against the minute rows they must add up to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskdeck.models import ROLLUPS, Rollup, TaskRollup
+
+COUNTS = ("succeeded", "failed", "revoked", "rejected", "retried")
+
+
+def rows(model: type[Rollup]) -> dict[tuple[int, str, str], dict[str, Any]]:
+    """Every row of ``model`` by (period start, name, queue)."""
+    return {
+        (int(row.start().timestamp()), row.name, row.queue): {
+            **{count: getattr(row, count) for count in COUNTS},
+            "runtime_hist": row.runtime_hist,
+            "wait_hist": row.wait_hist,
+        }
+        for row in model.objects.all()
+    }
+
+
+def minute_sums(model: type[Rollup]) -> dict[tuple[int, str, str], dict[str, Any]]:
+    """The minute rows added up into ``model``'s periods: what ``model``'s rows must be."""
+    out: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for (minute, name, queue), row in rows(TaskRollup).items():
+        acc = out.setdefault(
+            (minute - minute % model.period, name, queue),
+            {**dict.fromkeys(COUNTS, 0), "runtime_hist": {}, "wait_hist": {}},
+        )
+        for count in COUNTS:
+            acc[count] += row[count]
+        for hist in ("runtime_hist", "wait_hist"):
+            for key, value in row[hist].items():
+                acc[hist][key] = acc[hist].get(key, 0) + value
+    return out
+
+
+def assert_coarse_rows_add_up() -> None:
+    """Every coarse table holds exactly the sums of the minute rows; there are minute rows."""
+    assert TaskRollup.objects.exists()
+    for model in ROLLUPS[1:]:
+        assert rows(model) == minute_sums(model), model.__name__
