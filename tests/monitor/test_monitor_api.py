@@ -27,7 +27,11 @@ EVENTS = json.loads((Path(__file__).parent / "data" / "events.json").read_text()
 def recorded():
     """The recorded real events, written through the recorder's writers."""
     now = timezone.now().timestamp()
-    shift = now - max(e["timestamp"] for e in EVENTS)  # as if they just happened
+    first, last = min(e["timestamp"] for e in EVENTS), max(e["timestamp"] for e in EVENTS)
+    # As if they just happened, all in one minute (so in one rollup row per table and task):
+    # when that would straddle a minute boundary, they end just before this minute began.
+    end = now if (now - (last - first)) // 60 == now // 60 else now // 60 * 60 - 0.001
+    shift = end - last
     events = [{**e, "timestamp": e["timestamp"] + shift} for e in EVENTS]
     changes = RunWriter().apply([f for e in events if (f := merge.fact_from_event(e))])
     for subscriber in (Rollups(), Totals([0.1, 1])):
