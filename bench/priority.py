@@ -33,7 +33,6 @@ import argparse
 import bisect
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -253,17 +252,18 @@ def send_high(app: Celery, options: dict[str, Any], i: int) -> tuple[str, float]
     return result.id, time.time()
 
 
-def overtaken(low_times: list[float], sent: float, started: float) -> int:
-    return bisect.bisect_left(low_times, started) - bisect.bisect_right(low_times, sent)
+@contextmanager
+def busy_on_backlog(
+    case: Case, url: str, starts_url: str, args: argparse.Namespace
+) -> Iterator[tuple[Celery, dict[str, Any], Starts, list[Any], Path]]:
+    """The case's workers started on a backlog of ``args.backlog`` low tasks, every process busy.
 
-
-def run_case(
-    case: Case, broker: str, url: str, starts_url: str, args: argparse.Namespace, round_: int
-) -> CaseRun:
+    Yields the publishing app, the high lane's send options, the start records,
+    the worker processes and their log; the app is closed after the block.
+    """
     app = publisher(case, url)
     high = lane_options(case, url, "high")
     starts = Starts(starts_url)
-    sent: dict[str, tuple[str, float]] = {}  # id -> (phase, sent at)
     log = args.logs / f"priority-{case.key}.log"
     with case_workers(case, url, starts_url, args.logs, args.tmp) as procs:
         publish_backlog(app, case, url, args.backlog)
@@ -275,6 +275,19 @@ def run_case(
             log,
         )
         time.sleep(0.3)  # steady state: every process busy
+        yield app, high, starts, procs, log
+    app.close()
+
+
+def overtaken(low_times: list[float], sent: float, started: float) -> int:
+    return bisect.bisect_left(low_times, started) - bisect.bisect_right(low_times, sent)
+
+
+def run_case(
+    case: Case, broker: str, url: str, starts_url: str, args: argparse.Namespace, round_: int
+) -> CaseRun:
+    sent: dict[str, tuple[str, float]] = {}  # id -> (phase, sent at)
+    with busy_on_backlog(case, url, starts_url, args) as (app, high, starts, procs, log):
         burst = [send_high(app, high, i) for i in range(args.highs)]
         sent.update((task_id, ("burst", at)) for task_id, at in burst)
         wait_until(lambda: starts.all_started([i for i, _ in burst]), 120, "the burst to start", procs, log)
@@ -287,7 +300,6 @@ def run_case(
         wait_until(
             lambda: starts.all_started([i for i, _ in spaced]), 120, "the spaced highs to start", procs, log
         )
-    app.close()
     starts.refresh()
     low_times = sorted(at for task_id, at in starts.records if task_id not in sent)
     run = CaseRun(case.key, broker, round_)
@@ -300,23 +312,9 @@ def run_case(
 def run_starvation(
     broker: str, url: str, starts_url: str, args: argparse.Namespace, round_: int, load: float
 ) -> StarvationRun:
-    case = CASES["taskdeck"]
-    app = publisher(case, url)
-    high = lane_options(case, url, "high")
-    starts = Starts(starts_url)
-    log = args.logs / f"priority-{case.key}.log"
     sent: dict[str, float] = {}
-    with case_workers(case, url, starts_url, args.logs, args.tmp) as procs:
-        # Enough backlog that low tasks never run out, whatever share they get.
-        publish_backlog(app, case, url, args.backlog)
-        wait_until(
-            lambda: starts.client.llen(starts_mod.KEY) >= 3 * CONCURRENCY,
-            120,
-            "the worker to start",
-            procs,
-            log,
-        )
-        time.sleep(0.3)
+    # The backlog is large enough that low tasks never run out, whatever share they get.
+    with busy_on_backlog(CASES["taskdeck"], url, starts_url, args) as (app, high, starts, _, _):
         # Capacity as measured, not nominal (4 / 50 ms): each task also costs
         # its ack, the next fetch and its events, on a machine others share.
         before = time.time()
@@ -333,7 +331,6 @@ def run_starvation(
             time.sleep(max(0.0, stream_start + i / rate - time.time()))
         stream_end = time.time()
         starts.refresh()
-    app.close()
     starts.refresh()
     lows = [at for task_id, at in starts.records if task_id not in sent]
     settle = stream_start + 0.5  # the first half second is the queue filling up
@@ -524,18 +521,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.highs, args.loads, args.stream = 1, 5, "0.8", 2.0
-    args.tmp = Path(tempfile.mkdtemp(prefix="taskdeck-bench-priority-"))
-    args.logs = args.tmp / "logs"
-    try:
-        data = run(args)
-    except BaseException:
-        print(f"worker logs kept in {args.logs}", file=sys.stderr)
-        raise
     from bench.chart import priority_chart
-    from bench.report import finish
+    from bench.report import run_and_finish
 
-    finish(data, report(data), args.json, priority_chart, args.chart, args.tmp)
-    return data
+    return run_and_finish(args, "priority", run, report, priority_chart)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,3 +35,25 @@ def finish(
     chart(data, chart_path)
     print(f"\nrecorded in {json_path}; chart {chart_path}")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_and_finish(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], list[str]],
+    chart: Callable[[dict[str, Any], Path], None],
+) -> dict[str, Any]:
+    """Run a bench in a temporary folder of its own (``args.tmp``, logs in ``args.logs``), then finish.
+
+    If the run fails, the folder is kept and its logs' place printed.
+    """
+    args.tmp = Path(tempfile.mkdtemp(prefix=f"taskdeck-bench-{name}-"))
+    args.logs = args.tmp / "logs"
+    try:
+        data = run(args)
+    except BaseException:
+        print(f"logs kept in {args.logs}", file=sys.stderr)
+        raise
+    finish(data, report(data), args.json, chart, args.chart, args.tmp)
+    return data

@@ -34,7 +34,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -273,18 +272,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.rounds, args.latency = 500, 1, 20
-    args.tmp = Path(tempfile.mkdtemp(prefix="taskdeck-bench-throughput-"))
-    args.logs = args.tmp / "logs"
-    try:
-        data = run(args)
-    except BaseException:
-        print(f"logs kept in {args.logs}", file=sys.stderr)
-        raise
     from bench.chart import throughput_chart
-    from bench.report import finish
+    from bench.report import run_and_finish
 
-    finish(data, report(data), args.json, throughput_chart, args.chart, args.tmp)
-    return data
+    return run_and_finish(args, "throughput", run, report, throughput_chart)
 
 
 if __name__ == "__main__":
