@@ -28,7 +28,7 @@ from kombu import pools
 
 from bench.workers import children, rss_kib
 from tests.support.ledger import LEDGER_ARGS
-from tests.support.services import ARTIFACTS, ROOT, reset_pools, wait_for
+from tests.support.services import ARTIFACTS, Proc, reset_pools, wait_for
 
 #: Settings module of the workers and recorders these tests start.
 WORKER_SETTINGS = "tests.faults.worker_settings"
@@ -91,37 +91,30 @@ def busy(pids: list[int]) -> int | None:
     return None
 
 
-class Process:
-    """A subprocess in a session of its own (so its whole group can be killed), logging to tests/artifacts."""
+def all_busy(pids: list[int], processes: int = 2) -> bool:
+    """Every one of a worker's ``processes`` pool processes inside a ledger task."""
+    return len(pids) == processes and all(busy([pid]) for pid in pids)
+
+
+class Process(Proc):
+    """A :class:`Proc` in a session of its own (so its whole group can be killed), optionally in a netns.
+
+    Its log is appended to: a worker started again under the same name keeps one log.
+    """
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, netns: str | None = None) -> None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        self._out = log.open("ab")
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
-        self.popen = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        self._out.flush()
-        return self.log.read_text(errors="replace")
+        super().__init__(argv, env, log, append=True, new_session=True)
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, sig)
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """``sig`` to the whole group, then SIGKILL to whatever of it is left."""
         if self.alive():
-            self.kill_group(signal.SIGTERM)
+            self.kill_group(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         self.kill_group(signal.SIGKILL)
@@ -143,14 +136,15 @@ class Worker(Process):
         netns: str | None = None,
         extra: list[str] | None = None,
     ) -> None:
-        self.hostname = f"{name or 'f' + uuid.uuid4().hex[:6]}@faults"
+        hostname = f"{name or 'f' + uuid.uuid4().hex[:6]}@faults"
         # An interpreter of the venv even inside a namespace (`ip netns exec` keeps the environment).
         argv = [sys.executable, "-m", "celery", "-A", "core", "worker"]
-        argv += ["-Q", ",".join(queues or ["default"]), "-c", str(concurrency), "-n", self.hostname]
+        argv += ["-Q", ",".join(queues or ["default"]), "-c", str(concurrency), "-n", hostname]
         argv += ["-l", "info", "--without-mingle", "--without-gossip", *LEDGER_ARGS, *(extra or [])]
-        log = ARTIFACTS / f"{log_prefix}-{self.hostname}.log"
+        log = ARTIFACTS / f"{log_prefix}-{hostname}.log"
         log.unlink(missing_ok=True)  # a previous run's worker of the same name
         super().__init__(argv, env, log, netns=netns)
+        self.hostname = hostname
 
     def wait_ready(self, timeout: float = 90) -> None:
         wait_for(

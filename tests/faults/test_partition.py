@@ -19,7 +19,7 @@ import time
 
 from celery import current_app
 
-from tests.faults.harness import Relay, busy, drained, free_port, losses, publishing_to, report, settle
+from tests.faults.harness import Relay, all_busy, drained, free_port, losses, publishing_to, report, settle
 from tests.faults.worker_settings import VISIBILITY_TIMEOUT
 from tests.support.ledger import Ledger, work
 from tests.support.services import wait_for
@@ -27,10 +27,6 @@ from tests.support.services import wait_for
 TASKS = 200
 TASK_MS = 200
 CUT_AT = 60
-
-
-def all_busy(pids: list[int]) -> bool:
-    return len(pids) == 2 and all(busy([pid]) for pid in pids)
 
 
 def test_host_cut_off_mid_run_its_tasks_are_redelivered_to_the_other(

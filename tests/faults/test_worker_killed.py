@@ -23,7 +23,7 @@ import redis
 from celery import current_app
 from django_celery_results.models import TaskResult
 
-from tests.faults.harness import broker_state, busy, depth, drained, losses, report, settle
+from tests.faults.harness import all_busy, broker_state, busy, depth, drained, losses, report, settle
 from tests.faults.worker_settings import VISIBILITY_TIMEOUT
 from tests.support.ledger import work
 from tests.support.services import wait_for
@@ -123,13 +123,9 @@ def test_control_early_acknowledgement_loses_the_tasks_a_killed_worker_ran(broke
     first = workers(env=early, concurrency=2, name="early")
     ids = send(4, 3000)
 
-    def both_busy() -> bool:
-        pids = first.pool()
-        return len(pids) == 2 and all(busy([pid]) for pid in pids)
-
-    wait_for(both_busy, 60, "both pool processes inside a task")
+    wait_for(lambda: all_busy(first.pool()), 60, "both pool processes inside a task")
     time.sleep(1)
-    assert both_busy() and ledger.done_count() == 0, "the first two tasks are still running"
+    assert all_busy(first.pool()) and ledger.done_count() == 0, "the first two tasks are still running"
     first.kill_group(signal.SIGKILL)
     first.popen.wait(30)
     workers(env=early, concurrency=2, name="early-heir")

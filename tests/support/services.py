@@ -43,12 +43,23 @@ def reset_pools() -> None:
 class Proc:
     """A subprocess of the test whose output goes to a log file under tests/artifacts."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        cwd: Path = ROOT,
+        *,
+        append: bool = False,
+        new_session: bool = False,
+    ) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.hostname = ""
-        self._out = log.open("wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT)
+        self._out = log.open("ab" if append else "wb")
+        self.popen = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=new_session
+        )
 
     @property
     def pid(self) -> int:
