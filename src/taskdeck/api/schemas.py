@@ -86,21 +86,6 @@ class Percentiles(Schema):
     p99: float | None
 
 
-class Stats(Schema):
-    window: int
-    finished: int
-    succeeded: int
-    failed: int
-    revoked: int
-    rejected: int
-    retried: int
-    throughput: float
-    failure_rate: float
-    runtime: Percentiles
-    wait: Percentiles
-    series: list[dict[str, Any]]
-
-
 class SeriesPoint(Schema):
     #: Start of the bucket.
     t: dt.datetime
@@ -127,6 +112,11 @@ class SeriesSummary(Schema):
     failure_rate: float
     runtime: Percentiles
     wait: Percentiles
+
+
+class Stats(SeriesSummary):
+    window: int
+    series: list[dict[str, Any]]
 
 
 class Series(Schema):
