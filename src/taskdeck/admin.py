@@ -13,6 +13,7 @@ from taskdeck.models import (
     AlertIncident,
     ApiToken,
     AuditEntry,
+    DeadLetter,
     QueueSample,
     RecorderState,
     TaskRollup,
@@ -129,3 +130,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
             request,
             f"API token {obj.name!r}: {token} — copy it now: it cannot be shown again.",
         )
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "kind", "task", "task_id", "source", "reason", "body_size")
+    list_filter = ("kind",)
+    search_fields = ("task_id", "task")

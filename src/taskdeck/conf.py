@@ -36,6 +36,16 @@ Keys
     :class:`~taskdeck.errors.MessageTooLargeError` naming the task and its
     largest argument, and nothing is sent. ``None`` turns the check off.
     Default: ``1048576`` (1 MiB).
+``WORKER_MAX_MESSAGE_BYTES``
+    Largest task message body (bytes, as received) a worker accepts (apps made
+    by ``create_celery_app``). A larger one is not run: it is acknowledged,
+    recorded as ``REJECTED`` and dead-lettered (:mod:`taskdeck.guard`).
+    ``None`` turns the check off. Default: ``10485760`` (10 MiB, ten times
+    ``MAX_MESSAGE_BYTES``, so a producer with a raised limit still gets through).
+``DEAD_LETTER_BODY_BYTES``
+    Bytes of a dead letter's body (and of its headers as JSON) kept in the
+    dead-letter store (:mod:`taskdeck.deadletter`); a longer one is cut and
+    marked truncated, and cannot be requeued. Default: ``1048576`` (1 MiB).
 ``DEMO``
     Dotted path to a function returning the :class:`taskdeck.demo.Job` list
     that ``taskdeck demo`` sends. Default: ``None`` (no demo).
@@ -78,6 +88,8 @@ DEFAULTS: dict[str, Any] = {
     "MONITOR_PROCESS": True,
     "DEMO": None,
     "MAX_MESSAGE_BYTES": 1024 * 1024,
+    "WORKER_MAX_MESSAGE_BYTES": 10 * 1024 * 1024,
+    "DEAD_LETTER_BODY_BYTES": 1024 * 1024,
     "WORKER_DB_CONNECTIONS": "reuse",
     "RESULTS": {},
     "MONITOR": {},

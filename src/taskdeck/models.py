@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import models
 
 from taskdeck.querysets import (
+    DeadLetterQuerySet,
     QueueSampleQuerySet,
     RollupQuerySet,
     TaskRunQuerySet,
@@ -358,6 +359,8 @@ class AuditEntry(models.Model):
         POOL_GROW = "pool_grow", "grow worker pool"
         POOL_SHRINK = "pool_shrink", "shrink worker pool"
         SHUTDOWN = "shutdown", "shut down worker"
+        REQUEUE = "requeue", "requeue dead letter"
+        DELETE_LETTER = "delete_letter", "delete dead letter"
 
     at = models.DateTimeField("at", auto_now_add=True, db_index=True)
     user = models.ForeignKey(
@@ -392,3 +395,52 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target}"
+
+
+class DeadLetterKind(models.TextChoices):
+    MESSAGE = "message", "task message"
+    EVENT = "event", "event"
+    ROW = "row", "database row"
+    RESULT = "result", "task result"
+
+
+class DeadLetter(models.Model):
+    """Something taskdeck refused to process, kept in its raw form (:mod:`taskdeck.deadletter`).
+
+    A task message a worker could not turn into a task call, an event the
+    recorder could not read, a row the database refused. Written by
+    :func:`taskdeck.deadletter.store`; inspected, requeued and deleted from
+    the API and the dashboard.
+    """
+
+    created_at = models.DateTimeField("created at", db_index=True)
+    kind = models.CharField("kind", max_length=16, choices=DeadLetterKind.choices)
+    reason = models.TextField("reason", help_text="Why it was refused.")
+    source = models.CharField(
+        "source", max_length=255, help_text="The process that refused it, e.g. a worker's hostname."
+    )
+    task_id = models.CharField("task id", max_length=255, blank=True, default="", db_index=True)
+    task = models.CharField("task name", max_length=255, blank=True, default="")
+    headers = models.JSONField("headers", default=dict, blank=True, help_text="As received.")
+    properties = models.JSONField(
+        "properties",
+        default=dict,
+        blank=True,
+        help_text="Content type, encoding, exchange, routing key, broker properties.",
+    )
+    body = models.BinaryField("body", null=True, blank=True, help_text="Raw bytes as received.")
+    body_size = models.BigIntegerField("body size", default=0, help_text="Bytes, before any cut.")
+    truncated = models.BooleanField(
+        "truncated", default=False, help_text="Only the first TASKDECK['DEAD_LETTER_BODY_BYTES'] kept."
+    )
+
+    objects = DeadLetterQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+        indexes = [models.Index(fields=["kind", "-id"], name="taskdeck_deadletter_kind")]
+        permissions = [("manage_deadletter", "Can requeue and delete dead letters")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.task or '?'}[{self.task_id or '?'}]: {self.reason[:80]}"

@@ -259,3 +259,20 @@ class QueueSampleQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
 
 def cutoff(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else timezone.now() - dt.timedelta(seconds=seconds)
+
+
+class DeadLetterQuerySet(PruneMixin, models.QuerySet):
+    def search(
+        self, *, kind: str | None = None, task: str | None = None, task_id: str | None = None
+    ) -> DeadLetterQuerySet:
+        qs = self
+        if kind:
+            qs = qs.filter(kind=kind)
+        if task:
+            qs = qs.filter(task=task)
+        if task_id:
+            qs = qs.filter(task_id=task_id)
+        return qs
+
+    def newest_first(self) -> DeadLetterQuerySet:
+        return self.order_by("-id")

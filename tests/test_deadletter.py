@@ -1,0 +1,99 @@
+"""The dead-letter store keeps what it is given, raw, and loses nothing while the database is down."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+
+from taskdeck import deadletter
+from taskdeck.models import DeadLetter
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    with override_settings(
+        TASKDECK={**settings.TASKDECK, "DATA_DIR": tmp_path, "DEAD_LETTER_BODY_BYTES": 256}
+    ):
+        yield tmp_path
+
+
+def test_a_message_is_kept_raw_with_what_json_cannot_hold_shown_as_text(data_dir):
+    deadletter.store(
+        "message",
+        "body is not a task call",
+        source="celery@host",
+        headers={
+            "task": "t\x00ask",
+            "id": "abc",
+            "when": dt.datetime(2026, 1, 1),
+            "blob": b"\xff\x00",
+            "big": 2**70,
+        },
+        body=b"\x00\xff not json",
+        task_id="abc",
+        task="orders.tasks.charge",
+        properties={"content_type": "application/json", "lone": "\ud800", "nan": float("nan")},
+    )
+    letter = DeadLetter.objects.get()
+    assert (letter.kind, letter.source, letter.task_id, letter.task) == (
+        "message",
+        "celery@host",
+        "abc",
+        "orders.tasks.charge",
+    )
+    assert bytes(letter.body) == b"\x00\xff not json" and letter.body_size == 11 and not letter.truncated
+    assert letter.headers["task"] == "t\\x00ask"
+    assert letter.headers["when"] == "datetime.datetime(2026, 1, 1, 0, 0)"
+    assert letter.headers["blob"] == "\\xff\\x00" and letter.headers["big"] == str(2**70)
+    assert letter.properties == {"content_type": "application/json", "lone": "\\ud800", "nan": "nan"}
+
+
+def test_a_long_body_is_cut_and_marked_and_odd_arguments_are_kept(data_dir):
+    deadletter.store("event", "junk", source="recorder", body="é" * 200, task_id="x" * 300, task=None)
+    deadletter.store("bogus", "what kind?", source="s", headers={"h": "v" * 300})  # type: ignore[arg-type]
+    event, bogus = DeadLetter.objects.order_by("id")
+    assert (event.kind, event.body_size, event.truncated, len(bytes(event.body))) == ("event", 400, True, 256)
+    assert len(event.task_id) == 255
+    assert bogus.kind == "message" and "'bogus' is not one of message, event, row, result" in bogus.reason
+    assert list(bogus.headers) == ["(cut)"]
+    assert DeadLetter.objects.search(kind="event").get() == event
+
+
+def test_a_refusing_database_spools_and_the_next_store_moves_it_in(data_dir):
+    from django.db import transaction
+
+    with transaction.atomic():  # a transaction the database has given up on refuses every statement
+        with pytest.raises(Exception, match="division by zero"), connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")
+        deadletter.store("row", "refused row", source="recorder", body=b"{}")
+    spooled = (data_dir / "deadletters.jsonl").read_text().splitlines()
+    assert len(spooled) == 1 and json.loads(spooled[0])["reason"] == "refused row"
+    assert DeadLetter.objects.count() == 0
+
+    deadletter.store("message", "next one", source="w")
+    assert sorted(DeadLetter.objects.values_list("reason", flat=True)) == ["next one", "refused row"]
+    assert bytes(DeadLetter.objects.get(reason="refused row").body) == b"{}"
+    assert (data_dir / "deadletters.jsonl").read_text() == ""
+
+
+def test_a_database_that_does_not_answer_spools_and_drain_moves_it_in(data_dir):
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = 1  # nothing listens there
+    try:
+        deadletter.store("message", "while down", source="w", body=b"payload", headers={"id": "i"})
+    finally:
+        connection.settings_dict["PORT"] = port
+        connection.close()
+    assert DeadLetter.objects.count() == 0
+    assert deadletter.drain_spool() == 1
+    letter = DeadLetter.objects.get()
+    assert (letter.reason, bytes(letter.body), letter.headers) == ("while down", b"payload", {"id": "i"})
+    assert deadletter.drain_spool() == 0
