@@ -8,6 +8,7 @@ changed is in docs/configuration.md.
 
 import os
 import re
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -32,7 +33,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
-    "django_celery_beat",
+    # Schedules edited in the admin when django-celery-beat is installed
+    # (extra `beat`; it installs on Django < 6.1 only): see CELERY_BEAT_SCHEDULER.
+    *(["django_celery_beat"] if find_spec("django_celery_beat") else []),
     "taskdeck",
     # The example apps: each one's tasks.py exercises part of the notes.
     "orders",
@@ -196,7 +199,10 @@ CELERY_TASK_ROUTES = (
 CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("TASKDECK_EVENTS", "1") == "1"
 CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's scheduler when it is installed; else Celery's own, whose
+# schedule file `taskdeck up` keeps in DATA_DIR (not the project folder).
+if find_spec("django_celery_beat"):
+    CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {
         "task": "maintenance.tasks.purge_expired_sessions",

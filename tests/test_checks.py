@@ -193,3 +193,38 @@ def test_w005_old_style_queues_setting():
         message = only("taskdeck.W005")
     assert message.msg.startswith("CELERY_QUEUES is an old-style name that Celery ignores")
     assert message.hint == "Rename it to CELERY_TASK_QUEUES."
+
+
+# --- what is installed (taskdeck.install_checks) ----------------------------------------
+
+
+def test_e020_postgresql_through_psycopg2(monkeypatch):
+    from taskdeck import install_checks
+
+    assert settings.DATABASES["default"]["ENGINE"].endswith(".postgresql")
+    assert install_checks.check_install() == []  # psycopg 3 here
+    monkeypatch.setattr(install_checks, "_postgres_driver", lambda: "psycopg2")
+    (message,) = [m for m in run_checks() if m.id == "taskdeck.E020"]
+    assert isinstance(message, Error)
+    assert "'default'" in message.msg and "psycopg2" in message.msg
+    assert "taskdeck[postgres]" in message.hint
+    with pytest.raises(SystemCheckError, match=r"taskdeck\.E020"):
+        call_command("check")
+
+
+def test_e020_not_raised_without_postgresql(monkeypatch):
+    from taskdeck import install_checks
+
+    monkeypatch.setattr(install_checks, "_postgres_driver", lambda: "psycopg2")
+    sqlite = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    assert install_checks._check_postgres_driver(sqlite) == []
+
+
+def test_w020_a_hooked_internal_that_changed(monkeypatch):
+    from taskdeck import compat, install_checks
+
+    monkeypatch.setitem(compat.HOOKED_INTERNALS, "celery.app.amqp.AMQP._create_task_sender", "(self, x)")
+    (message,) = install_checks._check_hooked_internals()
+    assert message.id == "taskdeck.W020"
+    assert "celery.app.amqp.AMQP._create_task_sender: signature is (self)" in message.msg
+    assert message.hint

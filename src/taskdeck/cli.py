@@ -31,6 +31,8 @@ from typing import Any
 from taskdeck.errors import TaskdeckError
 
 DEFAULT_DASHBOARD_PATH = "/taskdeck/"
+#: Celery's default ``beat_schedule_filename``.
+CELERY_SCHEDULE_FILE = "celerybeat-schedule"
 
 
 def find_settings(explicit: str | None) -> str:
@@ -86,6 +88,14 @@ def worker_argv(app: str, name: str, group: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def beat_argv(app_name: str, app: Any, data_dir: Path) -> list[str]:
+    """``celery beat``; Celery's file scheduler keeps its file in ``data_dir``, not the current folder."""
+    argv = [sys.executable, "-m", "celery", "-A", app_name, "beat", "-l", "INFO"]
+    if app.conf.beat_schedule_filename == CELERY_SCHEDULE_FILE:  # Celery's default: relative to the cwd
+        argv += ["--schedule", str(data_dir / CELERY_SCHEDULE_FILE)]
+    return argv
+
+
 def _port_open(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -130,6 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             _check_broker(app, broker_url)
         fleet.say("taskdeck", f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}")
+        _system_checks(fleet)
         call_command("migrate", interactive=False, verbosity=0)
         connections.close_all()
         fleet.say("taskdeck", "migrations applied")
@@ -139,8 +150,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not options["WORKERS"]:
             fleet.say("taskdeck", 'TASKDECK["WORKERS"] is empty: no worker started')
         if options["BEAT"] and not args.no_beat:
-            beat = [python, "-m", "celery", "-A", args.app, "beat", "-l", "INFO"]
-            fleet.start(Spec("beat", beat, restart=True), env)
+            fleet.start(Spec("beat", beat_argv(args.app, app, data_dir), restart=True), env)
         if options["MONITOR_PROCESS"]:
             recorder = [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]
             fleet.start(Spec("monitor", recorder, restart=True), env)
@@ -162,6 +172,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         fleet.stop()
         fleet.say("taskdeck", "stopped")
+
+
+def _system_checks(fleet: Any) -> None:
+    """Django's system checks, one line each; refuses to start on an error (a process would fail later)."""
+    from django.core import checks
+
+    messages = [m for m in checks.run_checks() if not m.is_silenced()]
+    for message in messages:
+        hint = f" ({message.hint})" if message.hint else ""
+        fleet.say("taskdeck", f"{message.id or 'check'}: {message.msg}{hint}")
+    errors = [m.id for m in messages if m.is_serious()]
+    if errors:
+        raise TaskdeckError(f"system check errors ({', '.join(map(str, errors))}): fix them and start again")
 
 
 def _check_broker(app: Any, broker_url: str) -> None:

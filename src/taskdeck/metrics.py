@@ -116,7 +116,7 @@ class MonitorCollector:
 
 def render() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(list(conf.monitor()["METRICS_BUCKETS"])))  # type: ignore[arg-type]
+    registry.register(MonitorCollector(list(conf.monitor()["METRICS_BUCKETS"])))
     return generate_latest(registry)
 
 

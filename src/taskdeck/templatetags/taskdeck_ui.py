@@ -94,7 +94,7 @@ def duration(seconds: float | None) -> str:
 
 @register.filter
 def age(seconds: float | None) -> str:
-    return "—" if seconds in (None, "") else ago(float(seconds))  # type: ignore[arg-type]
+    return "—" if seconds in (None, "") else ago(float(seconds))
 
 
 @register.filter

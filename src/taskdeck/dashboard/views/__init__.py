@@ -26,7 +26,7 @@ def page(
     status: int = 200,
 ) -> TemplateResponse:
     """``template`` with the dashboard's common context, or one of its ``fragments`` for htmx."""
-    can = abilities(request.user)  # type: ignore[attr-defined]
+    can = abilities(request.user)
     settings = conf.dashboard()
     full = {
         "can": can,
