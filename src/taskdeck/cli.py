@@ -13,7 +13,7 @@ Subcommands:
 ``worker``   run one worker group as configured (on this or another host)
 ``demo``     send the demo workload and report where each task went
 ``status``   broker, queues with depth, workers online, recent failures
-``top``      the same, live
+``top``      the same from the recorder, live, with the latest runs (failures marked)
 ``monitor``  run the recorder alone
 """
 
@@ -272,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     for name, text in [
         ("status", "broker, queues, workers, recent failures"),
-        ("top", "live terminal view"),
+        ("top", "live terminal view: queues, workers, recent runs"),
         ("monitor", "run the recorder"),
     ]:
         command = sub.add_parser(name, help=text, add_help=False)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         setup(args)
         if args.func is None:
             rest = list(args.rest)
-            if args.monitor in ("status", "monitor") and "-A" not in rest and "--app" not in rest:
+            if args.monitor in ("status", "top", "monitor") and "-A" not in rest and "--app" not in rest:
                 rest = ["-A", args.app, *rest]
             return int(_monitor_cli(args.monitor)(rest))
         return int(args.func(args))

@@ -1,36 +1,54 @@
 """``taskdeck status`` and ``taskdeck top``: the monitor's tables rendered with rich.
 
 :func:`snapshot` reads (plain data, testable); :func:`render` draws it;
-:func:`live` redraws it until interrupted.
+:func:`live` redraws it until interrupted. Both commands draw a queue, a
+worker and a run with the same functions, list queues in the app's
+configured order, and name the window their counts cover ("last 5m").
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
 
 from taskdeck.models import QueueSample, TaskRun, Worker
 from taskdeck.monitor.health import broker_health, recorder_health, window_stats
-from taskdeck.monitor.sampler import read_now
+from taskdeck.monitor.merge import FINAL
+from taskdeck.monitor.sampler import configured_queues, read_now
+
+#: What the runs table lists: the latest failures (``status``) or the latest runs (``top``).
+RunsKind = Literal["failures", "recent"]
+#: States drawn as a failure in the runs table (marked with a cross, not by colour alone).
+FAILED = frozenset({"FAILURE", "REJECTED"})
 
 
-def snapshot(window: int = 300, failures: int = 10, app: Any = None) -> dict[str, Any]:
-    """What the terminal views show; with ``app``, broker, queues and workers are read live.
+def snapshot(
+    window: int = 300,
+    app: Any = None,
+    *,
+    live: bool = True,
+    runs: RunsKind = "failures",
+    limit: int = 10,
+) -> dict[str, Any]:
+    """What the terminal views show.
 
-    Live: the broker is asked for each queue's depth and the workers answer a
-    ping, so the snapshot is right even when the recorder is not running.
-    Without ``app`` (or when the broker is down) the recorder's last samples
-    and worker rows are shown.
+    With ``app`` and ``live``, the broker is asked for each queue's depth and
+    the workers answer a ping, so the snapshot is right even when the
+    recorder is not running. Otherwise (``top`` redrawing every 2 s, or the
+    broker down) the recorder's last samples and worker rows are shown.
+    Queues come in the order ``app`` declares them, then any other sampled one.
     """
     workers = list(Worker.objects.order_by("-online", "hostname"))
     queues = None
     broker = None
-    if app is not None:
+    if app is not None and live:
         broker = broker_health(app)
         if broker["ok"]:
             queues = read_now(app)
@@ -40,76 +58,145 @@ def snapshot(window: int = 300, failures: int = 10, app: Any = None) -> dict[str
                 w.online = w.hostname in answered
             workers += [Worker(hostname=name, online=True) for name in sorted(answered - known)]
             workers.sort(key=lambda w: (not w.online, w.hostname))
+    if queues is None:
+        queues = QueueSample.objects.latest_per_queue()
+    listed = TaskRun.objects.defer("traceback", "args", "kwargs", "result")
+    if runs == "failures":
+        listed = listed.filter(state="FAILURE")
     return {
         "broker": broker,
         "workers": workers,
-        "queues": QueueSample.objects.latest_per_queue() if queues is None else queues,
+        "queues": in_configured_order(queues, app),
         "stats": window_stats(window),
-        "failures": list(TaskRun.objects.filter(state="FAILURE").order_by("-id")[:failures]),
+        "runs": runs,
+        "recent": list(listed.order_by("-id")[:limit]),
+        "limit": limit,
         "recorder": recorder_health(),
     }
 
 
-def _seconds(value: float | None) -> str:
+def in_configured_order(queues: Iterable[QueueSample], app: Any) -> list[QueueSample]:
+    """``queues`` in the order the app declares them (``task_queues``, then the default queue)."""
+    order = {name: i for i, name in enumerate(configured_queues(app, None)())} if app is not None else {}
+    return sorted(queues, key=lambda q: (order.get(q.queue, len(order)), q.queue))
+
+
+def seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
-def render(snap: dict[str, Any]) -> Group:
-    stats, rec = snap["stats"], snap["recorder"]
-    summary = (
-        f"throughput [bold]{stats['throughput']:.2f}/s[/]  finished {stats['finished']}  "
+def summary(stats: dict[str, Any], recorder: dict[str, Any], broker: dict[str, Any] | None) -> str:
+    """The panel's text: the window's counts, named, then the recorder and the broker."""
+    text = (
+        f"[bold]{stats['window_name']}[/]: finished {stats['finished']}  "
         f"failed {stats['failed']} ({stats['failure_rate']:.1%})  "
-        f"runtime p50 {_seconds(stats['runtime']['p50'])} p95 {_seconds(stats['runtime']['p95'])}  "
-        f"wait p95 {_seconds(stats['wait']['p95'])}   "
-        f"recorder {'[green]up[/]' if rec['running'] else '[red]down[/]'} lag {_seconds(rec['lag'])}"
+        f"throughput [bold]{stats['throughput']:.2f}/s[/]\n"
+        f"runtime p50 {seconds(stats['runtime']['p50'])} p95 {seconds(stats['runtime']['p95'])}  "
+        f"wait p95 {seconds(stats['wait']['p95'])}   "
+        f"recorder {'[green]up[/]' if recorder['running'] else '[red]down[/]'} lag {seconds(recorder['lag'])}"
     )
-    broker = snap.get("broker")
     if broker is not None:
-        summary += (
-            f"\nbroker [green]reachable[/] {broker['url']}"
+        text += (
+            f"\nbroker [green]reachable[/] {escape(broker['url'])}"
             if broker["ok"]
-            else f"\nbroker [red]unreachable[/]: {broker['error']}"
+            else f"\nbroker [red]unreachable[/]: {escape(str(broker['error']))}"
         )
-    workers = Table(title="Workers", expand=True)
-    for column in ("worker", "status", "pool", "active", "processed", "load"):
-        workers.add_column(column)
-    for w in snap["workers"]:
-        workers.add_row(
-            w.hostname,
-            "[green]online[/]" if w.online else "[red]offline[/]",
-            f"{w.pool or '-'} x{w.concurrency or '?'}",
-            str(w.active),
-            str(w.processed),
-            " ".join(f"{x:.2f}" for x in w.loadavg or []),
-        )
-    queues = Table(title="Queues", expand=True)
-    for column in ("queue", "ready", "by priority", "unacked", "oldest"):
-        queues.add_column(column)
-    for q in snap["queues"]:
-        queues.add_row(
-            q.queue,
-            str(q.ready),
-            " ".join(f"{k}:{v}" for k, v in sorted(q.by_priority.items(), key=lambda kv: int(kv[0]))) or "-",
-            "-" if q.unacked is None else str(q.unacked),
-            _seconds(q.oldest_age),
-        )
-    failures = Table(title="Recent failures", expand=True)
-    for column in ("finished", "task", "id", "exception"):
-        failures.add_column(column)
-    for run in snap["failures"]:
-        failures.add_row(
-            f"{run.finished_at:%H:%M:%S}" if run.finished_at else "-",
-            run.name,
-            run.task_id,
-            run.exception[:80],
-        )
-    return Group(Panel(summary, title="taskdeck"), workers, queues, failures)
+    return text
 
 
-def live(interval: float = 2.0, window: int = 60) -> None:
-    with Live(render(snapshot(window)), auto_refresh=False, screen=False) as view:
+WORKER_COLUMNS = ("worker", "status", "pool", "active", "processed", "load")
+
+
+def worker_row(w: Worker) -> tuple[str, ...]:
+    return (
+        escape(w.hostname),
+        "[green]online[/]" if w.online else "[red]offline[/]",
+        f"{w.pool or '-'} x{w.concurrency or '?'}",
+        str(w.active),
+        str(w.processed),
+        " ".join(f"{x:.2f}" for x in w.loadavg or []),
+    )
+
+
+QUEUE_COLUMNS = ("queue", "ready", "by priority", "unacked", "oldest")
+
+
+def queue_row(q: QueueSample) -> tuple[str, ...]:
+    by_priority = sorted(q.by_priority.items(), key=lambda kv: int(kv[0]))
+    return (
+        escape(q.queue),
+        str(q.ready),
+        " ".join(f"{k}:{v}" for k, v in by_priority) or "-",
+        "-" if q.unacked is None else str(q.unacked),
+        seconds(q.oldest_age),
+    )
+
+
+#: Header and rich column options (fresh :class:`Column` objects per table: they hold the cells).
+RUN_COLUMNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("", {"no_wrap": True}),
+    ("finished", {"no_wrap": True}),
+    ("task (exception)", {"ratio": 1, "overflow": "fold"}),
+    ("state", {"no_wrap": True}),
+    ("queue", {"no_wrap": True, "overflow": "ellipsis"}),
+    ("runtime", {"no_wrap": True, "justify": "right"}),
+    ("id", {"no_wrap": True}),
+)
+
+
+def run_row(run: TaskRun) -> tuple[str, ...]:
+    failed = run.state in FAILED
+    at = run.finished_at if run.state in FINAL else None
+    return (
+        "[red bold]✗[/]" if failed else "",
+        f"{at:%H:%M:%S}" if at else "-",
+        escape(run.name or "(unknown task)")
+        + (f"\n[red]{escape(run.exception[:120])}[/]" if run.exception else ""),
+        f"[red bold]{run.state}[/]" if failed else run.state,
+        escape(run.queue or "-"),
+        seconds(run.runtime),
+        run.task_id[:8],
+    )
+
+
+def table(
+    title: str, columns: Iterable[str | tuple[str, dict[str, Any]]], rows: Iterable[tuple[str, ...]]
+) -> Table:
+    drawn = Table(
+        *(Column(c) if isinstance(c, str) else Column(c[0], **c[1]) for c in columns),
+        title=title,
+        expand=True,
+    )
+    for row in rows:
+        drawn.add_row(*row)
+    return drawn
+
+
+def render(snap: dict[str, Any]) -> Group:
+    recent = snap["recent"]
+    if snap["runs"] == "failures":
+        runs_title = f"Recent failures (the latest {snap['limit']})"
+    else:
+        failed = sum(run.state in FAILED for run in recent)
+        runs_title = f"Recent runs (the latest {snap['limit']}; ✗ failed: {failed})"
+    return Group(
+        Panel(summary(snap["stats"], snap["recorder"], snap.get("broker")), title="taskdeck"),
+        table("Workers", WORKER_COLUMNS, map(worker_row, snap["workers"])),
+        table("Queues", QUEUE_COLUMNS, map(queue_row, snap["queues"])),
+        table(runs_title, RUN_COLUMNS, map(run_row, recent)),
+    )
+
+
+def top_view(window: int = 60, app: Any = None) -> Group:
+    """One frame of ``taskdeck top``: the recorder's view with the latest runs, failures marked."""
+    return render(snapshot(window, app, live=False, runs="recent", limit=15))
+
+
+def live(interval: float = 2.0, window: int = 60, app: Any = None) -> None:
+    """``taskdeck top``: :func:`top_view` redrawn every ``interval`` seconds."""
+    with Live(top_view(window, app), auto_refresh=False, screen=False) as view:
         while True:
             time.sleep(interval)
-            view.update(render(snapshot(window)), refresh=True)
+            view.update(top_view(window, app), refresh=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -12,32 +10,10 @@ from django.utils import timezone
 from rich.console import Console
 
 from taskdeck.models import ROLLUPS, ApiToken, QueueSample, TaskRollupHour, TaskRollupQuarter, TaskRun, Worker
-from taskdeck.monitor import merge
 from taskdeck.monitor.retention import Retention
-from taskdeck.monitor.rollups import Rollups, Totals
-from taskdeck.monitor.runs import RunWriter
-from taskdeck.monitor.workers import Workers
 from taskdeck.terminal import render, snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
-EVENTS = json.loads((Path(__file__).parent / "data" / "events.json").read_text())
-
-
-@pytest.fixture
-def recorded():
-    """The recorded real events, written through the recorder's writers."""
-    now = timezone.now().timestamp()
-    first, last = min(e["timestamp"] for e in EVENTS), max(e["timestamp"] for e in EVENTS)
-    # As if they just happened, all in one minute (so in one rollup row per table and task):
-    # when that would straddle a minute boundary, they end just before this minute began.
-    end = now if (now - (last - first)) // 60 == now // 60 else now // 60 * 60 - 0.001
-    shift = end - last
-    events = [{**e, "timestamp": e["timestamp"] + shift} for e in EVENTS]
-    changes = RunWriter().apply([f for e in events if (f := merge.fact_from_event(e))])
-    for subscriber in (Rollups(), Totals([0.1, 1])):
-        subscriber.on_changes(changes)
-    Workers().on_events([{"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "freq": 2.0}])
-    return events
 
 
 def test_api_needs_a_dashboard_session_or_token(client, django_user_model, recorded):

@@ -116,11 +116,15 @@ class SeriesSummary(Schema):
 
 class Stats(SeriesSummary):
     window: int
+    #: The window as the dashboard and the terminal views name it: "last 5m".
+    window_name: str
     series: list[dict[str, Any]]
 
 
 class Series(Schema):
     window: int
+    #: The window as the dashboard and the terminal views name it: "last 1h".
+    window_name: str
     #: Seconds per bucket.
     step: int
     since: dt.datetime

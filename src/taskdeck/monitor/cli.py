@@ -49,11 +49,11 @@ def monitor_main(argv: list[str] | None = None) -> int:
 
 
 def status_main(argv: list[str] | None = None) -> int:
-    """Print one snapshot: workers, queues with depth, throughput, recent failures."""
+    """Print one snapshot: workers, queues with depth, the window's counts, recent failures."""
     parser = argparse.ArgumentParser(prog="taskdeck status")
     parser.add_argument("-A", "--app", help="Celery app, e.g. core (default: the current app)")
     parser.add_argument(
-        "--window", type=int, default=300, help="seconds of throughput/failures (default 300)"
+        "--window", type=int, default=300, help="seconds the counts cover (default 300: 'last 5m')"
     )
     args = parser.parse_args(argv)
     from rich.console import Console
@@ -67,15 +67,18 @@ def status_main(argv: list[str] | None = None) -> int:
 
 
 def top_main(argv: list[str] | None = None) -> int:
-    """Live view, refreshed every ``--interval`` seconds until Ctrl-C."""
+    """Live view of the recorder's data, refreshed every ``--interval`` seconds until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="taskdeck top")
+    parser.add_argument("-A", "--app", help="Celery app, e.g. core (default: the current app)")
     parser.add_argument("--interval", type=float, default=2.0)
-    parser.add_argument("--window", type=int, default=60)
+    parser.add_argument(
+        "--window", type=int, default=60, help="seconds the counts cover (default 60: 'last 1m')"
+    )
     args = parser.parse_args(argv)
     from taskdeck.terminal import live
 
     with contextlib.suppress(KeyboardInterrupt):
-        live(interval=args.interval, window=args.window)
+        live(interval=args.interval, window=args.window, app=_celery_app(args.app))
     return 0
 
 

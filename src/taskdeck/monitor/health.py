@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from taskdeck import conf
 from taskdeck.models import RecorderState, TaskRollup, Worker
+from taskdeck.windows import window_name
 
 
 def broker_health(app: Any) -> dict[str, Any]:
@@ -84,4 +85,10 @@ def window_stats(window: int, name: str | None = None, queue: str | None = None)
         for r in rows.values("minute").annotate(s=Sum("succeeded"), f=Sum("failed")).order_by("minute")
     ]
     span = max((now - since).total_seconds(), 1.0)
-    return {**stats, "window": window, "throughput": stats["finished"] / span, "series": series}
+    return {
+        **stats,
+        "window": window,
+        "window_name": window_name(window),
+        "throughput": stats["finished"] / span,
+        "series": series,
+    }

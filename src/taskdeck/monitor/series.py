@@ -29,6 +29,7 @@ from django.utils import timezone
 from taskdeck import conf
 from taskdeck.models import ROLLUPS, Rollup
 from taskdeck.monitor import histogram
+from taskdeck.windows import window_name
 
 #: (longest window, step) in seconds: the first step whose window covers the request is used.
 STEPS = ((3600, 60), (6 * 3600, 300), (86400, 900), (7 * 86400, 3600), (30 * 86400, 4 * 3600))
@@ -78,6 +79,7 @@ def window_series(
     span = max(now.timestamp() - starts[0], 1.0)
     return {
         "window": window,
+        "window_name": window_name(window),
         "step": step,
         "since": dt.datetime.fromtimestamp(starts[0], dt.UTC),
         "until": now,

@@ -10,9 +10,10 @@ from taskdeck.dashboard.access import dashboard_view
 from taskdeck.dashboard.views import page
 from taskdeck.models import QueueSample, TaskRun, Worker
 from taskdeck.monitor.health import broker_health, recorder_health
+from taskdeck.windows import window_name, windows
 
 #: Chart windows offered: label -> seconds.
-WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+WINDOWS = windows(3600, 86400, 7 * 86400)
 
 
 @dashboard_view
@@ -26,6 +27,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     context = {
         "window": window,
         "window_seconds": WINDOWS[window],
+        "window_name": window_name(WINDOWS[window]),
         "windows": list(WINDOWS),
         "queues": queues,
         "backlog": sum(q.ready for q in queues),

@@ -17,9 +17,10 @@ from taskdeck.dashboard.views import page
 from taskdeck.errors import ActionRefused
 from taskdeck.models import AuditEntry, TaskRun, TaskState, Worker
 from taskdeck.monitor.merge import FINAL
+from taskdeck.windows import windows
 
 #: "Since" choices of the task list and the failures page: label -> seconds.
-SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+SINCE = windows(900, 3600, 86400, 7 * 86400)
 #: Columns the list does not show: not read for a page of 50 rows.
 LIST_DEFER = ("traceback", "result", "routing_key", "parent_id", "root_id", "group_id")
 
