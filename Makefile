@@ -3,8 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The other end of what taskdeck supports: the newest Python and Django.
+PYTHON_NEXT ?= $(HOME)/.pyenv/versions/3.13.0/bin/python
+DJANGO_NEXT ?= Django>=6.1,<6.2
+VENV_NEXT := .venv-next
+STAMP_NEXT := $(VENV_NEXT)/.installed
+# What touches Django's APIs (checks, migrations, settings, result backends,
+# the API, the dashboard's views), run again on the newest Django; the rest of
+# the suite (Celery, brokers, fault injection, the browser) runs once.
+TESTS_NEXT ?= tests/test_checks.py tests/test_compat.py tests/test_migrations.py tests/results \
+	tests/monitor/test_monitor_api.py tests/dashboard/test_dashboard_access.py \
+	tests/dashboard/test_dashboard_parts.py tests/dashboard/test_dashboard_actions.py
 
-.PHONY: run test lint install clean
+.PHONY: run test test-next lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +25,26 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(STAMP_NEXT): pyproject.toml
+	$(PYTHON_NEXT) -m venv $(VENV_NEXT)
+	$(VENV_NEXT)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_NEXT)/bin/python -m pip install --quiet -e '.[test]' '$(DJANGO_NEXT)'
+	touch $(STAMP_NEXT)
+
 install: $(STAMP)
 
 ## Start everything on the embedded default (or on $CELERY_BROKER / $DATABASE_URL).
 run: $(STAMP)
 	$(BIN)/taskdeck up
 
-## The whole test suite against real Redis, RabbitMQ and PostgreSQL.
-test: $(STAMP)
+## The whole test suite against real Redis, RabbitMQ and PostgreSQL (Python 3.11,
+## Django 5.2 LTS), then the parts that touch Django's APIs on Python 3.13 and Django 6.1.
+test: $(STAMP) $(STAMP_NEXT)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-next
+
+test-next: $(STAMP_NEXT)
+	$(VENV_NEXT)/bin/python -m pytest $(TESTS_NEXT) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,4 +52,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .taskdeck
+	rm -rf $(VENV) $(VENV_NEXT) .taskdeck
