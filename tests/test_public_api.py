@@ -15,6 +15,10 @@ def test_every_exported_name_resolves_to_its_definition():
             assert getattr(sys.modules[module], name) is value
 
 
+def test_all_lists_exactly_the_exports():
+    assert sorted(taskdeck.__all__) == sorted(["__version__", *taskdeck._EXPORTS])
+
+
 def test_an_unknown_name_is_an_attribute_error():
     try:
         taskdeck.create_celery_ap  # noqa: B018

@@ -49,7 +49,25 @@ _EXPORTS = {
     "TaskRoutes": "taskdeck.routing",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "ActionRefused",
+    "BrokerError",
+    "ConfigurationError",
+    "Job",
+    "MessageRejected",
+    "MessageTooLargeError",
+    "NOTES_LANES",
+    "NamespaceRouter",
+    "TaskArgumentError",
+    "TaskRoutes",
+    "TaskdeckError",
+    "UnknownLaneError",
+    "__version__",
+    "create_celery_app",
+    "declare_queues",
+    "in_lane",
+    "lanes_for",
+]
 
 
 def __getattr__(name: str) -> Any:
