@@ -12,6 +12,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
+import django
 
 from taskdeck.lanes import NOTES_LANES, declare_queues, lanes_for
 from taskdeck.routing import TaskRoutes
@@ -44,6 +45,9 @@ INSTALLED_APPS = [
     "notifications",
     "maintenance",
 ]
+if django.VERSION < (6, 0) and find_spec("django_tasks"):
+    # Django's Tasks framework, backported to 5.2 (taskdeck[tasks]); Django 6 has it built in.
+    INSTALLED_APPS.append("django_tasks")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -190,6 +194,19 @@ CELERY_TASK_ROUTES = (
         }
     ),
 )
+
+# --- Django's Tasks framework (django.tasks) on the same workers -------------
+
+# `@task` functions run on the Celery workers above, routed like Celery tasks;
+# their priority (-100..100) picks the lane (docs/django-tasks.md).
+TASKS = {
+    "default": {
+        "BACKEND": "taskdeck.tasks.CeleryBackend",
+        # The queue_name values a task may use; "default" leaves the queue to
+        # the routes, or else to the lane of the task's priority.
+        "QUEUES": [CELERY_TASK_DEFAULT_QUEUE, *LANE_QUEUES, "notifications"],
+    }
+}
 
 # --- Monitoring: the events the recorder (`taskdeck monitor`) consumes -------
 

@@ -2,9 +2,18 @@
 
 Routes (core/settings.py): ``orders.tasks.charge_payment`` by exact name to
 the high lane; every other ``orders.tasks.*`` by glob to the medium lane.
+
+``send_receipt`` is a task of Django's own Tasks framework (``django.tasks``),
+run by the same workers through ``taskdeck.tasks.CeleryBackend``: the glob
+route sends it to the medium lane's queue too.
 """
 
 from celery import shared_task
+
+try:
+    from django.tasks import task  # Django 6.0+
+except ImportError:  # Django 5.2: the backport (taskdeck[tasks])
+    from django_tasks import task
 
 
 class PaymentGatewayError(Exception):
@@ -36,3 +45,14 @@ def charge_payment(self, order_id: int, amount_cents: int, gateway_failures: int
 def confirm_order(payment: dict) -> str:
     """Confirm an order once its payment went through (chained after charge_payment)."""
     return f"order {payment['order_id']} confirmed, {payment['charged_cents']} cents charged"
+
+
+@task(priority=50, takes_context=True)
+def send_receipt(context, order_id: int, email: str) -> dict:
+    """Email an order's receipt; a Django task (``send_receipt.enqueue(order_id, email)``)."""
+    return {
+        "order_id": order_id,
+        "to": email,
+        "result_id": context.task_result.id,
+        "attempt": context.attempt,
+    }
