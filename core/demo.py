@@ -5,11 +5,12 @@ prints where each of its tasks went and how it ended.
 """
 
 from celery import states
+from celery.result import AsyncResult
 
 from catalog.tasks import build_gallery, import_feed, resize_all
 from maintenance.tasks import rebuild_search_index
 from notifications.tasks import send_email, send_sms
-from orders.tasks import charge_payment, confirm_order
+from orders.tasks import charge_payment, confirm_order, send_receipt
 from reports.tasks import daily_report
 from taskdeck.demo import Job
 from taskdeck.lanes import in_lane
@@ -39,6 +40,10 @@ def workload() -> list[Job]:
         Job(
             "welcome email: namespace router to the notifications queue",
             lambda: send_email.delay("ada@example.com", "Welcome", "Your account is ready."),
+        ),
+        Job(
+            "receipt: a Django task (django.tasks) at priority 50, on the medium lane by the glob route",
+            lambda: AsyncResult(send_receipt.enqueue(1003, "ada@example.com").id),
         ),
         Job("search index: regex route to the low lane", lambda: rebuild_search_index.delay(3)),
         Job(

@@ -76,7 +76,7 @@ def test_round_trip_every_status_and_the_fields_of_the_result(start_worker, prob
     assert running.started_at is not None and running.finished_at is None
     assert running.worker_ids == [worker.hostname]
     with pytest.raises(ValueError, match="not finished"):
-        running.return_value
+        _ = running.return_value
     probe.release(key)
     assert finished(waiting).status == Status.SUCCESSFUL and waiting.return_value == key
 
@@ -97,9 +97,10 @@ def test_round_trip_every_status_and_the_fields_of_the_result(start_worker, prob
     assert failed.status == Status.FAILED
     [error] = failed.errors
     assert error.exception_class is LookupError
-    assert "LookupError: no such sku" in error.traceback and 'in fail\n    raise LookupError' in error.traceback
+    assert "LookupError: no such sku" in error.traceback
+    assert "in fail\n    raise LookupError" in error.traceback
     with pytest.raises(ValueError, match="failed"):
-        failed.return_value
+        _ = failed.return_value
 
     # takes_context: the attempt and the result id, as the worker saw them.
     context = finished(dtasks.contextual.enqueue("ctx"))
@@ -195,9 +196,7 @@ BAD_LEAF = (
 
 
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    args=st.lists(st.recursive(JSON_LEAF | BAD_LEAF, lambda c: st.lists(c, max_size=3), max_leaves=5), max_size=3)
-)
+@given(args=st.lists(st.recursive(JSON_LEAF | BAD_LEAF, lambda c: st.lists(c, max_size=3), max_leaves=5)))
 def test_arguments_either_round_trip_or_are_refused_whole(broker, args):
     """Generated arguments: each either reaches the message and the row as JSON, or nothing is sent."""
     before = Row.objects.count()
@@ -309,7 +308,13 @@ def test_priority_thresholds_default_to_equal_parts_and_refuse_bad_options():
     table = priority.thresholds(None, lanes)
     assert table == {"high": 34, "medium": -33, "low": -100}
     assert [priority.lane_for(p, table) for p in (100, 34, 33, 0, -33, -34, -100)] == [
-        "high", "high", "medium", "medium", "medium", "low", "low",
+        "high",
+        "high",
+        "medium",
+        "medium",
+        "medium",
+        "low",
+        "low",
     ]
     custom = priority.thresholds({"high": 1, "low": -100}, lanes)
     assert [priority.lane_for(p, custom) for p in (1, 0)] == ["high", "low"]

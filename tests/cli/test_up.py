@@ -92,7 +92,7 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env
         demo = run(["demo", "--timeout", "150"], embedded_env)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         report = demo.stdout
-        assert "10 of 10 jobs ended as expected" in report
+        assert "11 of 11 jobs ended as expected" in report
         # Where each task went, as the worker received it: every route and lane.
         rows = re.findall(r"^\s{4}(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s", report, re.M)
         by_name: dict[str, set[str]] = {}
@@ -103,6 +103,7 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env
         assert by_name["reports.tasks.summarize"] == {"medium_priority"}
         assert by_name["catalog.tasks.publish_gallery"] == {"default"}
         assert by_name["notifications:send_email"] == {"notifications"}
+        assert by_name["orders.tasks.send_receipt"] == {"medium_priority"}  # a Django task
         assert by_name["maintenance.tasks.rebuild_search_index"] == {"low_priority", "high_priority"}
         # The flaky payment was retried twice before it went through.
         assert any(

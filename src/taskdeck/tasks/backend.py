@@ -18,7 +18,7 @@ from taskdeck.routing import decide
 from taskdeck.tasks import compat, priority, results, runner
 
 
-class CeleryBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
+class CeleryBackend(compat.BaseTaskBackend):
     """Runs ``@task`` functions on Celery workers, in taskdeck's lanes, with results in the database.
 
     ``OPTIONS`` (all optional):
@@ -47,7 +47,7 @@ class CeleryBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
             )
 
     @cached_property
-    def supports_get_result(self) -> bool:  # type: ignore[override]
+    def supports_get_result(self) -> bool:
         """Whether the workers' result backend writes django-celery-results' table, where results are read."""
         from django_celery_results.backends.database import DatabaseBackend
 
@@ -66,7 +66,7 @@ class CeleryBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
         runner.register(task)
 
     def validate_arguments(self, task: Any, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
-        """Arguments as Django defines them (JSON values), or :class:`TaskArgumentError` naming the culprit."""
+        """Arguments as Django defines them (JSON values), or a :class:`TaskArgumentError` naming one."""
         name = runner.celery_name(task)
         labelled = [(f"positional argument {i}", v) for i, v in enumerate(args)]
         labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
