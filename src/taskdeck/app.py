@@ -26,11 +26,13 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
     serialized into a :class:`~taskdeck.errors.TaskArgumentError` naming the
     task and the argument and refuses a message over
     ``TASKDECK["MAX_MESSAGE_BYTES"]`` (:class:`~taskdeck.errors.MessageTooLargeError`),
-    a worker step that records the messages a worker refuses
-    (:mod:`taskdeck.rejections`), one that publishes task events in batches
-    (:mod:`taskdeck.events`), and taskdeck's Django fix-up, with which workers
-    keep their database connections between tasks instead of opening one per
-    task (:mod:`taskdeck.results.connections`; ``TASKDECK["WORKER_DB_CONNECTIONS"]``).
+    a worker step that refuses messages that cannot become a task call
+    instead of letting them stop the worker (:mod:`taskdeck.guard`), one that
+    records the messages a worker refuses (:mod:`taskdeck.rejections`), one
+    that publishes task events in batches (:mod:`taskdeck.events`), and
+    taskdeck's Django fix-up, with which workers keep their database
+    connections between tasks instead of opening one per task
+    (:mod:`taskdeck.results.connections`; ``TASKDECK["WORKER_DB_CONNECTIONS"]``).
     """
     kwargs.setdefault("amqp", "taskdeck.app:AMQP")
     # In place of Celery's Django fix-up (its only built-in one), not beside it:
@@ -39,8 +41,10 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
     app = Celery(main, **kwargs)
     app.config_from_object("django.conf:settings", namespace=namespace)
     from taskdeck.events import BatchTaskEvents
+    from taskdeck.guard import GuardTaskMessages
     from taskdeck.rejections import RecordDecodeErrors
 
+    app.steps["consumer"].add(GuardTaskMessages)
     app.steps["consumer"].add(RecordDecodeErrors)
     app.steps["consumer"].add(BatchTaskEvents)
     app.autodiscover_tasks()

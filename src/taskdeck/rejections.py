@@ -23,7 +23,13 @@ types, invalid task messages and non-task messages (connected by
 :func:`taskdeck.signals.connect`), and, for bodies that cannot be decoded, for
 which Celery sends no signal, the consumer step :class:`RecordDecodeErrors`
 (added to apps made by :func:`taskdeck.app.create_celery_app`), which wraps
-the consumer's ``on_decode_error``.
+the consumer's ``on_decode_error``. Messages of the wrong shape, which Celery
+would let crash the worker, are refused by :mod:`taskdeck.guard` through
+:func:`refuse`.
+
+Every refused message is also kept in the dead-letter store
+(:mod:`taskdeck.deadletter`) with its raw headers and body, from which it
+can be requeued once the task exists or the producer is fixed.
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from typing import Any
 
 from celery import bootsteps, states
 from celery.app.task import Context
+from kombu.exceptions import ContentDisallowed, DecodeError
 
 from taskdeck.errors import MessageRejected
 
 logger = logging.getLogger("taskdeck")
+
+NOT_A_TASK = "not a task message"
 
 
 def on_task_rejected(
@@ -46,7 +55,7 @@ def on_task_rejected(
     """``task_rejected`` handler: ``sender`` is the worker's consumer."""
     if sender is None or message is None:
         return
-    reason = "not a task message" if exc is None else "refused by the worker"
+    reason = NOT_A_TASK if exc is None else "refused by the worker"
     record(sender, message, exc, reason)
 
 
@@ -75,33 +84,110 @@ def _is_control(message: Any) -> bool:
     return str(exchange).endswith("pidbox")
 
 
+def refuse(consumer: Any, message: Any, reason: str) -> None:
+    """Refuse a message Celery has not taken: dead-letter and record it, then acknowledge it.
+
+    Acknowledged after it is kept, so a worker that dies in between gets it
+    again rather than losing it. Never raises but broker connection errors.
+    """
+    record(consumer, message, None, reason)
+    if not getattr(message, "acknowledged", True):
+        message.ack_log_error(logger, consumer.connection_errors)
+
+
 def record(consumer: Any, message: Any, exc: Exception | None, reason: str) -> str | None:
-    """Store, announce and log one refused message; returns the task id it was recorded under.
+    """Dead-letter, store, announce and log one refused message; returns the task id it was recorded under.
 
     Never raises: a failure to record is logged, and the consumer goes on.
     """
+    task_id, generated = recorded_id(message)
+    dead_letter(consumer, message, exc, reason, task_id)
     try:
-        return _record(consumer, message, exc, reason)
+        return _record(consumer, message, exc, reason, task_id, generated)
     except Exception:  # the consumer must keep consuming whatever happens here
         logger.exception("could not record a refused message (%s)", reason)
         return None
 
 
-def _record(consumer: Any, message: Any, exc: Exception | None, reason: str) -> str:
-    headers = getattr(message, "headers", None) or {}
-    properties = getattr(message, "properties", None) or {}
+def dead_letter(consumer: Any, message: Any, exc: Exception | None, reason: str, task_id: str) -> None:
+    """Keep ``message`` raw in the dead-letter store, under the id its run is recorded under. Never raises."""
+    from taskdeck import deadletter
+
+    try:
+        headers = getattr(message, "headers", None)
+        raw_headers = headers if isinstance(headers, dict) else {"(not a mapping)": headers}
+        delivery = getattr(message, "delivery_info", None) or {}
+        properties = {
+            key: value
+            for key, value in (getattr(message, "properties", None) or {}).items()
+            if key not in _TRANSPORT_PROPERTIES
+        }
+        properties.update(
+            content_type=getattr(message, "content_type", None),
+            content_encoding=getattr(message, "content_encoding", None),
+            exchange=delivery.get("exchange"),
+            routing_key=delivery.get("routing_key"),
+        )
+        name, _ = _name_and_id(headers)
+        body = getattr(message, "body", None)
+        detail = "" if exc is None else f": {type(exc).__name__}: {str(exc)[:300]}"
+        deadletter.store(
+            "message",
+            f"{reason}{detail}",
+            source=str(getattr(consumer, "hostname", None) or "worker"),
+            headers=raw_headers,
+            body=body if isinstance(body, bytes | str) else None if body is None else repr(body),
+            task_id=task_id,
+            task=name,
+            properties=properties,
+        )
+    except Exception:  # store() never raises; this guards the reading of a strange message
+        logger.exception("could not dead-letter a refused message (%s)", reason)
+
+
+#: Broker bookkeeping in a message's properties (the Redis transport's envelope), not the message's own.
+_TRANSPORT_PROPERTIES = frozenset({"delivery_tag", "delivery_info", "body_encoding"})
+
+
+def _name_and_id(headers: Any) -> tuple[str, str | None]:
+    """The task name and id of a message's headers, when they are usable as such."""
+    if not isinstance(headers, dict):
+        return "", None
+    name, task_id = headers.get("task"), headers.get("id")
+    name = name[:255] if isinstance(name, str) else ""
+    return name, task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None
+
+
+def recorded_id(message: Any) -> tuple[str, bool]:
+    """The task id a refused message is recorded under, and whether it is a new one (it had none usable)."""
+    try:
+        _, task_id = _name_and_id(getattr(message, "headers", None))
+        if task_id is None:
+            task_id = (getattr(message, "properties", None) or {}).get("correlation_id")
+            task_id = task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None
+    except Exception:  # a message too strange to read an id from
+        task_id = None
+    return (task_id, False) if task_id else (str(uuid.uuid4()), True)
+
+
+def _record(
+    consumer: Any, message: Any, exc: Exception | None, reason: str, task_id: str, generated: bool
+) -> str:
+    headers = getattr(message, "headers", None)
+    headers = headers if isinstance(headers, dict) else {}
     delivery = getattr(message, "delivery_info", None) or {}
-    name = str(headers.get("task") or "")
-    task_id = headers.get("id") or properties.get("correlation_id")
-    generated = not task_id
-    task_id = str(task_id or uuid.uuid4())
+    name, _ = _name_and_id(headers)
     queue = str(delivery.get("routing_key") or "")
     content_type = getattr(message, "content_type", None) or ""
     detail = "" if exc is None else f": {type(exc).__name__}: {str(exc)[:300]}"
+    accepts = ""
+    if reason == NOT_A_TASK or isinstance(exc, ContentDisallowed | DecodeError):
+        accepts = (
+            f"; the project accepts {', '.join(consumer.app.conf.accept_content or ['json'])} task messages"
+        )
     error = MessageRejected(
         f"message refused without running it, {reason}{detail} "
-        f"(content type {content_type!r}, queue {queue!r}); the project accepts "
-        f"{', '.join(consumer.app.conf.accept_content or ['json'])} task messages only"
+        f"(content type {content_type!r}, queue {queue!r}){accepts}; kept in the dead-letter store"
     )
     backend = consumer.app.backend
     finished = _finished(backend, task_id) if not generated else False
@@ -113,7 +199,7 @@ def _record(consumer: Any, message: Any, exc: Exception | None, reason: str) -> 
         reason,
         detail,
         content_type,
-        " and recorded as REJECTED" + (" under a new id: the message had none" if generated else "")
+        " and recorded as REJECTED" + (" under a new id: the message had none usable" if generated else "")
         if not finished
         else "; a task with this id already finished, its result is kept",
     )
@@ -124,8 +210,8 @@ def _record(consumer: Any, message: Any, exc: Exception | None, reason: str) -> 
         task=name,
         hostname=getattr(consumer, "hostname", None),
         delivery_info=delivery,
-        argsrepr=headers.get("argsrepr"),
-        kwargsrepr=headers.get("kwargsrepr"),
+        argsrepr=_text_or_none(headers.get("argsrepr")),
+        kwargsrepr=_text_or_none(headers.get("kwargsrepr")),
     )
     backend.store_result(task_id, backend.prepare_exception(error), states.REJECTED, request=request)
     dispatcher = getattr(consumer, "event_dispatcher", None)
@@ -140,6 +226,10 @@ def _record(consumer: Any, message: Any, exc: Exception | None, reason: str) -> 
             requeue=False,
         )
     return task_id
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _finished(backend: Any, task_id: str) -> bool:

@@ -23,13 +23,17 @@ def connect() -> None:
 
 
 def _record_unknown_task(*, name: str, id: str, message: Any, **kwargs: Any) -> None:
-    """Name the task on its FAILURE row so an unknown task is findable, not dropped.
+    """Name the task on its FAILURE row so an unknown task is findable, not dropped, and dead-letter it.
 
     Celery already stores ``NotRegistered`` for the id; it leaves the task
     name empty, so the row could not be found by name.
     """
     from django_celery_results.models import TaskResult
 
+    from taskdeck.rejections import dead_letter
+
+    # Kept raw, so it can be requeued once the code that defines it is deployed.
+    dead_letter(kwargs.get("sender"), message, None, f"task {name!r} is not registered on this worker", id)
     queue = (getattr(message, "delivery_info", None) or {}).get("routing_key")
     logger.error(
         "task %s[%s] from queue %r is not registered on this worker: stored as FAILURE "

@@ -1,0 +1,231 @@
+"""A worker never dies from a message: what cannot become a task call is refused, not run.
+
+Celery's consumer hands a task message to the task's strategy, which builds
+the request in the worker's main process; a body or header of the wrong
+shape raises there, outside anything that catches it, and the main process
+exits (a body of ``"hello"`` with valid ``task`` and ``id`` headers:
+``ValueError: too many values to unpack (expected 3)``). With late acks the
+message comes back and the worker crash-loops. Other shapes get through to the
+pool and do worse: with ``[{"a": 1}, [], {}]`` the tracer raises
+``InvalidTaskError`` (keyword arguments not a mapping) before it has a
+request, and, having no request to mark as failed, reports the run as a
+success (``fast_trace_task`` returns "not failed" when the tracer's info is
+unset): a ``task-succeeded`` event for a task that never ran.
+
+:class:`GuardTaskMessages` checks every task message in the consumer before
+Celery sees it (:func:`problem`): its size (``TASKDECK["WORKER_MAX_MESSAGE_BYTES"]``),
+headers, task id and name, that its body decodes, and the body's shape and
+types. A message that fails is acknowledged, recorded as ``REJECTED`` with
+the reason and dead-lettered with its raw headers and body
+(:func:`taskdeck.rejections.record`); the worker goes on with the next one.
+Messages Celery itself refuses safely (a content type it does not accept, a
+body that is not valid JSON, a message that is not a task message, an
+unknown task name) are left to Celery, whose refusal taskdeck records the
+same way. Anything still raised while Celery takes a message is caught
+around its handler and refused the same way; broker connection errors still
+propagate, so the consumer reconnects as it always did.
+
+The Celery internals this relies on are listed in :data:`CELERY_INTERNALS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from celery import bootsteps
+from kombu.exceptions import ContentDisallowed, DecodeError
+
+from taskdeck import conf
+
+logger = logging.getLogger("taskdeck")
+
+#: Every Celery internal taskdeck's worker steps hook, as ``module:qualified.name``
+#: (``pkgutil.resolve_name`` resolves each): a Celery upgrade that renames or
+#: removes one must fail a test, not silently unguard the worker.
+CELERY_INTERNALS: tuple[str, ...] = (
+    # Wrapped per consumer: the event loops call it to make the handler of each task message.
+    "celery.worker.consumer.consumer:Consumer.create_task_handler",
+    # What the event loops are expected to call it from (asynloop for prefork/solo, synloop otherwise).
+    "celery.worker.loops:asynloop",
+    "celery.worker.loops:synloop",
+    # Read by the guard: registered task names, and the errors that must still propagate.
+    "celery.worker.consumer.consumer:Consumer.connection_errors",
+    "celery.worker.consumer.consumer:Consumer.channel_errors",
+    # Wrapped per consumer by taskdeck.rejections.RecordDecodeErrors (undecodable bodies).
+    "celery.worker.consumer.consumer:Consumer.on_decode_error",
+    # Sent by Celery for the refusals it handles itself; taskdeck.rejections records them.
+    "celery.signals:task_rejected",
+    "celery.signals:task_unknown",
+    # The cause of the forged SUCCESS the body check prevents (see this module's docstring).
+    "celery.app.trace:fast_trace_task",
+)
+
+_ID = 255  # django-celery-results' task_id and task_name columns
+_EMBED_LISTS = ("callbacks", "errbacks", "chain")
+_STR_HEADERS = ("argsrepr", "kwargsrepr", "shadow", "root_id", "parent_id", "group", "lang", "origin")
+
+
+class GuardTaskMessages(bootsteps.Step):
+    """Consumer step: refuse task messages that cannot become a task call, before they can stop the worker."""
+
+    name = "taskdeck.guard.GuardTaskMessages"
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        celery_create_task_handler = c.create_task_handler
+
+        def create_task_handler(*args: Any, **kw: Any) -> Any:
+            return guarded(c, celery_create_task_handler(*args, **kw))
+
+        # On the instance: the event loop calls it each time the consumer (re)connects.
+        c.create_task_handler = create_task_handler
+        _drain_dead_letters()
+        super().__init__(c, **kwargs)
+
+
+def guarded(consumer: Any, on_task_received: Any) -> Any:
+    """``on_task_received`` (Celery's handler of one task message), refusing what it cannot take."""
+    from taskdeck.rejections import refuse
+
+    must_raise = tuple(consumer.connection_errors) + tuple(consumer.channel_errors) + (MemoryError,)
+
+    def on_message(message: Any) -> Any:
+        try:
+            reason = problem(consumer.app, message)
+        except Exception as exc:  # a check that fails is itself a reason
+            reason = f"the message could not be checked ({type(exc).__name__}: {exc})"
+        if reason is not None:
+            return refuse(consumer, message, reason)
+        try:
+            return on_task_received(message)
+        except must_raise:
+            raise
+        except Exception as exc:  # anything else Celery raises for this message must not stop the worker
+            logger.exception("taking a task message raised; refusing the message")
+            return refuse(consumer, message, f"the worker could not take it ({type(exc).__name__}: {exc})")
+
+    return on_message
+
+
+def problem(app: Any, message: Any) -> str | None:
+    """What makes ``message`` impossible to run as a task call, or ``None`` when Celery may take it.
+
+    ``None`` also for what Celery refuses safely itself (see the module's docstring).
+    """
+    limit = conf.get()["WORKER_MAX_MESSAGE_BYTES"]
+    body = getattr(message, "body", None)
+    size = len(body) if isinstance(body, bytes | str) else 0
+    if limit and size > limit:
+        return (
+            f"the body is {size:,} bytes, over the worker's limit of {int(limit):,} "
+            "(TASKDECK['WORKER_MAX_MESSAGE_BYTES'])"
+        )
+    headers = message.headers
+    if not isinstance(headers, dict):
+        return f"its headers are a {type(headers).__name__}, not a mapping"
+    if "task" not in headers:
+        return None  # protocol 1, or not a task message: Celery refuses what is not a task
+    name, task_id = headers["task"], headers.get("id")
+    if not isinstance(name, str) or not name or len(name) > _ID:
+        return f"header 'task' must be a task name (text of 1 to {_ID} characters), got {_show(name)}"
+    if not isinstance(task_id, str) or not task_id or len(task_id) > _ID:
+        return f"header 'id' must be a task id (text of 1 to {_ID} characters), got {_show(task_id)}"
+    if name not in app.tasks:
+        return None  # Celery records it as FAILURE (NotRegistered); taskdeck names it
+    try:
+        payload = message.decode()  # cached on the message: Celery does not decode it again
+    except (ContentDisallowed, DecodeError):
+        return None  # Celery refuses it and says why
+    except Exception as exc:
+        return f"the body cannot be decoded ({type(exc).__name__}: {exc})"
+    return _body_problem(payload) or _header_problem(headers)
+
+
+def _body_problem(payload: Any) -> str | None:
+    if isinstance(payload, dict) and "args" in payload:  # protocol 1 body with protocol 2 headers
+        args, kwargs, embed = payload.get("args"), payload.get("kwargs", {}), payload
+        if not isinstance(args, list | tuple):
+            return f"the body's 'args' must be a list, got {_show(args)}"
+    else:
+        if not isinstance(payload, list | tuple) or len(payload) != 3:
+            return (
+                "the body must be a list of three items, [args, kwargs, embed] (Celery's task "
+                f"message protocol 2), got {_show(payload)}"
+            )
+        args, kwargs, embed = payload
+        if not isinstance(args, list | tuple):
+            return f"the body's args (item 0) must be a list, got {_show(args)}"
+        if embed is not None and not isinstance(embed, dict):
+            return f"the body's embed (item 2) must be a mapping or null, got {_show(embed)}"
+    if not isinstance(kwargs, dict):
+        return f"the body's kwargs must be a mapping, got {_show(kwargs)}"
+    for key in _EMBED_LISTS:
+        value = (embed or {}).get(key)
+        if value is not None and not (
+            isinstance(value, list | tuple) and all(isinstance(sig, dict) for sig in value)
+        ):
+            return f"the body's {key!r} must be a list of signatures (mappings) or null, got {_show(value)}"
+    chord = (embed or {}).get("chord")
+    if chord is not None and not isinstance(chord, dict):
+        return f"the body's 'chord' must be a signature (a mapping) or null, got {_show(chord)}"
+    return None
+
+
+def _header_problem(headers: dict[str, Any]) -> str | None:
+    from celery.utils.time import maybe_iso8601, maybe_make_aware
+
+    for key in _STR_HEADERS:
+        value = headers.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"header {key!r} must be text or null, got {_show(value)}"
+    retries = headers.get("retries")
+    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
+        return f"header 'retries' must be a whole number of at least 0, got {_show(retries)}"
+    limits = headers.get("timelimit")
+    if limits is not None and not (
+        isinstance(limits, list | tuple) and len(limits) == 2 and all(_seconds(v) for v in limits)
+    ):
+        return f"header 'timelimit' must be [hard, soft] seconds (numbers or null), got {_show(limits)}"
+    for key in ("eta", "expires"):
+        value = headers.get(key)
+        if value is None:
+            continue
+        try:
+            if not isinstance(value, str):
+                raise TypeError("not text")
+            parsed = maybe_iso8601(value)
+            if parsed is not None:
+                maybe_make_aware(parsed).timestamp()
+        except Exception as exc:
+            return f"header {key!r} must be an ISO 8601 date and time, got {_show(value)} ({exc})"
+    ignore = headers.get("ignore_result")
+    if ignore is not None and not isinstance(ignore, bool):
+        return f"header 'ignore_result' must be true, false or null, got {_show(ignore)}"
+    return None
+
+
+def _seconds(value: Any) -> bool:
+    if value is None:
+        return True
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    )
+
+
+def _show(value: Any) -> str:
+    """A short description of a bad value for an error message: its type and the start of its repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'…' if len(text) > 80 else ''}"
+
+
+def _drain_dead_letters() -> None:
+    """Move dead letters spooled while the database was down into it, when a worker starts."""
+    from taskdeck import deadletter
+
+    try:
+        deadletter.drain_spool()
+    except Exception:
+        logger.exception(
+            "could not move spooled dead letters into the database; the next dead letter retries"
+        )

@@ -1,0 +1,160 @@
+"""Each bad message of issue 12, named: the worker refuses it, records it, dead-letters it, and lives on.
+
+Every test runs on Redis and on RabbitMQ (the ``bus`` fixture), publishes
+the bad message raw with kombu followed by a good task on the same queue,
+and checks that the good task ran, that the bad message is ``REJECTED`` with
+its reason and kept in the dead-letter store with its raw headers and body,
+that the worker's main process is the one it started with, and that nothing
+is left queued or unacknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from celery.result import AsyncResult
+from django_celery_results.models import TaskResult
+
+from taskdeck.models import DeadLetter, TaskRun
+from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
+from tests.support.messages import call_body, publish, task_headers
+from tests.support.probe import record
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def send_good(bus, tag: str) -> AsyncResult:
+    task_id = str(uuid.uuid4())
+    publish(bus.app, call_body(tag), headers=task_headers(task_id))
+    return AsyncResult(task_id, app=bus.app)
+
+
+def refused(bus, task_id: str, probe) -> tuple[TaskResult, DeadLetter]:
+    """The REJECTED row and the dead letter of ``task_id``, once the good task after it has run."""
+    row = wait_for(lambda: TaskResult.objects.filter(task_id=task_id).first(), 60, f"{task_id}'s row")
+    letter = DeadLetter.objects.get(task_id=task_id)  # dead-lettered before it is recorded
+    assert row.status == "REJECTED", row.result
+    assert probe.started(task_id) is None, "a refused message must never run"
+    return row, letter
+
+
+def keeps_serving(bus, pid: int, probe) -> None:
+    good = send_good(bus, "after")
+    wait_for(lambda: probe.started(good.id), 60, "a good task after the bad one")
+    assert bus.worker.alive() and bus.worker.pid == pid
+    assert bus.leftover() == 0, "a message was left queued or unacknowledged"
+
+
+def test_a_body_that_is_not_a_task_call_does_not_stop_the_worker(bus, probe):
+    """Body ``"hello"`` with valid headers: Celery's main process exits on it (too many values to unpack)."""
+    pid = bus.worker.pid
+    task_id = str(uuid.uuid4())
+    publish(bus.app, b'"hello"', headers=task_headers(task_id))
+    row, letter = refused(bus, task_id, probe)
+    assert "the body must be a list of three items, [args, kwargs, embed]" in row.result
+    assert "got str 'hello'" in row.result
+    assert bytes(letter.body) == b'"hello"' and letter.headers["task"] == record.name
+    assert letter.properties["content_type"] == "application/json"
+    assert letter.properties["routing_key"] == "default"
+    assert letter.kind == "message" and letter.source == bus.worker.hostname
+    wait_for(lambda: f"[{task_id}] from queue 'default' refused" in bus.worker.output(), 30, "the log line")
+    keeps_serving(bus, pid, probe)
+
+
+def test_a_message_that_never_ran_is_not_recorded_as_success(bus, probe, request):
+    """Body ``[{"a": 1}, [], {}]``: Celery's tracer reported it as a success it never was."""
+    if bus.name == "redis":
+        request.getfixturevalue("start_recorder")()
+    pid = bus.worker.pid
+    task_id = str(uuid.uuid4())
+    publish(
+        bus.app,
+        json.dumps([{"a": 1}, [], {}]).encode(),
+        headers=task_headers(task_id, argsrepr="('forged',)"),
+    )
+    row, letter = refused(bus, task_id, probe)
+    assert "the body's args (item 0) must be a list, got dict {'a': 1}" in row.result
+    assert json.loads(bytes(letter.body)) == [{"a": 1}, [], {}]
+    keeps_serving(bus, pid, probe)
+    assert "succeeded" not in bus.worker.output().split(task_id, 1)[-1].split("\n", 1)[0]
+    if bus.name == "redis":  # the recorder listens on the test's Redis
+        run = wait_for(lambda: TaskRun.objects.filter(task_id=task_id).first(), 60, "the run in the history")
+        wait_for(lambda: TaskRun.objects.get(task_id=task_id).state == "REJECTED", 30, "REJECTED")
+        assert run.state != "SUCCESS"
+
+
+#: (body, headers over good ones, the reason given): each of a wrong type where Celery reads it.
+BAD_SHAPES = [
+    ("[[], {}, {}]", {"id": 42}, "header 'id' must be a task id (text of 1 to 255 characters), got int 42"),
+    (
+        "[[], {}, {}]",
+        {"id": None},
+        "header 'id' must be a task id (text of 1 to 255 characters), got NoneType",
+    ),
+    (
+        "[[], {}, {}]",
+        {"task": ["x"]},
+        "header 'task' must be a task name (text of 1 to 255 characters), got list",
+    ),
+    ("[[], {}, {}]", {"timelimit": [1]}, "header 'timelimit' must be [hard, soft] seconds"),
+    ("[[], {}, {}]", {"eta": "tomorrow"}, "header 'eta' must be an ISO 8601 date and time"),
+    ("[[], {}, {}]", {"retries": "many"}, "header 'retries' must be a whole number"),
+    ("[[], {}, {}]", {"argsrepr": {"a": 1}}, "header 'argsrepr' must be text or null"),
+    ("[[], 5, {}]", {}, "the body's kwargs must be a mapping, got int 5"),
+    ('[[], {}, {"callbacks": "x"}]', {}, "the body's 'callbacks' must be a list of signatures"),
+    ('[[], {}, {"chord": 1}]', {}, "the body's 'chord' must be a signature"),
+    ("[[], {}, 7]", {}, "the body's embed (item 2) must be a mapping or null, got int 7"),
+    ('{"args": 1}', {}, "the body's 'args' must be a list, got int 1"),
+]
+
+
+def test_bad_headers_and_body_shapes_are_refused_with_their_reason(bus, probe):
+    pid = bus.worker.pid
+    for body, headers, _ in BAD_SHAPES:
+        publish(bus.app, body.encode(), headers={**task_headers(), **headers})
+    for body, _, reason in BAD_SHAPES:
+        letter = wait_for(lambda r=reason: DeadLetter.objects.filter(reason__contains=r).first(), 60, reason)
+        # Dead-lettered first, then recorded (under a new id when the message had none usable).
+        row = wait_for(lambda i=letter.task_id: TaskResult.objects.filter(task_id=i).first(), 30, "its row")
+        assert row.status == "REJECTED" and reason in row.result
+        assert bytes(letter.body) == body.encode()
+    keeps_serving(bus, pid, probe)
+
+
+def test_undecodable_bytes_bad_compression_and_other_content_types_are_refused(bus, probe):
+    pid = bus.worker.pid
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    publish(bus.app, b"\xff\xfe[[], {}, {}]", headers=task_headers(ids[0]))
+    publish(bus.app, call_body("x"), headers=task_headers(ids[1], compression="application/x-gzip"))
+    publish(bus.app, b"- a\n", headers=task_headers(ids[2]), content_type="application/x-yaml")
+    rows = [refused(bus, task_id, probe)[0] for task_id in ids]
+    assert "body cannot be decoded" in rows[0].result and "can't decode byte 0xff" in rows[0].result
+    assert "body cannot be decoded" in rows[1].result
+    assert "application/x-yaml" in rows[2].result
+    keeps_serving(bus, pid, probe)
+
+
+def test_a_message_over_the_workers_size_limit_is_refused(bus, probe):
+    """``TASKDECK["WORKER_MAX_MESSAGE_BYTES"]`` is 10 MiB by default; one byte more is refused unread."""
+    pid = bus.worker.pid
+    task_id = str(uuid.uuid4())
+    body = call_body("x" * (10 * 1024 * 1024))
+    publish(bus.app, body, headers=task_headers(task_id))
+    row, letter = refused(bus, task_id, probe)
+    assert f"the body is {len(body):,} bytes, over the worker's limit of 10,485,760" in row.result
+    assert letter.truncated and letter.body_size == len(body) and len(bytes(letter.body)) == 1024 * 1024
+    keeps_serving(bus, pid, probe)
+
+
+def test_an_unknown_task_is_a_failure_and_kept_for_requeueing(bus, probe):
+    pid = bus.worker.pid
+    task_id = str(uuid.uuid4())
+    publish(bus.app, call_body(1), headers=task_headers(task_id, name="billing.tasks.ghost"))
+    row = wait_for(lambda: TaskResult.objects.filter(task_id=task_id).first(), 60, "the FAILURE row")
+    assert row.status == "FAILURE" and "NotRegistered" in row.result
+    letter = DeadLetter.objects.get(task_id=task_id)
+    assert letter.task == "billing.tasks.ghost" and "is not registered on this worker" in letter.reason
+    keeps_serving(bus, pid, probe)
