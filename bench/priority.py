@@ -25,6 +25,14 @@ The cases (``CASES``): plain Celery's defaults on the notes' three queues;
 taskdeck's defaults; one queue with in-queue priority (Redis priority steps,
 RabbitMQ ``x-max-priority``) with Celery's prefetch, and with taskdeck's; and
 dedicated workers per lane, the notes' way. docs/lanes.md discusses the figures.
+
+The Django-tasks cases send the same task as a Django task (bench/dtasks.py):
+the backlog at priority -100, the high tasks at 100, through ``TASKS``'
+backend — taskdeck's ``CeleryBackend``, and, where they are installed (Python
+3.12+, Django 6), django-tasks-celery's and django-tasks-fennel's — on the
+taskdeck-configured shared worker, which also consumes the default queue.
+A case whose backend is not installed is left out, and the run says so.
+docs/django-tasks.md discusses the figures.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -51,6 +60,8 @@ TASK = "maintenance.tasks.rebuild_search_index"
 #: Seconds each low (and high) task sleeps.
 DURATION = 0.05
 CONCURRENCY = 4
+#: The Django-tasks cases' sender (``python -c``): PRIORITY COUNT START SPACING; see bench/dtasks.py.
+DJANGO_SENDER = "import sys, django; django.setup(); from bench.dtasks import send; send(sys.argv[1:])"
 LANES = ("high", "medium", "low")
 
 
@@ -71,6 +82,8 @@ class Case:
     #: One worker on the high lane and one on the others (2 + 2 processes) instead of one shared worker.
     dedicated: bool = False
     brokers: tuple[str, ...] = ("redis", "rabbitmq")
+    #: ``TASKS["default"]["BACKEND"]`` of a Django-tasks case: tasks are sent with ``enqueue()``.
+    django: str | None = None
 
     def lanes(self, broker_url: str) -> dict[str, str]:
         from taskdeck.lanes import NOTES_LANES, SHARED_QUEUE, lanes_for
@@ -87,7 +100,18 @@ class Case:
         if self.dedicated:
             half = CONCURRENCY // 2
             return [([lanes["high"]], half), ([lanes["medium"], lanes["low"]], CONCURRENCY - half)]
+        if self.django:
+            # Backends other than taskdeck's send to the default queue.
+            return [(list(dict.fromkeys(["default", *lanes.values()])), CONCURRENCY)]
         return [(list(dict.fromkeys(lanes.values())), CONCURRENCY)]
+
+    def available(self) -> bool:
+        """Whether this process can run the case (a Django-tasks backend must be importable)."""
+        if not self.django:
+            return True
+        from importlib.util import find_spec
+
+        return find_spec(self.django.split(".")[0]) is not None
 
 
 CASES = {
@@ -128,6 +152,30 @@ CASES = {
             False,
             dedicated=True,
         ),
+        Case(
+            "django-tasks",
+            "Django tasks, taskdeck.tasks.CeleryBackend",
+            "taskdeck",
+            "default",
+            True,
+            django="taskdeck.tasks.CeleryBackend",
+        ),
+        Case(
+            "django-tasks-celery",
+            "Django tasks, django-tasks-celery 0.1.1",
+            "taskdeck",
+            "default",
+            True,
+            django="django_tasks_celery.CeleryBackend",
+        ),
+        Case(
+            "django-tasks-fennel",
+            "Django tasks, django-tasks-fennel 0.1",
+            "taskdeck",
+            "default",
+            True,
+            django="django_tasks_fennel.backend.CeleryBackend",
+        ),
     )
 }
 
@@ -153,6 +201,10 @@ def apply_case(key: str, s: dict[str, Any]) -> None:
         s["CELERY_BROKER_TRANSPORT_OPTIONS"] = {}
         s["CELERY_WORKER_SEND_TASK_EVENTS"] = s["CELERY_TASK_SEND_SENT_EVENT"] = False
     s["TASKDECK"] = {**s["TASKDECK"], "LANES": case.lanes(s["CELERY_BROKER_URL"])}
+    if case.django:
+        # No result backend for any of them: the bench counts starts, not results.
+        s["CELERY_RESULT_BACKEND"] = None
+        s["TASKS"] = {"default": {"BACKEND": case.django, "QUEUES": []}}
     s["CELERY_TASK_QUEUES"] = queues(case, s["CELERY_BROKER_URL"], s["CELERY_TASK_DEFAULT_QUEUE"])
 
 
@@ -222,7 +274,19 @@ def publisher(case: Case, url: str) -> Celery:
 
 @contextmanager
 def case_workers(case: Case, url: str, starts_url: str, logs: Path, tmp: Path) -> Iterator[list[Any]]:
-    env = child_env(
+    env = case_env(case, url, starts_url, tmp)
+    with ExitStack() as stack:
+        procs = []
+        for index, (queue_names, concurrency) in enumerate(case.workers(url)):
+            modules = "bench.starts,bench.dtasks" if case.django else "bench.starts"
+            argv = worker_argv("core", queue_names, concurrency, f"prio-{case.key}-{index}", "-I", modules)
+            procs.append(stack.enter_context(running(argv, env, logs / f"priority-{case.key}.log")))
+        yield procs
+
+
+def case_env(case: Case, url: str, starts_url: str, tmp: Path) -> dict[str, str]:
+    """Environment of the case's workers and of its Django senders."""
+    return child_env(
         DJANGO_SETTINGS_MODULE="bench.priority_settings",
         BENCH_PRIORITY_CASE=case.key,
         CELERY_BROKER=url,
@@ -230,14 +294,25 @@ def case_workers(case: Case, url: str, starts_url: str, logs: Path, tmp: Path) -
         DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",  # never touched: results are ignored
         **{starts_mod.ENV: starts_url},
     )
-    with ExitStack() as stack:
-        procs = []
-        for index, (queue_names, concurrency) in enumerate(case.workers(url)):
-            argv = worker_argv(
-                "core", queue_names, concurrency, f"prio-{case.key}-{index}", "-I", "bench.starts"
-            )
-            procs.append(stack.enter_context(running(argv, env, logs / f"priority-{case.key}.log")))
-        yield procs
+
+
+def enqueue_django(
+    case: Case,
+    url: str,
+    starts_url: str,
+    tmp: Path,
+    priority: int,
+    count: int,
+    start: int,
+    spacing: float = 0,
+) -> list[tuple[str, float]]:
+    """Send ``count`` Django tasks at ``priority`` with ``enqueue()`` (bench/dtasks.py): (id, sent at)."""
+    argv = [sys.executable, "-c", DJANGO_SENDER, str(priority), str(count), str(start), str(spacing)]
+    env = case_env(case, url, starts_url, tmp)
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"bench.dtasks failed for case {case.key}:\n{done.stderr[-2000:]}")
+    return [(line.split()[0], float(line.split()[1])) for line in done.stdout.split("\n") if line.strip()]
 
 
 def publish_backlog(app: Celery, case: Case, url: str, n: int) -> None:
@@ -266,7 +341,10 @@ def busy_on_backlog(
     starts = Starts(starts_url)
     log = args.logs / f"priority-{case.key}.log"
     with case_workers(case, url, starts_url, args.logs, args.tmp) as procs:
-        publish_backlog(app, case, url, args.backlog)
+        if case.django:
+            enqueue_django(case, url, starts_url, args.tmp, -100, args.backlog, 0)
+        else:
+            publish_backlog(app, case, url, args.backlog)
         wait_until(
             lambda: starts.client.llen(starts_mod.KEY) >= 3 * CONCURRENCY,
             120,
@@ -288,14 +366,21 @@ def run_case(
 ) -> CaseRun:
     sent: dict[str, tuple[str, float]] = {}  # id -> (phase, sent at)
     with busy_on_backlog(case, url, starts_url, args) as (app, high, starts, procs, log):
-        burst = [send_high(app, high, i) for i in range(args.highs)]
+
+        def highs(start: int, spacing: float) -> list[tuple[str, float]]:
+            if case.django:
+                return enqueue_django(case, url, starts_url, args.tmp, 100, args.highs, start, spacing)
+            out = []
+            for i in range(args.highs):
+                out.append(send_high(app, high, start + i))
+                time.sleep(spacing)
+            return out
+
+        burst = highs(0, 0)
         sent.update((task_id, ("burst", at)) for task_id, at in burst)
         wait_until(lambda: starts.all_started([i for i, _ in burst]), 120, "the burst to start", procs, log)
         time.sleep(0.2)
-        spaced = []
-        for i in range(args.highs):
-            spaced.append(send_high(app, high, args.highs + i))
-            time.sleep(0.1)
+        spaced = highs(args.highs, 0.1)
         sent.update((task_id, ("spaced", at)) for task_id, at in spaced)
         wait_until(
             lambda: starts.all_started([i for i, _ in spaced]), 120, "the spaced highs to start", procs, log
@@ -384,6 +469,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for broker in brokers:
                 for case in cases:
                     if broker not in case.brokers:
+                        continue
+                    if not case.available():
+                        print(f"{case.key}: not measured, {case.django} is not installed", file=sys.stderr)
                         continue
                     with broker_for_case(broker, redis_url) as url:
                         result = run_case(case, broker, url, redis_url, args, round_)

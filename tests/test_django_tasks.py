@@ -169,7 +169,16 @@ def test_run_after_is_the_eta_and_queue_name_and_routes_pick_the_queue(start_wor
     assert worker.alive()
 
 
+def scripted() -> None:
+    """Stands for a task defined in a script run directly."""
+
+
+scripted.__module__ = "__main__"
+
+
 def test_bad_tasks_and_arguments_are_refused_at_enqueue_and_nothing_is_sent(broker):
+    with pytest.raises(compat.InvalidTask, match="defined in __main__"):
+        compat.Task(func=scripted)
     with pytest.raises(compat.InvalidTask, match="Queue 'nowhere' is not valid"):
         dtasks.record.using(queue_name="nowhere")
     with pytest.raises(compat.InvalidTask, match="priority must be a whole number"):

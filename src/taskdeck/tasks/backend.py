@@ -63,6 +63,11 @@ class CeleryBackend(compat.BaseTaskBackend):
 
     def validate_task(self, task: Any) -> None:
         super().validate_task(task)
+        if task.func.__module__ == "__main__":
+            raise compat.InvalidTask(
+                f"Task {task.func.__qualname__} is defined in __main__ (a script run directly): workers "
+                "import tasks by module path and cannot find it; define it in an importable module"
+            )
         runner.register(task)
 
     def validate_arguments(self, task: Any, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
