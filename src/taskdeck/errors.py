@@ -8,6 +8,18 @@ from __future__ import annotations
 from kombu.exceptions import EncodeError
 
 
+def is_database_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says the database is down or unreachable (retry, keep the data).
+
+    False when the database refused what it was sent (``DataError``,
+    ``IntegrityError``) or the error is not the database's at all: trying the
+    same data again would fail again, so the data must be set aside instead.
+    """
+    from django.db import DatabaseError, DataError, IntegrityError
+
+    return isinstance(exc, DatabaseError) and not isinstance(exc, DataError | IntegrityError)
+
+
 class TaskdeckError(Exception):
     """Base class of taskdeck's own errors."""
 

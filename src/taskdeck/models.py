@@ -281,6 +281,12 @@ class RecorderState(models.Model):
     lag = models.FloatField("lag (s)", default=0.0, help_text="Event timestamp to write, last batch, max.")
     events = models.BigIntegerField("events processed", default=0)
     reconciled = models.BigIntegerField("runs reconstructed", default=0)
+    bad_events = models.JSONField(
+        "bad events skipped",
+        default=dict,
+        blank=True,
+        help_text="Events skipped as unusable, and rows the database refused: {reason: count}.",
+    )
 
     class Meta:
         verbose_name = "recorder state"

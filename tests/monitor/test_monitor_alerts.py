@@ -1,18 +1,25 @@
-"""Alerts: one message per incident, a resolve message when it clears; log, webhook and email."""
+"""Alerts: one message per incident, a resolve message when it clears; log, webhook and email.
+
+Messages go out on the outbox's own thread: a webhook that hangs holds
+neither the evaluation nor the recorder, and a full outbox drops (and logs)
+instead of waiting.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 import pytest
 from django.core import mail
+from django.db import connections
 from django.utils import timezone
 
 from taskdeck.errors import ConfigurationError
 from taskdeck.models import AlertIncident, QueueSample, TaskRollup, Worker
 from taskdeck.monitor.alerts import Alerts, deliveries
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,6 +79,7 @@ def test_one_alert_per_incident_and_a_resolve(webhook, caplog):
         ("resolved", "feeds failing"),
         ("resolved", "worker gone"),
     ]
+    wait_for(alerts.outbox.idle, 30, "the outbox to send every message")
     assert [(m["status"], m["rule"]) for m in received].count(("firing", "backlog")) == 1
     assert len(received) == 6 and len(mail.outbox) == 6
     assert "[FIRING] backlog" in caplog.text and "[RESOLVED] backlog" in caplog.text
@@ -80,3 +88,65 @@ def test_one_alert_per_incident_and_a_resolve(webhook, caplog):
 def test_unknown_rule_kind_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="unknown_kind|kind"):
         Alerts([{"name": "x", "kind": "unknown_kind"}], [])
+
+
+@pytest.fixture
+def hanging_webhook():
+    """A real HTTP server on a free port that holds every request until released."""
+    release, arrived = threading.Event(), []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            arrived.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            release.wait(60)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", arrived, release
+    release.set()
+    server.shutdown()
+
+
+def test_a_hanging_webhook_never_holds_evaluation_and_a_full_outbox_drops(hanging_webhook, caplog):
+    url, arrived, release = hanging_webhook
+    rule = {"name": "backlog", "kind": "queue_depth", "threshold": 10}
+    alerts = Alerts([rule], deliveries({"ALERT_WEBHOOK": url}), outbox_size=2)
+
+    def evaluate_elsewhere():
+        """evaluate() on another thread: a delivery on the caller's thread shows as a hang, not a pass."""
+        found: list = []
+
+        def run():
+            found.extend(alerts.evaluate(timezone.now()))
+            connections.close_all()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        wait_for(lambda: not thread.is_alive(), 30, "evaluate() to return while the webhook hangs")
+        return found
+
+    QueueSample.objects.create(sampled_at=timezone.now(), queue="q0", ready=100)
+    assert [s for s, _ in evaluate_elsewhere()] == ["firing"]
+    wait_for(lambda: len(arrived) == 1, 30, "the first message to reach the webhook (which holds it)")
+
+    for i in range(1, 5):
+        QueueSample.objects.create(sampled_at=timezone.now(), queue=f"q{i}", ready=100)
+    assert len(evaluate_elsewhere()) == 4  # two wait in the outbox, two are dropped
+    assert alerts.outbox.dropped == 2 and caplog.text.count("alert outbox full") == 2
+
+    QueueSample.objects.all().delete()
+    assert [s for s, _ in evaluate_elsewhere()] == ["resolved"] * 5  # recorded, though not sent
+    assert AlertIncident.objects.filter(resolved_at=None).count() == 0
+    assert alerts.outbox.dropped == 7 and not release.is_set()
+
+    release.set()
+    wait_for(alerts.outbox.idle, 30, "the outbox to drain once the webhook answers")
+    assert [(m["status"], m["subject"]) for m in arrived] == [("firing", f"q{i}") for i in range(3)]
+    assert alerts.outbox.sent == 3
+    alerts.on_stop()

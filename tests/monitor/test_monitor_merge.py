@@ -101,19 +101,6 @@ def test_results_row_does_not_override_an_event():
         assert row["state"] == "SUCCESS" and row["reconstructed"] is False
 
 
-def _db_snapshot():
-    runs = {
-        r["task_id"]: r
-        for r in TaskRun.objects.values().order_by("task_id")
-        if not r.pop("id") or not r.pop("updated_at") or True
-    }
-    totals = sorted(
-        (t.name, t.queue, t.state, t.count, t.runtime_buckets, t.wait_buckets)
-        for t in TaskTotal.objects.all()
-    )
-    return runs, {model.__name__: rollups.rows(model) for model in ROLLUPS}, totals
-
-
 def _write(events, batch):
     writer, subscribers = RunWriter(), [Rollups(), Totals(BUCKETS)]
     for start in range(0, len(events), batch):
@@ -125,7 +112,7 @@ def _write(events, batch):
 @pytest.mark.django_db(transaction=True)
 def test_database_rows_do_not_depend_on_order_batching_or_duplicates():
     _write(SPREAD, len(SPREAD))
-    expected = _db_snapshot()
+    expected = rollups.snapshot()
     minutes = expected[1]["TaskRollup"].values()
     assert sum(r["succeeded"] + r["failed"] for r in minutes) == len(expected[0])  # each run counted once
     counts = (TaskRollup.objects.count(), TaskRollupQuarter.objects.count(), TaskRollupHour.objects.count())
@@ -138,7 +125,7 @@ def test_database_rows_do_not_depend_on_order_batching_or_duplicates():
         events = SPREAD + rng.sample(SPREAD, len(SPREAD))  # every event twice
         rng.shuffle(events)
         _write(events, batch)
-        assert _db_snapshot() == expected
+        assert rollups.snapshot() == expected
         rollups.assert_coarse_rows_add_up()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskdeck.models import ROLLUPS, Rollup, TaskRollup
+from taskdeck.models import ROLLUPS, Rollup, TaskRollup, TaskRun, TaskTotal
 
 COUNTS = ("succeeded", "failed", "revoked", "rejected", "retried")
 
@@ -42,3 +42,17 @@ def assert_coarse_rows_add_up() -> None:
     assert TaskRollup.objects.exists()
     for model in ROLLUPS[1:]:
         assert rows(model) == minute_sums(model), model.__name__
+
+
+def snapshot() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """Every run (without its row id and write time), every rollup table and the totals."""
+    runs = {}
+    for run in TaskRun.objects.values().order_by("task_id"):
+        run.pop("id")
+        run.pop("updated_at")
+        runs[run["task_id"]] = run
+    totals = sorted(
+        (t.name, t.queue, t.state, t.count, t.runtime_buckets, t.wait_buckets)
+        for t in TaskTotal.objects.all()
+    )
+    return runs, {model.__name__: rows(model) for model in ROLLUPS}, totals

@@ -6,6 +6,11 @@ value; a subject newly in breach opens an :class:`~taskdeck.models.AlertIncident
 and sends "firing", one no longer in breach resolves it and sends
 "resolved". Open incidents live in the database, so a recorder restart
 neither repeats nor forgets them.
+
+Messages are sent by an :class:`Outbox`: a thread of its own fed through a
+bounded queue, so a slow or dead webhook or mail server never holds the
+recorder's apply thread. When the queue is full a message is dropped and
+logged (the incident itself is in the database either way).
 """
 
 from __future__ import annotations
@@ -14,19 +19,25 @@ import datetime as dt
 import fnmatch
 import json
 import logging
+import queue
+import threading
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.mail import send_mail
+from django.db import transaction
 
 from taskdeck.errors import ConfigurationError
 from taskdeck.models import AlertIncident, QueueSample, RecorderState, TaskRollup, Worker
+from taskdeck.monitor.runs import lock_writers
 from taskdeck.monitor.subscribers import Every, Subscriber
 
 logger = logging.getLogger("taskdeck.alerts")
 
 Delivery = Callable[[str, AlertIncident], None]
+#: Messages waiting for delivery; past this many, new ones are dropped (and logged).
+QUEUE_SIZE = 1000
 KINDS = {"failure_rate", "queue_depth", "oldest_message_age", "worker_offline", "recorder_lag"}
 
 
@@ -69,6 +80,68 @@ def breaches(rule: dict[str, Any], now: dt.datetime, recorder: str = "default") 
     )
 
 
+class Outbox:
+    """Delivers (status, incident) pairs on a thread of its own, through a bounded queue."""
+
+    def __init__(self, deliver: Iterable[Delivery], size: int = QUEUE_SIZE) -> None:
+        self.deliver = list(deliver)
+        self.queue: queue.Queue[tuple[str, AlertIncident] | None] = queue.Queue(maxsize=size)
+        self.dropped = 0
+        self.sent = 0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, status: str, incident: AlertIncident) -> None:
+        """Queue one message; never blocks."""
+        self._start()
+        try:
+            self.queue.put_nowait((status, incident))
+        except queue.Full:
+            self.dropped += 1
+            logger.error(
+                "alert outbox full (%d waiting: a channel is slow or down); dropped [%s] %s",
+                self.queue.maxsize,
+                status,
+                incident.message,
+            )
+
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being sent."""
+        return self.queue.unfinished_tasks == 0
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued, for at most ``timeout`` seconds, then stop the thread."""
+        if self._thread is None:
+            return
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            logger.error("alert outbox still full at stop; %d messages not sent", self.queue.qsize())
+            return
+        self._thread.join(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="taskdeck-alerts", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                for deliver in self.deliver:
+                    try:
+                        deliver(*item)
+                    except Exception:  # one failing channel must not silence the others
+                        logger.exception("alert delivery %r failed", deliver)
+                self.sent += 1
+            finally:
+                self.queue.task_done()
+
+
 class Alerts(Subscriber):
     name = "alerts"
 
@@ -78,6 +151,7 @@ class Alerts(Subscriber):
         deliver: Iterable[Delivery],
         interval: float = 10,
         recorder: str = "default",
+        outbox_size: int = QUEUE_SIZE,
     ):
         for rule in rules:
             if rule.get("kind") not in KINDS or not rule.get("name"):
@@ -86,7 +160,7 @@ class Alerts(Subscriber):
                     f"among {', '.join(sorted(KINDS))}"
                 )
         self.rules = rules
-        self.deliver = list(deliver)
+        self.outbox = Outbox(deliver, outbox_size)
         self.every = Every(interval)
         self.recorder = recorder
 
@@ -94,8 +168,20 @@ class Alerts(Subscriber):
         if self.every.due(now):
             self.evaluate(dt.datetime.fromtimestamp(now, dt.UTC))
 
+    def on_stop(self) -> None:
+        self.outbox.close()
+
     def evaluate(self, now: dt.datetime) -> list[tuple[str, AlertIncident]]:
-        """Open and resolve incidents; returns the (status, incident) pairs delivered."""
+        """Open and resolve incidents; returns the (status, incident) pairs handed to the outbox."""
+        with transaction.atomic():
+            # Two recorders at once (one restarted elsewhere) must not open an incident twice.
+            lock_writers()
+            sent = self._open_and_resolve(now)
+        for status, incident in sent:
+            self.outbox.put(status, incident)
+        return sent
+
+    def _open_and_resolve(self, now: dt.datetime) -> list[tuple[str, AlertIncident]]:
         sent = []
         for rule in self.rules:
             found = breaches(rule, now, self.recorder)
@@ -117,12 +203,6 @@ class Alerts(Subscriber):
                     incident.resolved_at = now
                     incident.save(update_fields=["resolved_at"])
                     sent.append(("resolved", incident))
-        for status, incident in sent:
-            for deliver in self.deliver:
-                try:
-                    deliver(status, incident)
-                except Exception:  # one failing channel must not silence the others
-                    logger.exception("alert delivery %r failed", deliver)
         return sent
 
 

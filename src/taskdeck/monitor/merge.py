@@ -76,10 +76,23 @@ class RunFact:
 
 
 def clip(value: Any, limit: int) -> str:
+    """``value`` (its repr if not text) as the database stores it, cut to ``limit`` characters."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    out = storable(value if isinstance(value, str) else repr(value))
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def storable(value: str) -> str:
+    """``value`` with what PostgreSQL refuses in text (NUL, lone surrogates) escaped."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def fact_from_event(event: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) -> RunFact | None:

@@ -7,36 +7,92 @@ stays flat). ``Recorder`` takes a batch, folds its task events into runs
 Between batches it reconciles from the results table and ticks the
 subscribers. Everything comes in through the constructor; :func:`build`
 wires the defaults from settings.
+
+Nothing on the event exchange stops the recorder. A message that does not
+decode, an event Celery's receiver cannot read, and an event that fails
+:func:`~taskdeck.monitor.validation.check` are counted as bad
+(``taskdeck_recorder_bad_events_total{reason}``) and skipped. A batch the
+database refuses (``DataError``, ``IntegrityError``, or any error that is
+not the database being unreachable) is split in halves until the event
+whose row is refused stands alone; that one is dead-lettered (kind
+``"row"``) and the rest written. A database that is down or unreachable is
+retried with backoff, the batch kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connections, reset_queries, transaction
+from celery.events.receiver import EventReceiver
+from django.db import close_old_connections, connections, reset_queries, transaction
 from django.db.models import F
 
+from taskdeck import deadletter
+from taskdeck.errors import is_database_outage
 from taskdeck.models import RecorderState
 from taskdeck.monitor.merge import fact_from_event
 from taskdeck.monitor.reconcile import ResultsSource
-from taskdeck.monitor.runs import RunWriter
+from taskdeck.monitor.runs import RunWriter, lock_writers
 from taskdeck.monitor.subscribers import Every, Subscriber
+from taskdeck.monitor.validation import BadEvents, check
 
 logger = logging.getLogger("taskdeck.monitor")
+
+
+class SafeReceiver(EventReceiver):
+    """Celery's event receiver, except that one bad message or event is counted, never fatal.
+
+    Celery's own receiver lets an undecodable message, or an event its
+    clock and time-zone handling cannot read (``clock: "x"``, a body that
+    is not an object), raise out of the consumer: the capture loop would
+    reconnect, and drop what was published meanwhile.
+    """
+
+    def __init__(self, *args: Any, bad: BadEvents, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bad = bad
+
+    def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 (kombu's name)
+        return [
+            Consumer(
+                queues=[self.queue],
+                callbacks=[self._receive_each],
+                no_ack=True,
+                accept=self.accept,
+                on_decode_error=self._undecodable,
+            )
+        ]
+
+    def _receive_each(self, body: Any, message: Any) -> None:
+        for event in body if isinstance(body, list) else [body]:
+            try:
+                self.process(*self.event_from_message(event))
+            except Exception as exc:  # noqa: BLE001 - whatever a bad event raises in Celery's code
+                _, reason, detail = check(event)
+                self.bad.add(reason or "unreadable", event, detail or f"{type(exc).__name__}: {exc}")
+
+    def _undecodable(self, message: Any, exc: Exception) -> None:
+        body = message.body if isinstance(message.body, bytes | str) else repr(message.body)
+        self.bad.add(
+            "undecodable", body[:2000], f"content type {message.content_type!r}: {type(exc).__name__}: {exc}"
+        )
 
 
 class EventSource:
     """Celery events from the broker, on a capture thread, through a bounded buffer."""
 
-    def __init__(self, app: Any, buffer: int = 20000) -> None:
+    def __init__(self, app: Any, buffer: int = 20000, bad: BadEvents | None = None) -> None:
         self.app = app
+        self.bad = bad or BadEvents()
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=buffer)
         self._receiver: Any = None
         self._stopping = threading.Event()
@@ -80,7 +136,7 @@ class EventSource:
         while not self._stopping.is_set():
             try:
                 with self.app.connection_for_read() as conn:
-                    receiver = self.app.events.Receiver(conn, handlers={"*": self._put}, app=self.app)
+                    receiver = SafeReceiver(conn, handlers={"*": self._put}, app=self.app, bad=self.bad)
                     on_ready = receiver.on_consume_ready
 
                     def consume_ready(*args: Any, on_ready: Any = on_ready, **kwargs: Any) -> None:
@@ -111,6 +167,8 @@ class Recorder:
         settings: dict[str, Any],
         name: str = "default",
         clock: Callable[[], float] = time.time,
+        bad: BadEvents | None = None,
+        dead_letter: Callable[..., None] = deadletter.store,
     ) -> None:
         self.source = source
         self.runs = runs
@@ -119,9 +177,12 @@ class Recorder:
         self.settings = settings
         self.name = name
         self.clock = clock
+        self.bad = bad or getattr(source, "bad", None) or BadEvents(store=dead_letter)
+        self.dead_letter = dead_letter
         self.reconcile_every = Every(settings["RECONCILE_INTERVAL"])
         self.heartbeat_every = Every(1.0)
         self.stopping = threading.Event()
+        self._next_error_log: dict[str, float] = {}
 
     # --- the loop -----------------------------------------------------------
 
@@ -139,17 +200,17 @@ class Recorder:
         since = None
         if last_event_at is not None:
             since = last_event_at - dt.timedelta(seconds=self.settings["RECONCILE_MARGIN"])
-        self.reconcile(since, None)
+        self._safely(self.reconcile, since, None)
         self.reconcile_every.due(now)
         logger.info("recorder %r started (pid %s)", self.name, os.getpid())
         try:
             while not self.stopping.is_set():
-                events = self.source.batch(self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"])
-                self._safely(self.process, events)
+                self.process(self.source.batch(self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"]))
                 self._safely(self.tick, self.clock())
         finally:
             self.source.stop()
-            self._safely(self.process, self.source.batch(self.settings["BUFFER"], 0))
+            self.process(self.source.batch(self.settings["BUFFER"], 0))
+            self._safely(self.save_bad_events)
             for subscriber in self.subscribers:
                 subscriber.on_stop()
             logger.info("recorder %r stopped", self.name)
@@ -157,17 +218,22 @@ class Recorder:
     def stop(self) -> None:
         self.stopping.set()
 
-    def _safely(self, step: Callable[..., Any], *args: Any) -> None:
-        """Run one step; on a database error, reconnect and retry it so no batch is lost."""
+    def _retrying(self, step: Callable[..., Any], *args: Any) -> bool:
+        """Run ``step``; while the database is down, reconnect and run it again, so nothing is lost.
+
+        Any other error is raised. False when the recorder is stopping and gave up.
+        """
         delay = 0.5
         while True:
             try:
                 step(*args)
-                return
-            except DatabaseError:
+                return True
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
                 if self.stopping.is_set() and delay > 4:
                     logger.error("recorder stopping with an unwritten batch", exc_info=True)
-                    return
+                    return False
                 logger.warning("database error; retrying in %.1fs", delay, exc_info=True)
                 close_old_connections()
                 for conn in connections.all():
@@ -175,41 +241,116 @@ class Recorder:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _safely(self, step: Callable[..., Any], *args: Any) -> None:
+        """:meth:`_retrying`, and any other error logged (once a minute per step), never raised."""
+        try:
+            self._retrying(step, *args)
+        except Exception:  # noqa: BLE001 - a bug or bad data in one step must not stop recording
+            self._log_error(getattr(step, "__name__", repr(step)))
+
+    def _log_error(self, what: str) -> None:
+        now = time.monotonic()
+        if now >= self._next_error_log.get(what, 0.0):
+            self._next_error_log[what] = now + 60.0
+            logger.exception("recorder step %s failed; carrying on", what)
+
     # --- one batch ----------------------------------------------------------
 
-    def process(self, events: list[dict[str, Any]]) -> None:
+    def process(self, events: list[Any]) -> None:
+        """Check, then write one batch: bad events counted and skipped, refused rows dead-lettered."""
         if not events:
             return
+        clean = []
+        for event in events:
+            good, reason, detail = check(event)
+            if good is None:
+                self.bad.add(reason, event, detail)
+            else:
+                clean.append(good)
+        if clean:
+            self._write_or_split(clean)
+        # With DEBUG on Django keeps the last 9000 queries, each batch's INSERT among
+        # them: megabytes that look like a leak. The recorder never needs them.
+        reset_queries()
+
+    def _write_or_split(self, events: list[dict[str, Any]]) -> None:
+        try:
+            self._retrying(self.write, events)
+        except Exception as exc:  # noqa: BLE001 - refused: find the event whose row it is
+            if len(events) == 1:
+                self._refused(events[0], exc)
+                return
+            middle = len(events) // 2
+            self._write_or_split(events[:middle])
+            self._write_or_split(events[middle:])
+
+    def _refused(self, event: dict[str, Any], exc: Exception) -> None:
+        reason = f"the database refused the row this event makes: {type(exc).__name__}: {exc}"
+        logger.error("%s; event dead-lettered: %.300r", reason, event, exc_info=exc)
+        self.bad.count("row refused")
+        self.dead_letter(
+            "row",
+            reason,
+            source=f"recorder {self.name}",
+            body=json.dumps(event, default=repr),
+            task_id=event.get("uuid"),
+            task=event.get("name"),
+        )
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        """Apply checked events: the runs, what subscribers derive, the recorder's mark."""
         limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
         facts = [fact for event in events if (fact := fact_from_event(event, *limits)) is not None]
         # One transaction for the runs, what the subscribers derive from them and the
         # recorder's mark: a recorder killed (or a database error) mid-batch leaves none
         # of it, so the runs are rebuilt and counted again, never half counted.
         with transaction.atomic():
+            lock_writers()
             changes = self.runs.apply(facts)
             for subscriber in self.subscribers:
                 subscriber.on_events(events)
                 subscriber.on_changes(changes)
             now = self.clock()
-            stamps = [float(e["timestamp"]) for e in events if e.get("timestamp")]
+            stamps = [e["timestamp"] for e in events if e.get("timestamp")]
             if stamps:
                 RecorderState.objects.filter(name=self.name).update(
                     events=F("events") + len(events),
                     last_event_at=dt.datetime.fromtimestamp(max(stamps), dt.UTC),
                     lag=max(now - min(stamps), 0.0),
                 )
-        # With DEBUG on Django keeps the last 9000 queries, each batch's INSERT among
-        # them: megabytes that look like a leak. The recorder never needs them.
-        reset_queries()
+
+    def save_bad_events(self) -> None:
+        """Add the bad events counted since the last call to the recorder's row (for /metrics)."""
+        counts = self.bad.take()
+        if not counts:
+            return
+        try:
+            with transaction.atomic():
+                state = RecorderState.objects.select_for_update().filter(name=self.name).first()
+                if state is None:
+                    state = RecorderState(name=self.name)
+                totals = Counter(state.bad_events or {})
+                totals.update(counts)
+                state.bad_events = dict(totals)
+                state.save()
+        except BaseException:
+            self.bad.give_back(counts)
+            raise
 
     def tick(self, now: float) -> None:
+        self.save_bad_events()
         if self.reconcile_every.due(now):
             # Leave the newest runs to their events; reconcile what should have arrived.
             margin = dt.timedelta(seconds=self.settings["RECONCILE_MARGIN"])
             until = dt.datetime.fromtimestamp(now, dt.UTC) - dt.timedelta(seconds=10)
             self.reconcile(until - margin, until)
         for subscriber in self.subscribers:
-            subscriber.on_tick(now)
+            try:
+                subscriber.on_tick(now)
+            except Exception as exc:
+                if is_database_outage(exc):
+                    raise
+                self._log_error(f"{subscriber.name}.on_tick")
         if self.source.ready.is_set() and self.heartbeat_every.due(now):
             RecorderState.objects.filter(name=self.name).update(
                 heartbeat_at=dt.datetime.fromtimestamp(now, dt.UTC)
@@ -221,7 +362,8 @@ class Recorder:
             return 0
         filled = 0
         for facts in self.results.missing(since, until):
-            with transaction.atomic():  # as in process(): runs and what derives from them together
+            with transaction.atomic():  # as in write(): runs and what derives from them together
+                lock_writers()
                 changes = self.runs.apply(facts)
                 for subscriber in self.subscribers:
                     subscriber.on_changes(changes)
@@ -242,6 +384,7 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
     from taskdeck.monitor.workers import WorkerInspector, Workers
 
     s = settings or conf.monitor()
+    bad = BadEvents(store=deadletter.store)
     subscribers: list[Subscriber] = [
         Workers(misses=s["HEARTBEAT_MISSES"]),
         WorkerInspector(lambda: app.control.inspect(timeout=1.0).stats(), s["INSPECT_INTERVAL"]),
@@ -266,10 +409,11 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
     if s["ALERTS"]:
         subscribers.append(Alerts(s["ALERTS"], deliveries(s), interval=s["ALERT_INTERVAL"], recorder=name))
     return Recorder(
-        source=EventSource(app, s["BUFFER"]),
+        source=EventSource(app, s["BUFFER"], bad),
         runs=RunWriter(),
         subscribers=subscribers,
         results=ResultsSource(s["REPR_LIMIT"], s["TRACEBACK_LIMIT"]),
         settings=s,
         name=name,
+        bad=bad,
     )

@@ -11,7 +11,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 
 from taskdeck.models import TaskRun
 from taskdeck.monitor import merge
@@ -38,6 +38,8 @@ PLAIN = (
     *merge.IDENTITY,
     *(name for name in merge.ATTEMPT if name != "runtime"),
 )
+#: The PostgreSQL advisory lock every transaction that writes runs holds (see :func:`lock_writers`).
+WRITERS_LOCK = 0x7464_7275  # "tdru"
 UPDATE_FIELDS = [name for name in PLAIN if name != "task_id"] + list(TIMESTAMPS.values()) + ["updated_at"]
 
 
@@ -63,6 +65,24 @@ def model_from_row(row: dict[str, Any]) -> TaskRun:
     for name in (*merge.IDENTITY, "worker", "result", "exception", "traceback"):
         fields[name] = fields[name] or ""
     return TaskRun(**fields)
+
+
+def lock_writers(using: str = "default") -> None:
+    """Wait until no other transaction writes runs, then hold that right until this one ends.
+
+    Two recorders (one restarted on another host before the old one
+    stopped) both receive every event. A new run has no row to lock: both
+    would read it as new, both write it, and both add it to the rollups and
+    totals. Taken first in each batch's transaction, this lock makes the
+    second recorder read what the first committed; the merge is idempotent,
+    so its batch then changes nothing and moves no count. On SQLite, writing
+    transactions are serialised by the database itself (a stale one fails
+    and its batch is retried).
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [WRITERS_LOCK])
 
 
 class RunWriter:

@@ -10,6 +10,7 @@ from typing import Any
 from django.db import transaction
 
 from taskdeck.models import Worker
+from taskdeck.monitor.merge import clip
 from taskdeck.monitor.subscribers import Every, Subscriber
 
 logger = logging.getLogger("taskdeck.monitor")
@@ -59,7 +60,8 @@ class Workers(Subscriber):
                 row.active = int(event.get("active") or 0)
                 row.processed = int(event.get("processed") or row.processed or 0)
                 row.loadavg = list(event.get("loadavg") or [])
-                row.software = f"{event.get('sw_ident', '')} {event.get('sw_ver', '')}".strip()
+                software = f"{event.get('sw_ident') or ''} {event.get('sw_ver') or ''}".strip()
+                row.software = clip(software, Worker._meta.get_field("software").max_length or 128)
                 row.save(using=self.using)
 
     def on_tick(self, now: float) -> None:

@@ -31,14 +31,15 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from billiard.context import Process
 
-from taskdeck import conf
+from taskdeck import conf, deadletter
+from taskdeck.errors import is_database_outage
 from taskdeck.results import upsert
-from taskdeck.results.writebehind import WriteBehindBackend, decode_row, redis_url
+from taskdeck.results.writebehind import WriteBehindBackend, decode_row, encode_row, redis_url
 
 logger = logging.getLogger("taskdeck.results")
 
@@ -127,13 +128,51 @@ class Flusher:
         raw = self.client.lrange(self.pending_key, 0, self.batch_size - 1)
         if not raw:
             return 0
-        upsert.upsert(TaskResult, fold(decode_row(r) for r in raw))
+        self.write(TaskResult, fold(self._decoded(raw)))
         if not self._trim(keys=[self.lock_key, self.pending_key], args=[self.name, len(raw)]):
             # Our lock expired mid-batch and another flusher owns the list now:
             # it will write these rows again (idempotent); we must not trim.
             logger.warning("result flusher %s lost its lock during a batch", self.name)
             return 0
         return len(raw)
+
+    def write(self, model: Any, rows: list[dict[str, Any]]) -> None:
+        """Upsert ``rows``. A batch the database refuses (not an outage: that is raised) is
+        split until the refused row stands alone; that row is dead-lettered, the others written."""
+        try:
+            upsert.upsert(model, rows)
+        except Exception as exc:
+            if is_database_outage(exc) or not rows:
+                raise
+            if len(rows) > 1:
+                self.write(model, rows[: len(rows) // 2])
+                self.write(model, rows[len(rows) // 2 :])
+                return
+            reason = f"the database refused this result row: {type(exc).__name__}: {exc}"
+            logger.error("result flusher %s: %s; dead-lettered", self.name, reason)
+            self._dead_letter(reason, encode_row(rows[0]), rows[0])
+
+    def _decoded(self, raw: list[bytes]) -> Iterator[dict[str, Any]]:
+        for item in raw:
+            try:
+                row = decode_row(item)
+                if isinstance(row, dict) and row.get("task_id"):
+                    yield row
+                    continue
+                error = "no task id"
+            except Exception as exc:  # noqa: BLE001 - written by another version, or by hand
+                error = f"{type(exc).__name__}: {exc}"
+            self._dead_letter(f"pending result row does not decode: {error}", item, {})
+
+    def _dead_letter(self, reason: str, body: bytes, row: dict[str, Any]) -> None:
+        deadletter.store(
+            "result",
+            reason,
+            source=f"result flusher {self.name}",
+            body=body,
+            task_id=str(row.get("task_id") or ""),
+            task=str(row.get("task_name") or ""),
+        )
 
     def drain(self) -> int:
         """Flush until nothing is pending (or another flusher holds the lock)."""
@@ -186,14 +225,17 @@ def run_flusher(flusher: Flusher, should_stop: Callable[[], bool], sleep: Callab
     """Flush until ``should_stop()``, then drain what is left."""
     from django.db import connections
 
+    backoff = first_backoff = min(5.0, flusher.interval * 10)
     while not should_stop():
         try:
             written = flusher.flush()
         except Exception:  # noqa: BLE001 - database or Redis down: keep trying, lose nothing
-            logger.exception("result flusher %s: batch failed, will retry", flusher.name)
+            logger.exception("result flusher %s: batch failed, retrying in %.1fs", flusher.name, backoff)
             connections.close_all()
-            sleep(min(5.0, flusher.interval * 10))
+            sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
             continue
+        backoff = first_backoff
         for conn in connections.all(initialized_only=True):
             conn.close_if_unusable_or_obsolete()
         if written < flusher.batch_size:
