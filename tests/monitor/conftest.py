@@ -18,13 +18,13 @@ EVENTS = json.loads((Path(__file__).parent / "data" / "events.json").read_text()
 @pytest.fixture
 def start_recorder(
     services_env: dict[str, str], request: pytest.FixtureRequest
-) -> Iterator[Callable[[], Proc]]:
+) -> Iterator[Callable[..., Proc]]:
     from taskdeck.models import RecorderState
 
     procs: list[Proc] = []
 
-    def start() -> Proc:
-        args = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core"]
+    def start(name: str = "default") -> Proc:
+        args = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "--name", name]
         proc = Proc(args, services_env, ARTIFACTS / f"{request.node.name}-recorder-{len(procs)}.log")
         procs.append(proc)
         wait_for(
