@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from taskdeck.models import ROLLUPS, RecorderState, TaskRun, TaskTotal
+from taskdeck.models import ROLLUPS, TaskRun, TaskTotal
 from taskdeck.monitor.merge import FINAL
 from tests.support import rollups
-from tests.support.events import publish_events
-from tests.support.services import wait_for
+from tests.support.events import publish_events, wait_applied
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,31 +59,13 @@ def publish_by_run(events: list[dict]) -> None:
     publish_events([[e for run in runs[start : start + 2] for e in run] for start in range(0, len(runs), 2)])
 
 
-def applied_everything(*names: str) -> None:
-    """Wait until each recorder named has applied everything published so far.
-
-    A heartbeat stamped now is published (again, until it is seen): a recorder's
-    ``last_event_at`` reaching it means that recorder applied every event published before it
-    (one queue, applied in order). Repeated because a recorder that just started may miss an
-    event published before its subscription reached the broker.
-    """
-    stamp = time.time()
-
-    def seen() -> bool:
-        publish_events([{"type": "worker-heartbeat", "hostname": "mark@test", "timestamp": time.time()}])
-        marks = dict(RecorderState.objects.filter(name__in=names).values_list("name", "last_event_at"))
-        return all(marks.get(n) and marks[n].timestamp() >= stamp for n in names)
-
-    wait_for(seen, 90, f"recorders {names} to apply every event")
-
-
 def test_two_recorders_at_once_record_what_one_records(start_recorder):
     events = workload()
     runs = len({e["uuid"] for e in events})
     first = start_recorder("old")
-    applied_everything("old")
+    wait_applied("old")
     publish_by_run(events)
-    applied_everything("old")
+    wait_applied("old")
     alone = rollups.snapshot()
     assert len(alone[0]) == runs == COPIES * 8  # 8 runs in the recording
     assert {r["state"] for r in alone[0].values()} <= FINAL
@@ -97,9 +78,9 @@ def test_two_recorders_at_once_record_what_one_records(start_recorder):
     # The new one, while the old one still runs. Both past their start-up: they take the
     # workload at the same moment, the case where a run could be counted twice.
     second = start_recorder("new")
-    applied_everything("old", "new")
+    wait_applied("old", "new")
     publish_by_run(events)
-    applied_everything("old", "new")
+    wait_applied("old", "new")
     assert first.alive() and second.alive()
     together = rollups.snapshot()
     assert together[0] == alone[0]

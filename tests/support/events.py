@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import current_app
@@ -41,3 +42,24 @@ def run_events(task_id: str, name: str, start: float, *, queue: str = "default",
         {"type": "task-succeeded", "uuid": task_id, "runtime": 0.5, "result": "1", "timestamp": start + 0.52}
         | worker,
     ]
+
+
+def wait_applied(*names: str, timeout: float = 90) -> None:
+    """Wait until each recorder named has applied everything published so far.
+
+    A heartbeat stamped now is published (again, until it is seen): a recorder's
+    ``last_event_at`` reaching it means that recorder applied every event published before it
+    (one queue, applied in order). Repeated because a recorder that just started may miss an
+    event published before its subscription reached the broker.
+    """
+    from taskdeck.models import RecorderState
+    from tests.support.services import wait_for
+
+    stamp = time.time()
+
+    def seen() -> bool:
+        publish_events([{"type": "worker-heartbeat", "hostname": "mark@test", "timestamp": time.time()}])
+        marks = dict(RecorderState.objects.filter(name__in=names).values_list("name", "last_event_at"))
+        return all(marks.get(n) and marks[n].timestamp() >= stamp for n in names)
+
+    wait_for(seen, timeout, f"recorders {names} to apply every event")
