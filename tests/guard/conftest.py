@@ -25,10 +25,16 @@ class Bus:
     leftover: Callable[[], int]
 
 
+@pytest.fixture
+def worker_env() -> dict[str, str]:
+    """Environment the worker starts with besides the probe's; a test module may override it."""
+    return {}
+
+
 @pytest.fixture(params=["redis", "rabbitmq"])
-def bus(request: pytest.FixtureRequest, probe: Any) -> Bus:
+def bus(request: pytest.FixtureRequest, probe: Any, worker_env: dict[str, str]) -> Bus:
     """The worker, the app to publish with, and ``leftover()``: messages still queued or unacknowledged."""
-    args, env = PROBE_ARGS, probe.env
+    args, env = PROBE_ARGS, {**probe.env, **worker_env}
     if request.param == "redis":
         worker = request.getfixturevalue("start_worker")(["default"], concurrency=1, args=args, env=env)
         client = redis.Redis.from_url(request.getfixturevalue("broker"))
