@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 import django
 
+from taskdeck.datadir import secret_key
 from taskdeck.lanes import NOTES_LANES, declare_queues, lanes_for
 from taskdeck.routing import TaskRoutes
 
@@ -22,9 +23,39 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # file, SQLite database, logs. Git-ignored.
 DATA_DIR = Path(os.environ.get("TASKDECK_DATA_DIR", BASE_DIR / ".taskdeck"))
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-local-development-key-change-me")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+# --- Production defaults (docs/deploying.md) ---------------------------------
+
+# Debug pages list every URL and show server paths: only on request.
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+# Set one key for every host of a deployment; a single machine gets one
+# generated into the data folder (mode 0600) on first start.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secret_key(DATA_DIR)
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+# HTTPS only (secure cookies, HSTS, redirect to https) when the site is served
+# through TLS: on by default once DJANGO_SECRET_KEY is set (a deployment);
+# `taskdeck up` alone on 127.0.0.1 serves plain HTTP. DJANGO_HTTPS=1/0 decides.
+HTTPS = os.environ.get("DJANGO_HTTPS", "1" if os.environ.get("DJANGO_SECRET_KEY") else "0") == "1"
+SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000")) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = os.environ.get("DJANGO_HSTS_INCLUDE_SUBDOMAINS", "1") == "1"
+# Preloading is a commitment to the browsers' list that only the domain's
+# owner can make: off unless asked for, and its reminder (W021) silenced.
+SECURE_HSTS_PRELOAD = os.environ.get("DJANGO_HSTS_PRELOAD") == "1"
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Behind a TLS proxy that sets X-Forwarded-Proto (and strips the client's):
+# the header that says the request came in over https. Empty: no proxy.
+_proxy_ssl_header = os.environ.get("DJANGO_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO" if HTTPS else "")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -33,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Its Swagger UI and ReDoc assets, served from here instead of a CDN.
+    "ninja",
     "django_celery_results",
     # Schedules edited in the admin when django-celery-beat is installed
     # (extra `beat`; it installs on Django < 6.1 only): see CELERY_BEAT_SCHEDULER.
@@ -51,6 +84,8 @@ if django.VERSION < (6, 0) and find_spec("django_tasks"):
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web server itself: no CDN, no separate file server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -104,6 +139,13 @@ USE_TZ = True
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# Compressed copies made by `manage.py collectstatic`; without it (`taskdeck up`)
+# the files are served from the apps' static folders.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
 
 LOGGING = {
     "version": 1,

@@ -30,6 +30,9 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import TaskResult
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from taskdeck.api import api
 from taskdeck.models import ApiToken, AuditEntry, TaskRun
@@ -185,3 +188,84 @@ def test_masked_arguments_never_appear_anywhere(
     }
     assert {where: SECRET in text for where, text in seen.items()} == dict.fromkeys(seen, False)
     assert run.kwargs == masked and "***" in seen["api detail"]  # the mask is what is shown
+
+
+# --- What the API and the pages refuse: too many parameters, unknown states, long values -----------
+
+KNOWN_STATES = ["SENT", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED"]
+# Generation only: each example is a dozen requests, shrinking them takes minutes.
+FUZZ = hypothesis_settings(
+    max_examples=15,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def api_paths_with_query() -> list[str]:
+    """The GET operations that read query parameters (the others never parse the query string)."""
+    schema = api.get_openapi_schema(path_prefix="/taskdeck/api")
+    return sorted(
+        re.sub(r"\{[^}]+\}", "x", path)
+        for path, ops in schema["paths"].items()
+        if any(p["in"] == "query" for p in ops.get("get", {}).get("parameters", []))
+    )
+
+
+def many_parameters(count: int, key: str) -> str:
+    return "&".join(f"{key}{i}={i}" for i in range(count))
+
+
+@FUZZ
+@given(
+    count=st.integers(min_value=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1, max_value=3000),
+    key=st.sampled_from(["p", "state", "q", "a%00"]),
+)
+def test_too_many_parameters_are_refused_with_400_never_a_500(client, django_user_model, count, key):
+    """1,200 query parameters on a login page or the API gave a 500; now a 400 (the API's says why).
+
+    With DEBUG off, the default: Django's debug page (DJANGO_DEBUG=1) parses the
+    query string again to show it, and fails with a 500 of its own.
+    """
+    ops = django_user_model.objects.get_or_create(username="ops", is_staff=True, is_superuser=True)[0]
+    ApiToken.objects.filter(name="fuzz").delete()
+    token = ApiToken.issue("fuzz")
+    query = many_parameters(count, key)
+    logins = [reverse("taskdeck:login"), "/admin/login/"]
+    pages = [reverse("taskdeck:overview"), reverse("taskdeck:tasks")]
+    assert not settings.DEBUG
+    for path in api_paths_with_query():
+        answer = client.get(f"{path}?{query}", HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert answer.status_code == 400, (path, answer.status_code)
+        assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in answer.json()["detail"]
+    logged = Client(raise_request_exception=False)
+    logged.force_login(ops)
+    for path in pages:
+        assert logged.get(f"{path}?{query}").status_code == 400, path
+    for path in logins:
+        assert Client(raise_request_exception=False).get(f"{path}?{query}").status_code == 400, path
+
+
+@FUZZ
+@given(
+    states=st.lists(
+        st.one_of(st.sampled_from(KNOWN_STATES + [s.lower() for s in KNOWN_STATES]), st.text(max_size=12)),
+        max_size=40,
+    ),
+    q=st.one_of(st.none(), st.text(max_size=300)),
+)
+def test_unknown_states_are_refused_with_422_and_long_values_too(staff_client, states, q):
+    """``state=S0,…,S1999&q=a`` took 9.6 s: each state is checked first, an unknown one is a 422 naming it."""
+    params = {"state": ",".join(states)}
+    if q is not None:
+        params["q"] = q
+    answer = staff_client.get("/taskdeck/api/tasks", params)
+    given_states = [s.strip().upper() for s in ",".join(states).split(",") if s.strip()]
+    unknown = [s for s in given_states if s not in KNOWN_STATES]
+    too_long = q is not None and len(q) > 255
+    if unknown or too_long or "\x00" in (q or ""):
+        assert answer.status_code == 422, (params, answer.content)
+        if unknown:
+            assert "unknown state" in str(answer.json()["detail"]), answer.content
+    else:
+        assert answer.status_code == 200, (params, answer.content)

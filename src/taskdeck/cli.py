@@ -116,7 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     options = conf.get()
     data_dir = Path(options["DATA_DIR"])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_data(data_dir, settings.DATABASES["default"])
     app = celery_app(args)
     broker_url = app.conf.broker_url or ""
     address = args.address or options["WEB_ADDRESS"]
@@ -185,6 +185,18 @@ def _system_checks(fleet: Any) -> None:
     errors = [m.id for m in messages if m.is_serious()]
     if errors:
         raise TaskdeckError(f"system check errors ({', '.join(map(str, errors))}): fix them and start again")
+
+
+def _private_data(data_dir: Path, database: Any) -> None:
+    """The data folder 0700 and its files 0600; what ``up``'s processes make later is born private."""
+    from taskdeck import datadir
+
+    os.umask(datadir.PRIVATE_UMASK)  # inherited by every process started below
+    datadir.tighten(data_dir)
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = Path(str(database["NAME"]))
+        if name.resolve().is_relative_to(data_dir.resolve()):
+            datadir.private_file(name)
 
 
 def _check_broker(app: Any, broker_url: str) -> None:

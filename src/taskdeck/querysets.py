@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 _R = TypeVar("_R", bound="Rollup")
 
 FINAL = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
+#: search_page merges at most this many keyset pages (state x name pairs); past it, one query.
+MAX_MERGED_PAGES = 64
 
 
 class PruneMixin:
@@ -115,6 +117,13 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
             if not names:
                 return []
         combos = [(s, n) for s in dict.fromkeys(states or [None]) for n in names]
+        if len(combos) > MAX_MERGED_PAGES:
+            # One query per pair would be thousands (every state by hundreds of
+            # names): one query over all of them costs one sort instead.
+            combined = self.search(state=",".join(states) or None, **filters)
+            if names != [None]:
+                combined = combined.filter(name__in=names)
+            return combined.page(after, limit)
         pages = [self.search(state=s, name=n, **filters).page(after, limit) for s, n in combos]
         if len(pages) == 1:
             return pages[0]

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,7 +82,11 @@ def stop_up(proc: Proc) -> str:
 
 def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env: dict[str, str]) -> None:
     port = free_port()
-    up = start_up(embedded_env, "embedded", "--address", f"127.0.0.1:{port}")
+    loose = os.umask(0o022)  # a usual umask: the data folder is private all the same
+    try:
+        up = start_up(embedded_env, "embedded", "--address", f"127.0.0.1:{port}")
+    finally:
+        os.umask(loose)
     try:
         log = up.output()
         assert "starting the embedded Redis" in log
@@ -109,6 +114,8 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env
         assert any(
             n == "orders.tasks.charge_payment" and r == "2" for n, _, _, s, r in rows if s == "SUCCESS"
         )
+
+        assert_private(data)
 
         status = run(["status"], embedded_env)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -142,6 +149,22 @@ def test_up_with_celery_broker_set_uses_it_starts_no_redis_and_restarts_a_dead_w
         assert up.alive()
     finally:
         stop_up(up)
+
+
+def assert_private(data: Path) -> None:
+    """The data folder 0700, and in it: folders 0700, files 0600 (database, WAL, append-only files, key)."""
+    modes = {str(p.relative_to(data)): stat.S_IMODE(p.lstat().st_mode) for p in data.rglob("*")}
+    modes["."] = stat.S_IMODE(data.stat().st_mode)
+    names = set(modes)
+    assert {"db.sqlite3", "db.sqlite3-wal", "secret_key"} <= names, names
+    assert any(name.startswith("appendonlydir/") for name in names), names
+    loose = {
+        name: oct(mode)
+        for name, mode in modes.items()
+        if not stat.S_ISSOCK((data / name).lstat().st_mode)
+        and mode != (0o700 if (data / name).is_dir() else 0o600)
+    }
+    assert not loose, loose
 
 
 def worker_main_pid(marker: str, group: str) -> int | None:

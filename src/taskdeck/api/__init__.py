@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 
 from celery import current_app
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import NinjaAPI, Query, Schema
+from ninja import Field, NinjaAPI, Query, Schema
+from pydantic import field_validator
 
 from taskdeck.api import schemas
 from taskdeck.api.auth import API_AUTH, viewer_or_token
-from taskdeck.models import QueueSample, TaskRun, Worker
+from taskdeck.models import QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
 from taskdeck.monitor.merge import FINAL
@@ -32,16 +34,33 @@ api = NinjaAPI(
 )
 
 
+#: Longest name, queue, worker or search accepted: the columns' size.
+TEXT_LIMIT = 255
+
+
 class TaskFilters(Schema):
-    state: str | None = None
-    name: str | None = None
-    queue: str | None = None
-    worker: str | None = None
+    state: str | None = Field(None, description="Comma-separated states, e.g. FAILURE,RETRY")
+    name: str | None = Field(None, max_length=TEXT_LIMIT)
+    queue: str | None = Field(None, max_length=TEXT_LIMIT)
+    worker: str | None = Field(None, max_length=TEXT_LIMIT)
     since: dt.datetime | None = None
     until: dt.datetime | None = None
-    q: str | None = None
+    q: str | None = Field(None, max_length=TEXT_LIMIT)
     after: int | None = None
     limit: int = 50
+
+    @field_validator("state")
+    @classmethod
+    def known_states(cls, value: str | None) -> str | None:
+        """Each state one of TaskState's: an unknown one is refused (422), not searched for."""
+        if value is None:
+            return None
+        states = [s.strip().upper() for s in value.split(",") if s.strip()]
+        unknown = [s for s in dict.fromkeys(states) if s not in TaskState.values]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ValueError(f"unknown state {shown}; known: {', '.join(TaskState.values)}")
+        return ",".join(dict.fromkeys(states)) or None
 
 
 @api.get("/tasks", response=schemas.TaskPage, summary="Task runs, newest first (keyset pagination)")
@@ -129,6 +148,13 @@ def series(request, window: int = 3600, name: str | None = None, queue: str | No
 @api.get("/health", response=schemas.Health, summary="Broker, database, recorder lag and workers")
 def health(request):
     return health_.health(current_app)
+
+
+@api.exception_handler(TooManyFieldsSent)
+@api.exception_handler(RequestDataTooBig)
+def request_too_large(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """More parameters (or a larger body) than Django's DATA_UPLOAD_MAX_* settings allow: 400, saying so."""
+    return api.create_response(request, {"detail": f"request refused: {exc}"}, status=400)
 
 
 @api.exception_handler(DataError)
