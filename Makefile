@@ -11,7 +11,7 @@ STAMP_NEXT := $(VENV_NEXT)/.installed
 # What touches Django's APIs (checks, migrations, settings, result backends,
 # the API, the dashboard's views), run again on the newest Django; the rest of
 # the suite (Celery, brokers, fault injection, the browser) runs once.
-TESTS_NEXT ?= tests/test_checks.py tests/test_compat.py tests/test_migrations.py tests/results \
+TESTS_NEXT ?= tests/test_checks.py tests/test_compat.py tests/test_public_api.py tests/test_migrations.py tests/results \
 	tests/monitor/test_monitor_api.py tests/dashboard/test_dashboard_access.py \
 	tests/dashboard/test_dashboard_parts.py tests/dashboard/test_dashboard_actions.py \
 	tests/test_django_tasks.py tests/monitor/test_monitor_django_tasks.py

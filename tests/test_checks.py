@@ -228,3 +228,107 @@ def test_w020_a_hooked_internal_that_changed(monkeypatch):
     assert message.id == "taskdeck.W020"
     assert "celery.app.amqp.AMQP._create_task_sender: signature is (self)" in message.msg
     assert message.hint
+
+
+# --- settings an adopting project may get wrong (taskdeck.settings_checks) ------------------
+
+
+def fresh_app():
+    """A Celery app made by create_celery_app (not made the current app).
+
+    Its configuration reads Django's settings when asked: call it and read it
+    under the same override_settings.
+    """
+    from taskdeck.app import create_celery_app
+
+    return create_celery_app("adopting", set_as_current=False)
+
+
+@pytest.mark.parametrize(
+    ("setting", "check_id"),
+    [
+        ("CELERY_WORKER_SEND_TASK_EVENTS", "taskdeck.W021"),
+        ("CELERY_TASK_SEND_SENT_EVENT", "taskdeck.W022"),
+        ("CELERY_RESULT_EXTENDED", "taskdeck.W023"),
+    ],
+)
+def test_w021_w023_a_setting_that_blinds_monitoring_is_named(setting, check_id):
+    from taskdeck.settings_checks import check_monitoring
+
+    with override_settings(**{setting: False}):
+        (message,) = check_monitoring(fresh_app().conf)
+    assert isinstance(message, Warning) and message.id == check_id
+    assert message.msg.startswith(f"{setting} is False: ")
+    assert f"Remove {setting}" in message.hint
+
+
+def test_the_preset_turns_monitoring_on_where_settings_say_nothing():
+    from taskdeck.settings_checks import check_monitoring
+
+    names = ["CELERY_WORKER_SEND_TASK_EVENTS", "CELERY_TASK_SEND_SENT_EVENT", "CELERY_RESULT_EXTENDED"]
+    with override_settings():
+        for name in names:
+            delattr(settings, name)
+        app = fresh_app()
+        assert not any(hasattr(settings, name) for name in names)
+        assert check_monitoring(app.conf) == []
+        assert app.conf.worker_send_task_events and app.conf.task_send_sent_event and app.conf.result_extended
+
+
+def test_plain_celery_defaults_fire_all_three():
+    from celery import Celery
+
+    from taskdeck.settings_checks import check_monitoring
+
+    assert [m.id for m in check_monitoring(Celery("plain", set_as_current=False).conf)] == [
+        "taskdeck.W021",
+        "taskdeck.W022",
+        "taskdeck.W023",
+    ]
+
+
+def adoption_messages(check_id: str) -> list:
+    from taskdeck.settings_checks import check_adoption
+
+    found = [m for m in check_adoption() if m.id == check_id]
+    assert all(m.hint for m in found), f"{check_id} has no hint"
+    return found
+
+
+def test_e021_unknown_keys_in_taskdeck_and_its_dicts_with_a_suggestion():
+    with taskdeck(
+        WORKER="x",
+        MONITOR={"TOKENS": [], "BATCHSIZE": 10},
+        RESULTS={"TTL": 5, "tll": 1},
+        DASHBOARD={"REFRESH": 1},
+    ):
+        found = adoption_messages("taskdeck.E021")
+    assert [m.msg for m in found] == [
+        "TASKDECK has an unknown key 'WORKER': taskdeck ignores it, so its default applies.",
+        "TASKDECK['MONITOR'] has an unknown key 'BATCHSIZE': taskdeck ignores it, so its default applies.",
+        "TASKDECK['RESULTS'] has an unknown key 'tll': taskdeck ignores it, so its default applies.",
+    ]
+    assert found[0].hint.startswith("Did you mean 'WORKERS'?")
+    assert found[1].hint.startswith("Did you mean 'BATCH_SIZE'?")
+
+
+def test_e021_a_nested_setting_that_is_not_a_dict():
+    with taskdeck(MONITOR=["TOKENS"]):
+        (message,) = adoption_messages("taskdeck.E021")
+    assert message.msg == "TASKDECK['MONITOR'] must be a dict, got list."
+
+
+def test_e022_results_table_app_missing():
+    apps = [a for a in settings.INSTALLED_APPS if a != "django_celery_results"]
+    from taskdeck.settings_checks import _check_apps
+
+    with override_settings(INSTALLED_APPS=apps):
+        (message,) = _check_apps({"result_backend": "taskdeck.results.backend:DatabaseBackend"})
+    assert message.id == "taskdeck.E022" and "'django_celery_results'" in message.hint
+
+
+def test_e023_beat_scheduler_not_installed():
+    from taskdeck.settings_checks import _check_apps
+
+    (message,) = _check_apps({"beat_scheduler": "django_celery_beat_missing.schedulers:DatabaseScheduler"})
+    assert message.id == "taskdeck.E023" and "taskdeck[beat]" in message.hint

@@ -13,7 +13,7 @@ from taskdeck.errors import MessageTooLargeError, TaskArgumentError
 from taskdeck.results import FIXUP
 
 
-def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Celery:
+def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True, **kwargs: Any) -> Celery:
     """A Celery app configured from Django settings, with task autodiscovery.
 
     Equivalent to the notes' lines::
@@ -22,9 +22,11 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
         app.config_from_object("django.conf:settings", namespace="CELERY")
         app.autodiscover_tasks()
 
-    plus taskdeck's publisher, which turns an argument that cannot be
-    serialized into a :class:`~taskdeck.errors.TaskArgumentError` naming the
-    task and the argument and refuses a message over
+    plus taskdeck's preset (:mod:`taskdeck.preset`): the Celery settings
+    taskdeck needs, each one taken where the project's settings leave it
+    unset (``preset=False``: Django's settings alone), taskdeck's
+    publisher, which turns an argument that cannot be serialized into a
+    :class:`~taskdeck.errors.TaskArgumentError` naming the task and the argument and refuses a message over
     ``TASKDECK["MAX_MESSAGE_BYTES"]`` (:class:`~taskdeck.errors.MessageTooLargeError`),
     a worker step that refuses messages that cannot become a task call
     instead of letting them stop the worker (:mod:`taskdeck.guard`), one that
@@ -39,7 +41,12 @@ def create_celery_app(main: str, namespace: str = "CELERY", **kwargs: Any) -> Ce
     # both would connect their own task_prerun/task_postrun handlers.
     kwargs.setdefault("fixups", [FIXUP])
     app = Celery(main, **kwargs)
-    app.config_from_object("django.conf:settings", namespace=namespace)
+    if preset:
+        from taskdeck.preset import PresetSettings
+
+        app.config_from_object(PresetSettings(namespace), namespace=namespace)
+    else:
+        app.config_from_object("django.conf:settings", namespace=namespace)
     from taskdeck.events import BatchTaskEvents
     from taskdeck.guard import GuardTaskMessages
     from taskdeck.rejections import RecordDecodeErrors

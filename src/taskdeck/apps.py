@@ -8,6 +8,6 @@ class TaskdeckConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from taskdeck import checks, conf, install_checks, signals  # noqa: F401  (checks register on import)
+        from taskdeck import checks, conf, install_checks, settings_checks, signals  # noqa: F401 (they register)
 
         signals.connect()

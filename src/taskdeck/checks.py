@@ -100,7 +100,8 @@ def _check_celery_names() -> list[CheckMessage]:
                 id="taskdeck.W004",
             )
         )
-    default = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+    # The Celery app's value: the preset's when the settings leave it out.
+    default = _celery_app().conf.task_default_queue
     if default != conf.get()["DEFAULT_QUEUE"]:
         messages.append(
             Error(

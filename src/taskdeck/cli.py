@@ -160,7 +160,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         _wait_for_workers(fleet, app, list(options["WORKERS"]))
         if not args.no_web:
             fleet.say("taskdeck", f"dashboard: http://{address}{DEFAULT_DASHBOARD_PATH}")
-        fleet.say("taskdeck", "up; `taskdeck demo` sends a workload, Ctrl-C stops everything")
+        demo = "`taskdeck demo` sends a workload, " if options["DEMO"] else ""
+        fleet.say("taskdeck", f"up; {demo}Ctrl-C stops everything")
         fleet.wait()
         return 0
     except ProcessExited as exc:

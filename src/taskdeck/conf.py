@@ -210,11 +210,16 @@ def get() -> dict[str, Any]:
     if merged["DATA_DIR"] is None:
         merged["DATA_DIR"] = Path(getattr(settings, "BASE_DIR", Path.cwd())) / ".taskdeck"
     merged["DATA_DIR"] = Path(merged["DATA_DIR"])
-    merged["MONITOR"] = {**MONITOR_DEFAULTS, **(user.get("MONITOR") or {})}
-    merged["RESULTS"] = {**RESULTS_DEFAULTS, **(user.get("RESULTS") or {})}
-    merged["DASHBOARD"] = {**DASHBOARD_DEFAULTS, **(user.get("DASHBOARD") or {})}
+    # A nested value that is not a dict leaves the defaults (system check taskdeck.E021 names it).
+    merged["MONITOR"] = {**MONITOR_DEFAULTS, **_dict(user.get("MONITOR"))}
+    merged["RESULTS"] = {**RESULTS_DEFAULTS, **_dict(user.get("RESULTS"))}
+    merged["DASHBOARD"] = {**DASHBOARD_DEFAULTS, **_dict(user.get("DASHBOARD"))}
     merged["WORKERS"] = {name: {**WORKER_DEFAULTS, **group} for name, group in merged["WORKERS"].items()}
     return merged
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def monitor() -> dict[str, Any]:

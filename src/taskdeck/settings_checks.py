@@ -1,0 +1,158 @@
+"""System checks of what a project adopting taskdeck may get wrong in its settings.
+
+- a Celery setting that blinds monitoring (``taskdeck.W021``-``W023``): without
+  task events, task-sent events or extended results the dashboard fills with
+  nameless runs reconstructed from the results table, and nothing else says why;
+- a key of ``TASKDECK`` (or of its ``MONITOR``, ``RESULTS``, ``DASHBOARD``
+  dicts) that taskdeck does not know (``taskdeck.E021``): a typo would
+  silently leave the default in force;
+- an app taskdeck needs missing from ``INSTALLED_APPS`` (``taskdeck.E022``), a
+  beat scheduler that is not installed (``taskdeck.E023``).
+
+The Celery values checked are the project's Celery app's (``current_app``,
+which ``create_celery_app`` makes): its preset (:mod:`taskdeck.preset`)
+included, as a worker would see them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from importlib.util import find_spec
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from taskdeck import conf
+
+#: (Celery setting, check id, what is lost without it).
+MONITORING_SETTINGS = (
+    (
+        "worker_send_task_events",
+        "taskdeck.W021",
+        "workers send no task events: the recorder sees no run start, finish or fail as it happens, "
+        "and runs appear late, rebuilt from the results table",
+    ),
+    (
+        "task_send_sent_event",
+        "taskdeck.W022",
+        "producers send no task-sent event: the dashboard shows no queued runs, no wait times and "
+        "no task sent but never started",
+    ),
+    (
+        "result_extended",
+        "taskdeck.W023",
+        "results are stored without task name, arguments or worker: runs rebuilt from the results "
+        "table have no name",
+    ),
+)
+
+#: Dicts of TASKDECK whose keys are checked against their defaults.
+NESTED = {
+    "MONITOR": conf.MONITOR_DEFAULTS,
+    "RESULTS": conf.RESULTS_DEFAULTS,
+    "DASHBOARD": conf.DASHBOARD_DEFAULTS,
+}
+
+
+def _celery_app() -> Any:
+    from celery import current_app
+
+    return current_app
+
+
+@register(Tags.compatibility)
+def check_adoption(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    app = _celery_app()
+    namespace = getattr(app, "namespace", None) or "CELERY"
+    return (
+        check_monitoring(app.conf, namespace)
+        + check_unknown_keys(getattr(settings, "TASKDECK", None) or {})
+        + _check_apps(app.conf)
+    )
+
+
+def check_monitoring(celery_conf: Mapping[str, Any], namespace: str = "CELERY") -> list[CheckMessage]:
+    """One warning per setting in :data:`MONITORING_SETTINGS` that is off in ``celery_conf``."""
+    return [
+        Warning(
+            f"{namespace}_{name.upper()} is {celery_conf.get(name)!r}: {lost}.",
+            hint=f"Remove {namespace}_{name.upper()} from your settings (taskdeck's preset turns it on "
+            f"in apps made by create_celery_app) or set it to True.",
+            id=check_id,
+        )
+        for name, check_id, lost in MONITORING_SETTINGS
+        if not celery_conf.get(name)
+    ]
+
+
+def check_unknown_keys(user: Mapping[str, Any]) -> list[CheckMessage]:
+    """An error per key of ``TASKDECK`` (and of its nested dicts) that taskdeck does not read."""
+    if not isinstance(user, Mapping):
+        return [
+            Error(
+                f"TASKDECK must be a dict, got {type(user).__name__}.",
+                hint="See taskdeck/conf.py for its keys.",
+                id="taskdeck.E021",
+            )
+        ]
+    messages = _unknown("TASKDECK", user, conf.DEFAULTS)
+    for key, defaults in NESTED.items():
+        nested = user.get(key)
+        if nested is not None and not isinstance(nested, Mapping):
+            messages.append(
+                Error(
+                    f"TASKDECK[{key!r}] must be a dict, got {type(nested).__name__}.",
+                    hint=f"Allowed keys: {', '.join(sorted(defaults))}.",
+                    id="taskdeck.E021",
+                )
+            )
+        elif nested:
+            messages += _unknown(f"TASKDECK[{key!r}]", nested, defaults)
+    return messages
+
+
+def _unknown(where: str, given: Mapping[str, Any], known: Mapping[str, Any]) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for key in given:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        messages.append(
+            Error(
+                f"{where} has an unknown key {key!r}: taskdeck ignores it, so its default applies.",
+                hint=f"{hint}Known keys: {', '.join(sorted(known))}.",
+                id="taskdeck.E021",
+            )
+        )
+    return messages
+
+
+def _check_apps(celery_conf: Mapping[str, Any]) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    backend = str(celery_conf.get("result_backend") or "")
+    if (
+        backend.startswith(("taskdeck.", "django-db"))
+        and "django_celery_results" not in settings.INSTALLED_APPS
+    ):
+        messages.append(
+            Error(
+                f"result backend {backend!r} stores results in django-celery-results' table, but "
+                "'django_celery_results' is not in INSTALLED_APPS.",
+                hint="Add 'django_celery_results' to INSTALLED_APPS (before 'taskdeck') and migrate.",
+                id="taskdeck.E022",
+            )
+        )
+    scheduler = str(celery_conf.get("beat_scheduler") or "")
+    if scheduler and not find_spec(scheduler.split(":")[0].split(".")[0]):
+        messages.append(
+            Error(
+                f"beat scheduler {scheduler!r} is not installed: beat would fail at start.",
+                hint="pip install 'taskdeck[beat]' (Django < 6.1), or remove CELERY_BEAT_SCHEDULER to "
+                "use Celery's file scheduler.",
+                id="taskdeck.E023",
+            )
+        )
+    return messages
