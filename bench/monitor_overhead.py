@@ -157,6 +157,87 @@ def throughput(n: int, rounds: int) -> None:
     )
 
 
+def synthetic(base: float, first: int, runs: int) -> list[dict]:
+    """The four events of ``runs`` runs that succeed, as a worker and a producer send them."""
+    events = []
+    for i in range(first, first + runs):
+        t = base + i * 0.01
+        uid = f"bench-{i}"
+        events += [
+            {
+                "type": "task-sent",
+                "uuid": uid,
+                "name": f"bench.task{i % 10}",
+                "queue": "default",
+                "args": "(1,)",
+                "kwargs": "{}",
+                "timestamp": t,
+            },
+            {"type": "task-received", "uuid": uid, "hostname": "w@h", "timestamp": t + 0.001},
+            {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t + 0.002},
+            {
+                "type": "task-succeeded",
+                "uuid": uid,
+                "hostname": "w@h",
+                "result": "1",
+                "runtime": 0.001,
+                "timestamp": t + 0.003,
+            },
+        ]
+    return events
+
+
+def checking(runs: int, rounds: int = 3) -> None:
+    """The recorder's apply thread, events/s: batches written as they come vs checked first.
+
+    ``Recorder.write`` is the data path without the check (what the recorder did
+    before it checked events); ``Recorder.process`` checks each event
+    (taskdeck.monitor.validation) and then writes. Same batches, alternated.
+    """
+    from taskdeck import conf
+    from taskdeck.models import ROLLUPS, RecorderState, TaskRun, TaskTotal
+    from taskdeck.monitor.recorder import Recorder
+    from taskdeck.monitor.rollups import Rollups, Totals
+    from taskdeck.monitor.runs import RunWriter
+    from taskdeck.monitor.validation import check
+    from taskdeck.monitor.workers import Workers
+
+    settings = conf.monitor()
+    recorder = Recorder(
+        source=None,  # type: ignore[arg-type]
+        runs=RunWriter(),
+        subscribers=[Workers(), Rollups(), Totals(settings["METRICS_BUCKETS"])],
+        results=None,
+        settings=settings,
+    )
+    RecorderState.objects.get_or_create(name="default")
+    base, batch, first = time.time() - 3600, 250, 10_000_000
+    seconds = {"write": 0.0, "process": 0.0}
+    check_seconds, events_done = 0.0, 0
+    for round_ in range(rounds):
+        for model in (TaskRun, *ROLLUPS, TaskTotal):
+            model.objects.all().delete()
+        for _ in range(0, runs, batch):
+            for step in ("write", "process") if round_ % 2 == 0 else ("process", "write"):
+                events = synthetic(base, first, batch)
+                first += batch
+                began = time.perf_counter()
+                getattr(recorder, step)(events)
+                seconds[step] += time.perf_counter() - began
+            began = time.perf_counter()
+            for event in events:
+                check(event)
+            check_seconds += time.perf_counter() - began
+            events_done += len(events)
+    write, process = events_done / seconds["write"], events_done / seconds["process"]
+    print(f"\nrecorder apply thread, {events_done:,} events per path, batches of {batch * 4}:\n")
+    print("| path | events/s |\n|---|---|")
+    print(f"| write only (no check) | {write:,.0f} |")
+    print(f"| check + write (the recorder) | {process:,.0f} |")
+    per_event = check_seconds / events_done * 1e6
+    print(f"\nratio {process / write:.2f}; check() alone: {per_event:.1f} µs an event")
+
+
 def memory(points: list[int]) -> None:
     from django.db import reset_queries
 
@@ -175,31 +256,7 @@ def memory(points: list[int]) -> None:
     print("\n| runs recorded | recorder RSS (MiB) |\n|---|---|")
     for target in [0, *points]:
         while done < target:
-            events = []
-            for i in range(done, done + batch):
-                t = base + i * 0.01
-                uid = f"bench-{i}"
-                events += [
-                    {
-                        "type": "task-sent",
-                        "uuid": uid,
-                        "name": f"bench.task{i % 10}",
-                        "queue": "default",
-                        "args": "(1,)",
-                        "kwargs": "{}",
-                        "timestamp": t,
-                    },
-                    {"type": "task-received", "uuid": uid, "hostname": "w@h", "timestamp": t + 0.001},
-                    {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t + 0.002},
-                    {
-                        "type": "task-succeeded",
-                        "uuid": uid,
-                        "hostname": "w@h",
-                        "result": "1",
-                        "runtime": 0.001,
-                        "timestamp": t + 0.003,
-                    },
-                ]
+            events = synthetic(base, done, batch)
             changes = writer.apply([f for e in events if (f := fact_from_event(e))])
             for sub in subs:
                 sub.on_events(events)
@@ -215,12 +272,16 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-runs", default="100000,200000")
+    parser.add_argument("--check-runs", type=int, default=5000, help="runs per round of the check bench")
+    parser.add_argument("--only-check", action="store_true", help="only the recorder's check bench")
     args = parser.parse_args()
     import django
 
     django.setup()
-    throughput(args.tasks, args.rounds)
-    memory([int(x) for x in args.memory_runs.split(",") if x])
+    if not args.only_check:
+        throughput(args.tasks, args.rounds)
+        memory([int(x) for x in args.memory_runs.split(",") if x])
+    checking(args.check_runs)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ instead of waiting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core import mail
@@ -24,24 +25,37 @@ from tests.support.services import wait_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def webhook():
-    received = []
+@contextlib.contextmanager
+def serving(received: list, hold: threading.Event | None = None):
+    """A real HTTP server on a free port that keeps each JSON body POSTed; it answers each request
+    once ``hold`` is set (at once without one). Yields the hook's URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            if hold is not None:
+                hold.wait(60)
             self.send_response(204)
             self.end_headers()
 
         def log_message(self, *args):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook"
+    finally:
+        if hold is not None:
+            hold.set()
+        server.shutdown()
+
+
+@pytest.fixture
+def webhook():
+    received: list = []
+    with serving(received) as url:
+        yield url, received
 
 
 RULES = [
@@ -92,25 +106,10 @@ def test_unknown_rule_kind_is_a_configuration_error():
 
 @pytest.fixture
 def hanging_webhook():
-    """A real HTTP server on a free port that holds every request until released."""
+    """A webhook that holds every request until released."""
     release, arrived = threading.Event(), []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            arrived.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            release.wait(60)
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", arrived, release
-    release.set()
-    server.shutdown()
+    with serving(arrived, release) as url:
+        yield url, arrived, release
 
 
 def test_a_hanging_webhook_never_holds_evaluation_and_a_full_outbox_drops(hanging_webhook, caplog):

@@ -11,7 +11,7 @@ The test runs the same events (twenty copies of a recorded workload:
 retries, a chain, a chord, a failure) through one real recorder process,
 then, on emptied tables, through two at once, and compares every run, every
 rollup table and the totals. Control: with the lock taken out, the two
-recorders counted some runs twice in 3 of 4 runs of this test (the race
+recorders counted some runs twice in 1 of 2 runs of this test (the race
 needs both to apply the same batch at the same moment).
 """
 
