@@ -65,3 +65,10 @@ def whoami() -> dict[str, Any]:
             cursor.execute("SELECT pg_backend_pid()")
             backend = cursor.fetchone()[0]
     return {"pid": os.getpid(), "backend": backend}
+
+
+@shared_task(bind=True)
+def own_meta(self: Any, meta: dict[str, Any]) -> str:
+    """Stores ``meta`` as its own ``request.meta`` (django-celery-results keeps it in ``TaskResult.meta``)."""
+    self.request.meta = meta
+    return "done"

@@ -16,9 +16,12 @@ Rows, models, admin, ``AsyncResult``, groups and chords (on the
   its ``date_started`` (:mod:`taskdeck.results.started`; 0 stores every
   STARTED at once, as Celery does);
 - with ``CELERY_RESULT_EXTENDED`` the queue (routing key) and the retry count
-  are kept in ``TaskResult.meta`` — Celery's extended meta has them,
-  django-celery-results drops them — so ``AsyncResult.queue`` and
-  ``.retries`` answer from the database too;
+  are kept in ``TaskResult.meta`` under a key of taskdeck's own
+  (:data:`META_KEY`), beside the task's own ``request.meta`` keys and never
+  over them — Celery's extended meta has them, django-celery-results drops
+  them — so ``AsyncResult.queue`` and ``.retries`` answer from the database
+  too (unless the task's own meta has a key of that name: it is what
+  django-celery-results would answer);
 - ``AsyncResult.get()`` polls after 5 ms, then twice as long each time up to
   its ``interval`` (0.5 s by default), instead of every ``interval`` from the
   start: a short task's result is seen in milliseconds, and a long wait
@@ -41,6 +44,9 @@ from taskdeck.results import started, upsert
 
 #: First pause of ``AsyncResult.get()``; doubled up to its ``interval``.
 FIRST_POLL = 0.005
+#: The key of ``TaskResult.meta`` that holds taskdeck's own fields (queue,
+#: retries): a task's ``request.meta`` is stored beside it, as it is.
+META_KEY = "_taskdeck"
 
 
 class DatabaseBackend(DjangoDatabaseBackend):
@@ -96,14 +102,35 @@ class DatabaseBackend(DjangoDatabaseBackend):
             "content_encoding": content_encoding,
         }
         if request is not None and self.extended:
-            delivery = getattr(request, "delivery_info", None) or {}
-            meta["queue"] = delivery.get("routing_key")
-            meta["retries"] = getattr(request, "retries", 0) or 0
+            own = self._own_meta(request)
+            if own:
+                meta[META_KEY] = own
             row.update(self._extended_fields(request))
         row["meta"] = self.encode_content(meta)[2]
         if status == states.STARTED:
             row["date_started"] = timezone.now()
         return row
+
+    @staticmethod
+    def _own_meta(request: Any) -> dict[str, Any]:
+        """The queue and retry count of ``request``, those it has (an empty row stores nothing)."""
+        own: dict[str, Any] = {}
+        delivery = getattr(request, "delivery_info", None)
+        queue = delivery.get("routing_key") if isinstance(delivery, dict) else None
+        if isinstance(queue, str) and queue:
+            own["queue"] = queue
+        retries = getattr(request, "retries", None)
+        if isinstance(retries, int) and not isinstance(retries, bool) and retries > 0:
+            own["retries"] = retries
+        return own
+
+    def meta_from_decoded(self, meta: dict[str, Any]) -> Any:
+        """Celery's meta of a stored state, with taskdeck's own fields where the task's meta has none."""
+        own = meta.pop(META_KEY, None)
+        if isinstance(own, dict):
+            meta.setdefault("queue", own.get("queue"))
+            meta.setdefault("retries", own.get("retries", 0))
+        return super().meta_from_decoded(meta)
 
     def name_task(self, task_id: str, name: str) -> None:
         """Set the task name of a stored state (a safety net: the backends store it with the state)."""

@@ -12,10 +12,12 @@ One batch:
 
 1. read the first ``BATCH_SIZE`` rows (``LRANGE``; nothing is removed yet);
 2. fold the states of each task into one row (the later state wins, unless
-   the earlier one is SUCCESS; a field the later state leaves empty —
-   ``date_started``, the extended fields — keeps the earlier value: the rules
-   the upsert itself applies across batches);
-3. upsert them in one statement (:mod:`taskdeck.results.upsert`);
+   the earlier one is SUCCESS and the later one is not ready; a field the
+   later state leaves empty — ``date_started``, the extended fields — keeps
+   the earlier value: the rules the upsert itself applies across batches); a
+   ``forget()`` marker drops the task's states before it;
+3. delete the rows of forgotten tasks, then upsert the rest in one statement
+   (:mod:`taskdeck.results.upsert`);
 4. remove exactly those rows (``LTRIM``), only if this flusher still holds
    the lock (one Lua script, atomic in Redis).
 
@@ -39,7 +41,7 @@ from billiard.context import Process
 from taskdeck import conf, deadletter
 from taskdeck.errors import is_database_outage
 from taskdeck.results import upsert
-from taskdeck.results.writebehind import WriteBehindBackend, decode_row, encode_row, redis_url
+from taskdeck.results.writebehind import FORGET, WriteBehindBackend, decode_row, encode_row, redis_url
 
 logger = logging.getLogger("taskdeck.results")
 
@@ -82,12 +84,20 @@ def fold(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for row in rows:
         before = merged.get(row["task_id"])
+        if row.get(FORGET):
+            merged[row["task_id"]] = {"task_id": row["task_id"], FORGET: True}
+            continue
         if before is None:
             merged[row["task_id"]] = row
             continue
-        if before["status"] == upsert.FINAL:
+        if "status" not in before:  # forgotten, then stored again: delete, then upsert
+            merged[row["task_id"]] = {**row, FORGET: True}
+            continue
+        if not upsert.replaces(before["status"], row["status"]):
             continue
         after = dict(row)
+        if before.get(FORGET):
+            after[FORGET] = True
         for name in upsert.KEEP_IF_NULL:
             if after.get(name) is None:
                 after[name] = before.get(name)
@@ -95,6 +105,14 @@ def fold(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             after[name] = before.get(name, after.get(name))
         merged[row["task_id"]] = after
     return list(merged.values())
+
+
+def forget(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Delete the rows of the tasks forgotten in a folded batch; the states left to upsert."""
+    forgotten = [row["task_id"] for row in rows if row.get(FORGET)]
+    if forgotten:
+        model._default_manager.filter(task_id__in=forgotten).delete()
+    return [row for row in rows if "status" in row]
 
 
 class Flusher:
@@ -128,7 +146,7 @@ class Flusher:
         raw = self.client.lrange(self.pending_key, 0, self.batch_size - 1)
         if not raw:
             return 0
-        self.write(TaskResult, fold(self._decoded(raw)))
+        self.write(TaskResult, forget(TaskResult, fold(self._decoded(raw))))
         if not self._trim(keys=[self.lock_key, self.pending_key], args=[self.name, len(raw)]):
             # Our lock expired mid-batch and another flusher owns the list now:
             # it will write these rows again (idempotent); we must not trim.

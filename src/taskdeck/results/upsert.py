@@ -23,11 +23,14 @@ What the upsert keeps of the row already there:
   being wiped to NULL as a plain ``save()`` would;
 - everything else (status, result, traceback, meta, content type, date_done)
   is the new state's, as django-celery-results does;
-- except that a SUCCESS is final, as in Celery's own key-value backends
-  (Redis...): a state stored after it is ignored. A retried task whose next
-  attempt succeeded before the previous attempt stored its RETRY, or a task
-  delivered twice whose second run stores STARTED, would otherwise turn a
-  finished task back into an unfinished one, and ``get()`` would wait forever.
+- except that a SUCCESS is never replaced by a state that is not ready
+  (STARTED, RETRY, PENDING, a custom ``update_state``): that one is ignored.
+  A retried task whose next attempt succeeded before the previous attempt
+  stored its RETRY, or a task delivered twice whose second run stores
+  STARTED, would otherwise turn a finished task back into an unfinished one,
+  and ``get()`` would wait forever. A ready state (SUCCESS, FAILURE,
+  REVOKED) replaces it, as django-celery-results does: a task run again
+  under the same id, or revoked after it succeeded, stores its later state.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celery import states
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
@@ -51,8 +55,10 @@ INSERT_ONLY = ("date_created",)
 #: Set to the time of the statement when a row leaves them out.
 NOW_IF_MISSING = ("date_created", "date_done")
 CONFLICT_FIELD = "task_id"
-#: A row in this state is never updated again.
+#: A row in this state is updated only by a state of :data:`READY`.
 FINAL = "SUCCESS"
+#: Celery's ready states, sorted: the states that replace a :data:`FINAL` one.
+READY = tuple(sorted(states.READY_STATES))
 #: Fields passed to the driver as they are (strings or None); the others go
 #: through ``Field.get_db_prep_save`` (SQLite stores datetimes as text).
 PLAIN_TYPES = ("CharField", "TextField")
@@ -71,6 +77,11 @@ _statements: dict[tuple[type[Model], str, int], Statement] = {}
 def supports_upsert(model: type[Model], using: str | None = None) -> bool:
     """Whether rows of ``model`` are written here on the database ``using`` (else: the stock path)."""
     return connections[using or router.db_for_write(model)].vendor in SUPPORTED_VENDORS
+
+
+def replaces(before: str, after: str) -> bool:
+    """Whether a state ``after`` stored over a stored ``before`` is kept (the rule above)."""
+    return before != FINAL or after in READY
 
 
 def upsert(model: type[Model], rows: Sequence[Mapping[str, Any]], using: str | None = None) -> None:
@@ -139,11 +150,12 @@ def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Stateme
     mark = "%s" if conn.vendor == "postgresql" else "?"
     row = "(" + ", ".join([mark] * len(fields)) + ")"
     updates = list(_updates(fields, table, qn))
+    ready = ", ".join(f"'{state}'" for state in READY)
     sql = (
         f"INSERT INTO {table} ({', '.join(columns[f.name] for f in fields)}) "
         f"VALUES {', '.join([row] * count)} "
         f"ON CONFLICT ({columns[CONFLICT_FIELD]}) DO UPDATE SET {', '.join(updates)} "
-        f"WHERE {table}.{columns['status']} <> '{FINAL}'"
+        f"WHERE {table}.{columns['status']} <> '{FINAL}' OR EXCLUDED.{columns['status']} IN ({ready})"
     )
     return Statement(sql, fields, [f.get_internal_type() not in PLAIN_TYPES for f in fields])
 

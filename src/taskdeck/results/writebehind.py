@@ -14,8 +14,20 @@ as JSON and sent to Redis — the broker's, or ``TASKDECK["RESULTS"]["REDIS_URL"
 - ``RPUSH <prefix>pending``: what :mod:`taskdeck.results.flusher` moves into
   the table, in batches, one upsert statement per batch, in push order;
 
-both in one script, which ignores a state stored after SUCCESS, as the upsert
-does (:mod:`taskdeck.results.upsert` says why).
+both in one script, which ignores a state that is not ready stored after
+SUCCESS, as the upsert does (:mod:`taskdeck.results.upsert` says why).
+
+A state stored inside the caller's ``transaction.atomic()`` (a view, a task
+that stores its progress in a transaction of its own) is sent to Redis when
+that transaction commits (``transaction.on_commit``), and never if it rolls
+back — as the direct backend's row is rolled back with it. A test case's own
+transaction (Django's ``TestCase``) is not the caller's: there it is sent at
+once. ``forget()`` deletes the Redis copy and pushes a marker onto the
+pending list, so the flusher drops what was pending for that task before it
+(and deletes the row again if a batch read before the marker wrote it).
+``cleanup()`` deletes the Redis copies of the rows it deletes, and no copy
+lives longer than ``result_expires`` (the TTL is the smaller of the two), so
+Redis never answers for a result the table no longer has.
 
 So a worker never waits for the database's commit, and a killed worker
 loses nothing it stored: the row is in Redis before the message is
@@ -35,29 +47,38 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import itertools
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from celery import states
 from celery.utils.serialization import b64decode
+from django.db import connections, router, transaction
 from django.utils import timezone
 from kombu.exceptions import DecodeError
 
 from taskdeck import conf
 from taskdeck.errors import ConfigurationError
-from taskdeck.results import started
+from taskdeck.results import started, upsert
 from taskdeck.results.backend import DatabaseBackend
 
 #: Row fields that are datetimes (ISO 8601 strings in Redis).
 DATETIMES = ("date_created", "date_started", "date_done")
+#: Task ids per Redis DEL in ``cleanup()``.
+CLEANUP_CHUNK = 1000
 
-# Store a state unless the task's stored state is SUCCESS, final as in the
-# upsert. KEYS[1] meta, KEYS[2] pending; ARGV[1] the row, ARGV[2] the TTL.
+#: A pending entry that is not a row: ``forget()`` of the task named.
+FORGET = "forget"
+
+# Store a state unless it is not ready (ARGV[3] == '0') and the task's stored
+# state is SUCCESS, as in the upsert. KEYS[1] meta, KEYS[2] pending; ARGV[1]
+# the row, ARGV[2] the TTL.
 _SHIP = """
 local current = redis.call('GET', KEYS[1])
-if current and cjson.decode(current)['status'] == 'SUCCESS' then
+if current and ARGV[3] == '0' and cjson.decode(current)['status'] == 'SUCCESS' then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -126,8 +147,26 @@ class WriteBehindBackend(DatabaseBackend):
         """Store one state's row in Redis, for readers and for the flusher: one round trip."""
         if self._ship is None or self._client_pid != os.getpid():
             self._ship = self.redis().register_script(_SHIP)
-        ttl = int(conf.get()["RESULTS"]["TTL"])
-        self._ship(keys=[self.meta_key(row["task_id"]), self.pending_key()], args=[encode_row(row), ttl])
+        ready = "1" if row["status"] in upsert.READY else "0"
+        self._ship(
+            keys=[self.meta_key(row["task_id"]), self.pending_key()],
+            args=[encode_row(row), self.ttl(), ready],
+        )
+
+    def ttl(self) -> int:
+        """Seconds a result stays in Redis: ``RESULTS["TTL"]``, at most ``result_expires``."""
+        ttl = float(conf.get()["RESULTS"]["TTL"])
+        if self.expires:
+            ttl = min(ttl, float(self.expires))
+        return max(1, int(ttl))
+
+    def after_commit(self, send: Callable[[], Any]) -> None:
+        """``send()`` now, or when the caller's transaction commits (never if it rolls back)."""
+        conn = connections[router.db_for_write(self.TaskModel)]
+        if conn.in_atomic_block and not all(getattr(b, "_from_testcase", False) for b in conn.atomic_blocks):
+            transaction.on_commit(send, using=conn.alias)
+        else:
+            send()
 
     def _store_result(
         self,
@@ -149,9 +188,10 @@ class WriteBehindBackend(DatabaseBackend):
             if delay > 0:
                 held.hold(task_id, now, delay, write)
             else:
-                write()
+                self.after_commit(write)
             return result
-        self.ship(self._row(task_id, result, status, traceback, request, now, held.release(task_id)))
+        row = self._row(task_id, result, status, traceback, request, now, held.release(task_id))
+        self.after_commit(lambda: self.ship(row))
         return result
 
     def _row(
@@ -213,5 +253,20 @@ class WriteBehindBackend(DatabaseBackend):
         self.ship({**decode_row(raw), "task_name": name})
 
     def _forget(self, task_id: str) -> None:
-        self.redis().delete(self.meta_key(task_id))
+        def forget() -> None:
+            pipe = self.redis().pipeline(transaction=True)
+            pipe.delete(self.meta_key(task_id))
+            pipe.rpush(self.pending_key(), encode_row({"task_id": task_id, FORGET: True}))
+            pipe.execute()
+
+        self.after_commit(forget)
         super()._forget(task_id)
+
+    def cleanup(self) -> None:
+        """django-celery-results' cleanup, and the Redis copies of the rows it deletes."""
+        if self.expires:
+            expired = self.TaskModel._default_manager.get_all_expired(self.expires)
+            ids = expired.values_list("task_id", flat=True).iterator(chunk_size=CLEANUP_CHUNK)
+            while chunk := list(itertools.islice(ids, CLEANUP_CHUNK)):
+                self.redis().delete(*(self.meta_key(task_id) for task_id in chunk))
+        super().cleanup()
