@@ -55,6 +55,8 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     ),
     "django_celery_results.backends.database.DatabaseBackend._get_task_meta_for": "(self, task_id)",
     "django_celery_results.backends.database.DatabaseBackend._forget": "(self, task_id)",
+    "django_celery_results.managers.ResultManager.get_all_expired": "(self, expires)",
+    "celery.backends.base.BaseBackend.meta_from_decoded": "(self, meta)",
     # taskdeck.brokers.redis: queue depth per priority step.
     "kombu.transport.redis.Channel._q_for_pri": "(self, queue, pri)",
     # taskdeck.demo and taskdeck.monitor.cli.
