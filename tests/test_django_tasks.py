@@ -82,8 +82,8 @@ def test_round_trip_every_status_and_the_fields_of_the_result(start_worker, prob
 
     # SUCCESSFUL: the return value, arguments, worker and timestamps.
     added = dtasks.add.enqueue(2, 3, scale=2)
-    fetched = dtasks.add.get_result(added.id)
-    assert (fetched.status, fetched.args, fetched.kwargs) == (Status.READY, [2, 3], {"scale": 2})
+    fetched = dtasks.add.get_result(added.id)  # READY, RUNNING or done by now: the worker is idle
+    assert (fetched.args, fetched.kwargs, fetched.enqueued_at) == ([2, 3], {"scale": 2}, added.enqueued_at)
     finished(added)
     assert added.status == Status.SUCCESSFUL
     assert added.return_value == {"sum": 10, "pair": [2, 3]}
@@ -110,7 +110,7 @@ def test_round_trip_every_status_and_the_fields_of_the_result(start_worker, prob
     async def run_async() -> Any:
         result = await dtasks.add_async.aenqueue(20, 22)
         fetched = await dtasks.add_async.aget_result(result.id)
-        assert fetched.status == Status.READY
+        assert (fetched.id, fetched.args) == (result.id, [20, 22])
         return result
 
     async_result = async_to_sync(run_async)()
@@ -133,6 +133,11 @@ def test_get_result_of_an_unknown_id_and_of_another_task():
     with pytest.raises(compat.TaskResultDoesNotExist):
         dtasks.add.get_result(str(uuid.uuid4()))
     result = dtasks.record.enqueue("mine")  # no worker: it stays READY
+    fetched = dtasks.record.get_result(result.id)
+    assert (fetched.status, fetched.args, fetched.kwargs) == (Status.READY, ["mine"], {})
+    assert fetched.enqueued_at == result.enqueued_at and fetched.worker_ids == []
+    with pytest.raises(ValueError, match="not finished"):
+        _ = fetched.return_value
     with pytest.raises(compat.TaskResultMismatch):
         dtasks.add.get_result(result.id)
 

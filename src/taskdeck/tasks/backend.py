@@ -111,11 +111,16 @@ class CeleryBackend(compat.BaseTaskBackend):
         args, kwargs = self.validate_arguments(task, args, kwargs)
         options = self.options_for(task)
         name = runner.celery_name(task)
+        task_id = str(uuid.uuid4())
+        enqueued_at = timezone.now()
+        if self.supports_get_result:
+            # Before the message: a worker's own row for this id can only come after it.
+            enqueued_at = results.record_enqueued(task_id, name, args, kwargs, self.database)
         result = compat.TaskResult(
             task=task,
-            id=str(uuid.uuid4()),
+            id=task_id,
             status=compat.TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            enqueued_at=enqueued_at,
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
@@ -125,9 +130,6 @@ class CeleryBackend(compat.BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        if self.supports_get_result:
-            # Before the message: a worker's own row for this id can only come after it.
-            results.record_enqueued(result.id, name, args, kwargs, self.database)
 
         def send() -> None:
             current_app.send_task(

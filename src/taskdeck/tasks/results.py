@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import json
+from datetime import datetime
 from typing import Any
 
 from celery import states
@@ -45,24 +46,22 @@ def status_of(celery_state: str) -> Any:
     return compat.TaskResultStatus(STATUS.get(celery_state, "RUNNING"))
 
 
-def record_enqueued(task_id: str, name: str, args: list[Any], kwargs: dict[str, Any], using: str) -> None:
-    """The PENDING row of a task about to be sent; never overwrites a row already there."""
+def record_enqueued(task_id: str, name: str, args: list[Any], kwargs: dict[str, Any], using: str) -> datetime:
+    """Write the PENDING row of a task about to be sent (never over another row); returns its date_created."""
     from django_celery_results.models import TaskResult as Row
 
-    Row.objects.using(using).bulk_create(
-        [
-            Row(
-                task_id=task_id,
-                task_name=name,
-                status=states.PENDING,
-                task_args=json.dumps(args),
-                task_kwargs=json.dumps(kwargs),
-                content_type="application/json",
-                content_encoding="utf-8",
-            )
-        ],
-        ignore_conflicts=True,
+    row = Row(
+        task_id=task_id,
+        task_name=name,
+        status=states.PENDING,
+        task_args=json.dumps(args),
+        task_kwargs=json.dumps(kwargs),
+        content_type="application/json",
+        content_encoding="utf-8",
     )
+    Row.objects.using(using).bulk_create([row], ignore_conflicts=True)
+    # Set by the field's auto_now_add as the row was written.
+    return row.date_created
 
 
 def read(backend: Any, result_id: str, using: str) -> Any:
