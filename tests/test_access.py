@@ -19,6 +19,7 @@ tests/dashboard/test_dashboard_access.py.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 
@@ -26,6 +27,7 @@ import pytest
 from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import Permission
+from django.core.cache import caches
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -34,6 +36,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from taskdeck import conf
 from taskdeck.api import api
 from taskdeck.models import ApiToken, AuditEntry, TaskRun
 from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
@@ -269,3 +272,109 @@ def test_unknown_states_are_refused_with_422_and_long_values_too(staff_client, s
             assert "unknown state" in str(answer.json()["detail"]), answer.content
     else:
         assert answer.status_code == 200, (params, answer.content)
+
+
+# --- Login throttling, refused actions, /metrics behind a proxy ------------------------------------
+
+
+@pytest.fixture
+def no_login_failures():
+    caches[conf.dashboard()["LOGIN_CACHE"]].clear()
+    yield
+    caches[conf.dashboard()["LOGIN_CACHE"]].clear()
+
+
+def test_a_username_is_locked_after_repeated_failures_and_the_lockout_audited(
+    client, django_user_model, no_login_failures
+):
+    """100 wrong passwords for ``admin`` were all answered and the right one then worked."""
+    user = django_user_model.objects.create_user("admin", password="right-Pass-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_dashboard"))
+    django_user_model.objects.create_user("other", password="right-Pass-2", is_staff=True, is_superuser=True)
+    login = reverse("taskdeck:login")
+    limit = conf.dashboard()["LOGIN_FAILURES"]
+    for attempt in range(limit):
+        assert not AuditEntry.objects.exists(), attempt  # not locked before the limit
+        answer = client.post(login, {"username": "admin", "password": f"wrong-{attempt}"})
+        assert answer.status_code == 200 and "correct username and password" in answer.content.decode()
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.target, entry.ok, entry.user) == ("lockout", "admin", False, user)
+    assert entry.detail["failures"] == limit and entry.remote_addr == "127.0.0.1"
+    # The right password now: refused, saying why; the admin's login refuses it too.
+    answer = client.post(login, {"username": "ADMIN", "password": "right-Pass-1"})
+    assert answer.status_code == 200 and "Too many failed logins" in answer.content.decode()
+    assert not client.login(username="admin", password="right-Pass-1")
+    assert client.get(reverse("taskdeck:overview")).status_code == 302  # still anonymous
+    assert AuditEntry.objects.count() == 1  # one entry per lockout, not per attempt
+    # Another account is not affected; a success clears its count.
+    assert client.post(login, {"username": "other", "password": "right-Pass-2"}).status_code == 302
+    # Once the lockout expires, the right password works again.
+    caches[conf.dashboard()["LOGIN_CACHE"]].clear()
+    assert client.login(username="admin", password="right-Pass-1")
+
+
+@FUZZ
+@given(username=st.text(max_size=300), password=st.text(max_size=50))
+def test_any_login_attempt_is_answered_never_a_500(django_user_model, no_login_failures, username, password):
+    answer = Client(raise_request_exception=False).post(
+        reverse("taskdeck:login"), {"username": username, "password": password}
+    )
+    assert answer.status_code in (200, 400), answer.status_code
+
+
+def test_metrics_refuses_a_request_forwarded_by_a_proxy_unless_trusted(client):
+    """Behind a reverse proxy on the same host every client is 127.0.0.1: /metrics stayed public."""
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200  # a local scraper
+    for header in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"):
+        for value in ("203.0.113.9", "127.0.0.1", "for=127.0.0.1"):
+            answer = client.get("/metrics", REMOTE_ADDR="127.0.0.1", **{header: value})
+            assert answer.status_code == 403, (header, value)
+    token = ApiToken.issue("prometheus")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    assert (
+        client.get(
+            "/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9", **auth
+        ).status_code
+        == 200
+    )
+    monitor = {**settings.TASKDECK.get("MONITOR", {}), "METRICS_TRUSTED_PROXIES": ["127.0.0.1/32"]}
+    with override_settings(TASKDECK={**settings.TASKDECK, "MONITOR": monitor}):
+        # A trusted proxy: the client it forwards decides; a forged first hop does not.
+        forwarded = {"REMOTE_ADDR": "127.0.0.1"}
+        assert client.get("/metrics", HTTP_X_FORWARDED_FOR="::1", **forwarded).status_code == 200
+        assert client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9", **forwarded).status_code == 403
+        assert (
+            client.get("/metrics", HTTP_X_FORWARDED_FOR="127.0.0.1, 203.0.113.9", **forwarded).status_code
+            == 403
+        )
+        assert client.get("/metrics", HTTP_X_REAL_IP="127.0.0.1", **forwarded).status_code == 403  # no XFF
+
+
+@FUZZ
+@given(
+    forwarded_for=st.one_of(
+        st.text(max_size=80),
+        st.lists(st.ip_addresses().map(str), min_size=1, max_size=4).map(", ".join),
+    ),
+    trusted=st.booleans(),
+)
+def test_metrics_never_admits_a_forwarded_outsider(client, forwarded_for, trusted):
+    monitor = {
+        **settings.TASKDECK.get("MONITOR", {}),
+        "METRICS_TRUSTED_PROXIES": ["127.0.0.1/32"] if trusted else [],
+    }
+    with override_settings(TASKDECK={**settings.TASKDECK, "MONITOR": monitor}):
+        answer = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=forwarded_for)
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    local = {"127.0.0.1", "::1"}
+    admitted = trusted and bool(hops) and _canonical(hops[-1]) in local
+    if not forwarded_for:  # an empty header is no header
+        admitted = True
+    assert answer.status_code == (200 if admitted else 403), (forwarded_for, trusted)
+
+
+def _canonical(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text

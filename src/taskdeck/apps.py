@@ -11,3 +11,4 @@ class TaskdeckConfig(AppConfig):
         from taskdeck import checks, conf, install_checks, settings_checks, signals  # noqa: F401 (they register)
 
         signals.connect()
+        from taskdeck.dashboard import lockout  # noqa: F401  (its signal receivers)

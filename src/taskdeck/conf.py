@@ -160,6 +160,10 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # ApiToken rows (handy for a Prometheus scrape config from the environment).
     "TOKENS": [],
     "METRICS_NETWORKS": ["127.0.0.1/32", "::1/128"],
+    # Reverse proxies whose X-Forwarded-For is believed for /metrics. A request
+    # that carries a forwarding header (Forwarded, X-Forwarded-For, X-Real-IP)
+    # from any other peer needs the token, even from 127.0.0.1 (docs/deploying.md).
+    "METRICS_TRUSTED_PROXIES": [],
     # Charts (taskdeck.monitor.series, GET /api/series): a bucket that ended more
     # than SERIES_SETTLE seconds ago is kept in the Django cache SERIES_CACHE
     # (an alias of CACHES) for SERIES_CACHE_TTL seconds.
@@ -190,6 +194,13 @@ DASHBOARD_DEFAULTS: dict[str, Any] = {
     # the queues' consumers); the consumers are cached that long in CACHE.
     "CONTROL_TIMEOUT": 1.0,
     "CACHE": "default",
+    # Login throttling (taskdeck.dashboard.lockout): after LOGIN_FAILURES failed
+    # logins of one username within LOGIN_LOCKOUT seconds, its logins are refused
+    # for LOGIN_LOCKOUT seconds; counted in the Django cache LOGIN_CACHE (shared
+    # between web processes only if that cache is).
+    "LOGIN_FAILURES": 5,
+    "LOGIN_LOCKOUT": 900,
+    "LOGIN_CACHE": "default",
 }
 
 WORKER_DEFAULTS: dict[str, Any] = {

@@ -367,6 +367,8 @@ class AuditEntry(models.Model):
         SHUTDOWN = "shutdown", "shut down worker"
         REQUEUE = "requeue", "requeue dead letter"
         DELETE_LETTER = "delete_letter", "delete dead letter"
+        LOCKOUT = "lockout", "login locked out"
+        REFUSED = "refused", "action refused"
 
     at = models.DateTimeField("at", auto_now_add=True, db_index=True)
     user = models.ForeignKey(

@@ -108,7 +108,11 @@ def test_read_only_role_sees_everything_and_can_do_nothing(accounts):
         response = viewer.post(url, {"delta": "1"})
         assert response.status_code == 403, url
         assert "permission" in response.content.decode()
-    assert not AuditEntry.objects.exists()
+    # Each refusal is in the audit log (docs/dashboard.md): who, what, on what.
+    refused = AuditEntry.objects.filter(action="refused", ok=False, username="viewer")
+    assert refused.count() == 6 and not AuditEntry.objects.exclude(action="refused").exists()
+    assert {e.detail["action"] for e in refused} == {"retry", "revoke", "purge", "control"}
+    assert refused.filter(target=run.task_id).count() == 2 and refused.filter(target="w1@host").count() == 2
     operator_page = logged_in("operator").get(reverse("taskdeck:task", args=[run.task_id])).content.decode()
     assert 'id="retry"' in operator_page and "read-only" not in operator_page
 

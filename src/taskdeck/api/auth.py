@@ -62,14 +62,54 @@ def viewer_or_token(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     return wrapped
 
 
+#: Headers a reverse proxy adds: a request carrying one came through a proxy, whatever its peer address.
+FORWARDING_HEADERS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP")
+
+
 def metrics_allowed(request: HttpRequest) -> bool:
-    """/metrics: a valid token, or a client address inside ``METRICS_NETWORKS``."""
+    """/metrics: a valid token, or a client address inside ``METRICS_NETWORKS``.
+
+    Behind a reverse proxy on the same host every peer is 127.0.0.1: a request
+    that carries a forwarding header is admitted by address only when its peer
+    is in ``METRICS_TRUSTED_PROXIES``, and then by the client address the proxy
+    forwarded (X-Forwarded-For). Otherwise it needs the token.
+    """
     if token_valid(bearer(request)):
         return True
+    options = conf.monitor()
+    client = client_address(request, _networks(options["METRICS_TRUSTED_PROXIES"]))
+    return client is not None and _inside(client, _networks(options["METRICS_NETWORKS"]))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def client_address(request: HttpRequest, trusted: list[Network]) -> Address | None:
+    """The client's address: the peer's, or the one a trusted proxy forwarded; None when unknown."""
+    peer = _address(request.META.get("REMOTE_ADDR", ""))
+    if peer is None or not any(request.META.get(header) for header in FORWARDING_HEADERS):
+        return peer
+    if not _inside(peer, trusted):
+        return None  # forwarded by a proxy nobody said to trust
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):  # the nearest hop a trusted proxy did not add is the client
+        address = _address(hop)
+        if address is None or not _inside(address, trusted):
+            return address
+    return None
+
+
+def _address(text: str) -> Address | None:
     try:
-        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return any(
-        client in ipaddress.ip_network(net, strict=False) for net in conf.monitor()["METRICS_NETWORKS"]
-    )
+        return None
+
+
+def _networks(values: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(value, strict=False) for value in values]
+
+
+def _inside(address: Address, networks: list[Network]) -> bool:
+    return any(address in network for network in networks)

@@ -47,7 +47,18 @@ def abilities(user: Any) -> dict[str, bool]:
 
 
 class StaffLoginForm(AuthenticationForm):
-    """Django's login form that turns away accounts the dashboard would refuse anyway."""
+    """Django's login form that turns away accounts the dashboard would refuse anyway, and locked ones."""
+
+    def clean(self) -> dict[str, Any]:
+        from taskdeck.dashboard.lockout import is_locked, lockout_minutes
+
+        if is_locked(self.cleaned_data.get("username")):
+            raise forms.ValidationError(
+                "Too many failed logins for this account: logins are refused for up to "
+                f"{lockout_minutes()} minutes. An administrator can see it in the audit log.",
+                code="locked",
+            )
+        return super().clean()
 
     def confirm_login_allowed(self, user: Any) -> None:
         super().confirm_login_allowed(user)
@@ -103,6 +114,7 @@ def action_view(action: str) -> Callable[[View], View]:
         @wraps(view)
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.has_perm(permission):
+                _audit_refusal(request, action, permission, kwargs)
                 return render(
                     request,
                     "taskdeck/denied.html",
@@ -114,6 +126,24 @@ def action_view(action: str) -> Callable[[View], View]:
         return dashboard_view(require_POST(csrf_protect(checked)))
 
     return decorate
+
+
+def _audit_refusal(request: HttpRequest, action: str, permission: str, kwargs: dict[str, Any]) -> None:
+    """A refused action is in the audit log too: who tried what, on what, from where."""
+    from taskdeck.models import AuditEntry
+
+    user: Any = request.user
+    target = next(iter(kwargs.values()), None) or request.POST.get("name", "")
+    AuditEntry.objects.create(
+        user=user,
+        username=user.get_username(),
+        action=AuditEntry.Action.REFUSED,
+        target=str(target)[:255],
+        ok=False,
+        message=f"{action} refused: {user.get_username()} lacks the permission {permission!r}",
+        detail={"action": action, "path": request.path[:500], "permission": permission},
+        remote_addr=request.META.get("REMOTE_ADDR") or None,
+    )
 
 
 def database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
