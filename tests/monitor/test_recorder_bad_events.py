@@ -207,3 +207,20 @@ def test_junk_on_the_event_exchange_never_stops_the_recorder(start_recorder):
     metrics = render().decode()
     assert 'taskdeck_recorder_bad_events_total{reason="undecodable"} 2.0' in metrics
     assert "Traceback" not in proc.output()
+
+
+def test_inspect_replies_that_make_no_sense_leave_other_workers_alone():
+    from taskdeck.monitor.workers import WorkerInspector
+
+    for name in ("good@h", "odd@h", "junk@h"):
+        Worker.objects.create(hostname=name, online=True)
+    replies = {
+        "odd@h": {"pool": {"implementation": "x" * 100 + "\x00", "max-concurrency": "lots"}},
+        "junk@h": {"pool": ["not", "a", "mapping"]},
+        "good@h": {"pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 4}},
+    }
+    WorkerInspector(lambda: replies, interval=30).on_tick(NOW)
+    rows = {w.hostname: (w.pool, w.concurrency) for w in Worker.objects.all()}
+    assert rows["good@h"] == ("prefork", 4)
+    assert rows["odd@h"] == ("x" * 63 + "…", None)
+    assert rows["junk@h"] == ("", None)

@@ -101,9 +101,14 @@ class WorkerInspector(Subscriber):
             logger.warning("inspect stats failed", exc_info=True)
             return
         for hostname, info in stats.items():
-            pool = info.get("pool") or {}
+            pool = (info.get("pool") if isinstance(info, dict) else None) or {}
+            if not isinstance(pool, dict):
+                continue  # a reply we cannot read: leave that worker's row as it is
+            concurrency = pool.get("max-concurrency")
+            if not isinstance(concurrency, int) or not 0 <= concurrency < 2**31:
+                concurrency = None
             Worker.objects.using(self.using).filter(hostname=hostname).update(
                 # "celery.concurrency.prefork:TaskPool" -> "prefork"
-                pool=str(pool.get("implementation", "")).split(":", 1)[0].rsplit(".", 1)[-1][:64],
-                concurrency=pool.get("max-concurrency"),
+                pool=clip(str(pool.get("implementation", "")).split(":", 1)[0].rsplit(".", 1)[-1], 64),
+                concurrency=concurrency,
             )
