@@ -1,4 +1,5 @@
-/* taskdeck dashboard: relative times, htmx settings, and the overview's charts (uPlot). */
+/* taskdeck dashboard: relative times, htmx settings, filters that submit themselves, and the
+   overview's charts (uPlot), each with a text summary and its numbers as a table. */
 (function () {
   "use strict";
 
@@ -36,6 +37,25 @@
     }
   });
   document.addEventListener("htmx:afterSwap", function (e) { refreshTimes(e.target); });
+
+  // --- filters that submit on change ([data-autosubmit]) ----------------------------------
+  // A click or Space on a checkbox, or a choice picked with the mouse, submits at once. Arrow
+  // keys in a closed <select> change its value one step at a time: those wait for Enter, so a
+  // keyboard user is not sent to a new page at every step.
+  var keyed = null;
+  document.addEventListener("keydown", function (e) {
+    var el = e.target;
+    if (!el.matches || !el.matches("select[data-autosubmit]")) return;
+    if (e.key === "Enter") { e.preventDefault(); keyed = null; el.form.requestSubmit(); }
+    else if (e.key.indexOf("Arrow") === 0 || e.key === "Home" || e.key === "End" || e.key.indexOf("Page") === 0 || e.key.length === 1) keyed = el;
+  });
+  document.addEventListener("change", function (e) {
+    var el = e.target;
+    if (!el.matches || !el.matches("[data-autosubmit]")) return;
+    if (keyed === el) return;  // waits for Enter
+    el.form.requestSubmit();
+  });
+  document.addEventListener("focusout", function (e) { if (keyed === e.target) keyed = null; });
 
   // --- charts ----------------------------------------------------------------------------
   function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
@@ -100,6 +120,51 @@
     return uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7, 24] }) : undefined;
   }
 
+  // --- a chart for those who cannot see it: a sentence, and its numbers as a table ----------
+  function timeOf(t) { return new Date(t * 1000).toLocaleString([], { hourCycle: "h23", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" }); }
+
+  function describe(root, key, text, xs, columns) {
+    var summary = root.querySelector("[data-chart-summary=" + key + "]");
+    if (summary) summary.textContent = text;
+    var box = root.querySelector("[data-chart-table=" + key + "] .scroll");
+    if (!box) return;
+    var table = document.createElement("table");
+    table.className = "t";
+    var caption = table.createCaption();
+    caption.className = "sr-only";
+    caption.textContent = text;
+    var head = table.createTHead().insertRow();
+    ["bucket start"].concat(columns.map(function (c) { return c.label; })).forEach(function (label, i) {
+      var th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = label;
+      if (i) th.className = "num";
+      head.appendChild(th);
+    });
+    var tbody = table.createTBody();
+    xs.forEach(function (t, i) {
+      var row = tbody.insertRow();
+      var th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = timeOf(t);
+      row.appendChild(th);
+      columns.forEach(function (c) {
+        var td = row.insertCell();
+        td.className = "num";
+        td.textContent = c.format(c.values[i]);
+      });
+    });
+    box.replaceChildren(table);
+  }
+
+  function busiest(xs, values, bucket) {
+    var best = -1;
+    values.forEach(function (v, i) { if (v != null && (best < 0 || v > values[best])) best = i; });
+    return best < 0 || !values[best] ? "" : "; the busiest " + bucket + ": " + fmtCount(values[best]) + " at " + timeOf(xs[best]);
+  }
+
+  function plain(n) { return n == null ? "—" : String(n); }
+
   function drawOverview(root, body) {
     var pts = body.points;
     var xs = pts.map(function (p) { return Date.parse(p.t) / 1000; });
@@ -129,6 +194,28 @@
     root._charts = { all: list };
 
     var s = body.summary;
+    var name = root.getAttribute("data-window-name") || body.window_name;
+    var Name = name.charAt(0).toUpperCase() + name.slice(1);
+    var bucket = (body.step >= 3600 ? body.step / 3600 + "-hour" : body.step / 60 + "-minute") + " bucket";
+    describe(root, "throughput",
+      Name + ": " + s.succeeded + " runs succeeded and " + s.retried + " retries" + busiest(xs, col("succeeded"), bucket) + ".",
+      xs, [
+        { label: "succeeded", values: col("succeeded"), format: plain },
+        { label: "retried", values: col("retried"), format: plain },
+      ]);
+    describe(root, "failures",
+      Name + ": " + s.failed + " runs failed and " + s.revoked + " were revoked" + busiest(xs, col("failed"), bucket) + ".",
+      xs, [
+        { label: "failed", values: col("failed"), format: plain },
+        { label: "revoked", values: col("revoked"), format: plain },
+      ]);
+    describe(root, "latency",
+      Name + ": runtime p50 " + fmtSeconds(s.runtime.p50) + ", p95 " + fmtSeconds(s.runtime.p95) + "; wait p95 " + fmtSeconds(s.wait.p95) + " (percentiles per " + bucket + " in the table).",
+      xs, [
+        { label: "runtime p50", values: col("runtime_p50"), format: fmtSeconds },
+        { label: "runtime p95", values: col("runtime_p95"), format: fmtSeconds },
+        { label: "wait p95", values: col("wait_p95"), format: fmtSeconds },
+      ]);
     var set = function (k, v) { var e = root.querySelector("[data-stat=" + k + "]"); if (e) e.textContent = v; };
     set("finished", fmtCount(s.finished));
     set("throughput", fmtCount(s.throughput * 60) + "/min");
@@ -152,7 +239,7 @@
       })
       .then(function (body) { drawOverview(root, body); root.setAttribute("data-loaded", "1"); })
       .catch(function (err) {
-        root.querySelectorAll(".chart .loading").forEach(function (e) { e.textContent = "charts unavailable: " + err.message; });
+        root.querySelectorAll(".chart .loading, .chart-summary").forEach(function (e) { e.textContent = "charts unavailable: " + err.message; });
       });
   }
 
