@@ -203,11 +203,14 @@ def test_keyboard_only(demo, page, live_server, accounts, shoot):
     url = f"{live_server.url}/taskdeck"
     # Log in with the keyboard: the username field has the focus.
     page.goto(f"{url}/login/")
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'username'")
     page.keyboard.type("operator")
     page.keyboard.press("Tab")
     from tests.dashboard.conftest import PASSWORD
 
     page.keyboard.type(PASSWORD)
+    assert page.input_value("input[name=username]") == "operator"
+    assert page.input_value("input[name=password]") == PASSWORD
     page.keyboard.press("Enter")
     page.wait_for_url(f"{url}/")
     settle(page)
