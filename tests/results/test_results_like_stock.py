@@ -9,6 +9,7 @@ where the path goes through one). docs/results.md lists what still differs.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,9 @@ from django.db import transaction
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend as StockBackend
 from django_celery_results.models import TaskResult
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from taskdeck import conf
 from taskdeck.results import BACKEND, WRITE_BEHIND
@@ -238,3 +242,43 @@ def test_a_task_run_again_under_its_id_stores_the_new_result(name, start_worker,
         "the second run's result in the row",
     )
     assert AsyncResult(first.id, backend=backend).get(timeout=checks.TIMEOUT) == 5
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+#: Keys of ``request.meta`` a backend sets itself: ``children`` and ours when stored; ``status`` when
+#: read (django-celery-results lets the task's meta replace the state it reads, a list there fails).
+RESERVED = ("children", META_KEY, "status")
+#: What a request read from a message may carry where the backends look for the queue and retries.
+ODD = JSON | st.builds(object)
+
+
+@examples(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    meta=st.dictionaries(
+        st.sampled_from(["queue", "retries"]) | st.text(max_size=12).filter(lambda k: k not in RESERVED),
+        JSON,
+        max_size=4,
+    ),
+    retries=ODD,
+    delivery=ODD | st.dictionaries(st.just("routing_key"), ODD, max_size=1),
+)
+def test_odd_request_fields_are_stored_as_stock_stores_them(store, meta, retries, delivery):
+    """Whatever a message puts in ``meta``, ``retries`` and ``delivery_info``, a store never fails for
+    our keys: the task's own meta reads back as the stock backend's does, ours only when well-formed."""
+    task_id = uuid.uuid4().hex
+    request = Context(id=task_id, task="t", meta=meta, retries=retries, delivery_info=delivery, args=[])
+    store.backend.mark_as_done(task_id, 1, request=request)
+    store.flush()
+    stored = json.loads(TaskResult.objects.get(task_id=task_id).meta)
+    assert {k: v for k, v in stored.items() if k not in ("children", META_KEY)} == meta
+    own = stored.get(META_KEY, {})
+    assert set(own) <= {"queue", "retries"}
+    assert isinstance(own.get("queue", ""), str) and isinstance(own.get("retries", 1), int)
+    read = store.backend.get_task_meta(task_id, cache=False)
+    # Keys django-celery-results sets after the task's meta, on every backend.
+    overridden = ("result", "task_args", "task_kwargs", "args", "kwargs")
+    assert all(read[k] == v for k, v in meta.items() if k not in overridden)
