@@ -142,6 +142,29 @@ def test_get_result_of_an_unknown_id_and_of_another_task():
         dtasks.add.get_result(result.id)
 
 
+def test_attempts_count_the_retries_the_result_backend_stored(broker):
+    """A state stored by taskdeck's backend for a third attempt (two Celery retries) reads as attempts 3."""
+    from types import SimpleNamespace
+
+    from taskdeck.results import upsert
+
+    result = dtasks.add.enqueue(1, 2)
+    request = SimpleNamespace(
+        id=result.id,
+        task="tests.support.dtasks.add",
+        retries=2,
+        hostname="w1@test",
+        delivery_info={"routing_key": "medium_priority"},
+        argsrepr="[1, 2]",
+        kwargsrepr="{}",
+    )
+    backend = current_app.backend
+    upsert.upsert(Row, [backend.result_row(result.id, 3, "SUCCESS", None, request)])
+    stored = dtasks.add.get_result(result.id)
+    assert (stored.status, stored.return_value, stored.args) == (Status.SUCCESSFUL, 3, [1, 2])
+    assert (stored.attempts, stored.worker_ids) == (3, ["w1@test"] * 3)
+
+
 # --- run_after, queues, routes ----------------------------------------------
 
 

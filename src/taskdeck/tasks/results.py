@@ -77,8 +77,7 @@ def read(backend: Any, result_id: str, using: str) -> Any:
 def from_row(backend: Any, row: Any) -> Any:
     task = _task(row.task_name)
     status = status_of(row.status)
-    meta = _decode(row.meta) or {}
-    attempts = int(meta.get("retries") or 0) + 1 if row.worker else 0
+    attempts = _retries(row) + 1 if row.worker else 0
     result = compat.TaskResult(
         task=task,
         id=row.task_id,
@@ -103,6 +102,22 @@ def from_row(backend: Any, row: Any) -> Any:
 
 
 _FINISHED = {"SUCCESSFUL", "FAILED"}
+
+
+def _retries(row: Any) -> int:
+    """Celery's retry count of the stored state, which taskdeck's backends keep under their own meta key."""
+    from taskdeck.results.backend import META_KEY
+
+    try:
+        meta = _decode(row.meta)
+    except ValueError:
+        return 0
+    meta = meta if isinstance(meta, dict) else {}
+    own = meta.get(META_KEY)
+    if not isinstance(own, dict):
+        own = {}
+    retries = own.get("retries", meta.get("retries"))
+    return retries if isinstance(retries, int) and not isinstance(retries, bool) and retries > 0 else 0
 
 
 def _task(path: str) -> Any:
