@@ -129,7 +129,7 @@ def test_round_trip_every_status_and_the_fields_of_the_result(start_worker, prob
     assert worker.alive()
 
 
-def test_get_result_of_an_unknown_id_and_of_another_task():
+def test_get_result_of_an_unknown_id_and_of_another_task(broker):
     with pytest.raises(compat.TaskResultDoesNotExist):
         dtasks.add.get_result(str(uuid.uuid4()))
     result = dtasks.record.enqueue("mine")  # no worker: it stays READY
