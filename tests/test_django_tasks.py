@@ -367,6 +367,29 @@ def test_priority_thresholds_default_to_equal_parts_and_refuse_bad_options():
             priority.thresholds(bad, lanes)
 
 
+@hsettings(max_examples=200, deadline=None)
+@given(
+    option=st.dictionaries(
+        st.sampled_from(["high", "medium", "low", "urgent", ""]),
+        st.integers(-150, 150) | st.booleans() | st.none() | st.text(max_size=3),
+        max_size=4,
+    ),
+    wanted=st.integers(-100, 100),
+)
+def test_any_priority_lanes_option_is_refused_or_gives_every_priority_one_lane(option, wanted):
+    """Generated PRIORITY_LANES: a clear ConfigurationError, or a table where each priority has one lane."""
+    lanes = ["high", "medium", "low"]
+    try:
+        table = priority.thresholds(option, lanes)
+    except ConfigurationError as exc:
+        assert "PRIORITY_LANES" in str(exc)
+        return
+    lane = priority.lane_for(wanted, table)
+    assert lane in option and option[lane] <= wanted
+    higher = lanes[: lanes.index(lane)]
+    assert all(option[h] > wanted for h in higher if h in option)
+
+
 def test_the_backend_checks_its_options():
     from django.core.checks import run_checks
 
@@ -374,6 +397,10 @@ def test_the_backend_checks_its_options():
     with override_settings(TASKS={"default": tasks}):
         ids = [m.id for m in run_checks()]
     assert "taskdeck.E101" in ids
+    tasks = {**settings.TASKS["default"], "QUEUES": [*settings.TASKS["default"]["QUEUES"], "nowhere"]}
+    with override_settings(TASKS={"default": tasks}):
+        [unconsumed] = [m for m in run_checks() if m.id == "taskdeck.W103"]
+    assert "nowhere" in unconsumed.msg and "high_priority" not in unconsumed.msg
     tasks = {**settings.TASKS["default"], "OPTIONS": {"PRIORITY": 1}}
     with override_settings(TASKS={"default": tasks}), pytest.raises(ConfigurationError, match="PRIORITY"):
         compat.task_backends["default"]

@@ -184,15 +184,6 @@ class CeleryBackend(compat.BaseTaskBackend):
                     id="taskdeck.W101",
                 )
             )
-        elif not current_app.conf.result_extended:
-            messages.append(
-                checks.Warning(
-                    f"TASKS[{self.alias!r}]: CELERY_RESULT_EXTENDED is off, so results keep no task "
-                    "name once a worker stores them and get_result() cannot find their task",
-                    hint="Set CELERY_RESULT_EXTENDED = True.",
-                    id="taskdeck.W102",
-                )
-            )
         queues = conf.get()["WORKERS"]
         if queues:
             consumed = {q for group in queues.values() for q in group["queues"]}
