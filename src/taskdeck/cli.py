@@ -65,7 +65,10 @@ def setup(args: argparse.Namespace) -> None:
 def celery_app(args: argparse.Namespace) -> Any:
     from celery.app.utils import find_app
 
-    return find_app(args.app)
+    try:
+        return find_app(args.app)
+    except (ImportError, AttributeError) as exc:
+        raise TaskdeckError(f"no Celery app {args.app!r} ({exc}): pass -A/--app") from exc
 
 
 def child_env() -> dict[str, str]:
@@ -120,7 +123,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     app = celery_app(args)
     broker_url = app.conf.broker_url or ""
     address = args.address or options["WEB_ADDRESS"]
-    fleet = Fleet(grace=args.grace)
+    fleet = Fleet(grace=args.grace, status_dir=data_dir)
     fleet.handle_signals()
     env = child_env()
     python = sys.executable
@@ -225,19 +228,23 @@ def _local_admin(fleet: Any, broker_url: str, data_dir: Path) -> None:
 
 
 def _wait_for_workers(fleet: Any, app: Any, groups: list[str], timeout: float = 120) -> None:
-    """Wait until a worker of every group answers a ping."""
+    """Wait until a worker of every group answers a ping, or has exited (the fleet restarts it).
+
+    A group that fails to start is shown by the fleet (one line per exit, its
+    state in the status file) and neither holds up nor stops the others.
+    """
     deadline = time.monotonic() + timeout
     missing = set(groups)
     while missing:
-        for spec, popen in fleet.procs:
-            if popen.poll() is not None:
-                from taskdeck.fleet import ProcessExited
-
-                raise ProcessExited(spec.name, popen.returncode)
+        fleet.poll()
+        missing -= {name for name in missing if fleet.supervised[f"w:{name}"].last_code is not None}
+        if not missing:
+            break
         replies = app.control.ping(timeout=1.0)
         missing -= {name.split("@")[0] for reply in replies for name in reply}
         if missing and time.monotonic() > deadline:
-            raise TimeoutError(f"workers {sorted(missing)} did not answer in {timeout:.0f}s")
+            fleet.say("taskdeck", f"workers {sorted(missing)} did not answer in {timeout:.0f}s; carrying on")
+            return
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

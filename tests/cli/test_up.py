@@ -15,11 +15,13 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from taskdeck import supervision
 from tests.support.services import ARTIFACTS, ROOT, Proc, wait_for
 
 TASKDECK = [sys.executable, "-m", "taskdeck.cli"]
@@ -142,7 +144,11 @@ def test_up_with_celery_broker_set_uses_it_starts_no_redis_and_restarts_a_dead_w
         killed = worker_main_pid(env["TASKDECK_DATA_DIR"], "default")
         assert killed is not None
         os.kill(killed, signal.SIGKILL)
-        wait_for(lambda: "w:default exited with code -9; restarting it in 1s" in up.output(), 30, "restart")
+        wait_for(
+            lambda: "w:default exited with code -9: killed by SIGKILL; restarting it in 1s" in up.output(),
+            30,
+            "restart",
+        )
         data = env["TASKDECK_DATA_DIR"]
         wait_for(lambda: worker_main_pid(data, "default") not in (None, killed), 30, "a new worker")
         wait_for(lambda: "default@" in run(["status"], env).stdout, 60, "the new worker answering")
@@ -188,3 +194,65 @@ def test_worker_names_an_unknown_group(embedded_env: dict[str, str]) -> None:
     result = run(["worker", "gpu"], embedded_env)
     assert result.returncode == 1
     assert "no worker group 'gpu'" in result.stderr and "'lanes'" in result.stderr
+
+
+# The web server's static files are not collected here (whitenoise says so once).
+@pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
+def test_a_crash_looping_worker_is_restarted_shown_and_stops_nothing_else(
+    embedded_env: dict[str, str], redis_db_url: str, admin_client, settings
+) -> None:
+    """A worker whose import fails crash-loops; web, recorder and the other workers keep answering."""
+    env = {**embedded_env, "CELERY_BROKER": redis_db_url}
+    data = Path(env["TASKDECK_DATA_DIR"])
+    port = free_port()
+    up = Proc(
+        [
+            *TASKDECK,
+            "--settings",
+            "tests.support.crashloop_settings",
+            "-A",
+            "core",
+            "up",
+            "--no-beat",
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
+        env,
+        ARTIFACTS / "up-crashloop.log",
+    )
+    try:
+        wait_for(lambda: not up.alive() or "Ctrl-C stops everything" in up.output(), 180, "taskdeck up")
+        assert up.alive(), up.output()
+        reason = "ModuleNotFoundError: No module named 'taskdeck_module_that_does_not_exist'"
+        wait_for(lambda: up.output().count(f"w:broken exited with code 1: {reason}") >= 3, 120, "three exits")
+        log = up.output()
+        assert "crash-looping, the others keep running" in log
+        assert "(same output as before, not repeated)" in log
+        # Its traceback is shown once, not once per attempt.
+        assert len(re.findall(r"^w:broken\s+\| Traceback", log, re.M)) == 1, log
+
+        status = supervision.read(data)
+        assert status is not None and status["w:broken"]["state"] == "crash-looping"
+        assert status["w:broken"]["last_reason"] == reason
+        for name in ("w:default", "w:lanes", "w:notifications", "monitor", "web"):
+            assert status[name]["state"] == "running", status
+
+        # The others answer: the web server, the workers (a task runs), `taskdeck status`.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/taskdeck/login/", timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'taskdeck_process_state{name="w:broken",state="crash-looping"} 1.0' in metrics
+        assert 'taskdeck_process_state{name="web",state="running"} 1.0' in metrics
+        shown = run(["--settings", "tests.support.crashloop_settings", "-A", "core", "status"], env)
+        assert "default@" in shown.stdout and "w:broken" in shown.stdout and "crash-looping" in shown.stdout
+
+        # The dashboard's banner names it.
+        settings.TASKDECK = {**settings.TASKDECK, "DATA_DIR": data}
+        banner = admin_client.get("/taskdeck/status/").content.decode()
+        assert "w:broken is crash-looping." in banner and "taskdeck_module_that_does_not_exist" in banner
+        assert up.alive()
+    finally:
+        log = stop_up(up)
+    assert not data.joinpath(supervision.FILENAME).exists()
+    assert "stopped" in log.splitlines()[-1]

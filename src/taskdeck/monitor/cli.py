@@ -58,11 +58,16 @@ def status_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from rich.console import Console
 
+    from taskdeck import conf, supervision
     from taskdeck.terminal import render, snapshot
 
     app = _celery_app(args.app)
     snap = snapshot(window=args.window, app=app)
-    Console().print(render(snap))
+    console = Console()
+    console.print(render(snap))
+    processes = supervision.read(conf.get()["DATA_DIR"])
+    if processes:
+        console.print(supervision.table(processes))
     return 0 if snap["broker"]["ok"] else 1
 
 

@@ -45,12 +45,20 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @dashboard_view
 def status(request: HttpRequest) -> HttpResponse:
-    """The banner: broker unreachable, recorder stopped or behind, no worker online."""
+    """The banner: broker or recorder down, recorder behind, no worker online, a process crash-looping."""
+    from taskdeck import conf, supervision
+
     broker = broker_health(current_app)
     recorder = recorder_health()
     workers_online = Worker.objects.online().count()
+    failing = supervision.failing(conf.get()["DATA_DIR"])
     return render(
         request,
         "taskdeck/partials/status.html",
-        {"broker": broker, "recorder": recorder, "workers_online": workers_online},
+        {
+            "broker": broker,
+            "recorder": recorder,
+            "workers_online": workers_online,
+            "processes_failing": failing,
+        },
     )
