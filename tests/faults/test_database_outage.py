@@ -11,6 +11,10 @@ queue of its own, as the control: there, a task that starts during the
 outage is lost (Celery stores STARTED before the task's code runs; that
 write fails, and the message is acknowledged as a failure).
 
+A recorder writes the history into the same database: the outage is not
+a bad row, so its batches are kept and written when the server is back,
+none dead-lettered.
+
 What must hold: no task is lost from the ledger; each task either has its
 result row or is named in an error the worker logged (a result write never
 vanishes silently); the worker neither dies nor restarts its processes in a
@@ -47,6 +51,16 @@ def own_postgres():
     server.close()
 
 
+RECORDED = "SELECT task_id FROM taskdeck_taskrun WHERE task_id = ANY(%s)"
+FINISHED = "SELECT task_id FROM taskdeck_taskrun WHERE state = 'SUCCESS' AND task_id = ANY(%s)"
+ROW_LETTERS = "SELECT id FROM taskdeck_deadletter WHERE kind = 'row'"
+
+
+def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def success_rows(url: str, ids: list[str]) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -78,7 +92,21 @@ def test_postgres_stopped_mid_run_loses_no_task_and_every_page_says_so(
         env,
         ARTIFACTS / f"{request.node.name}-web.log",
     )
+    recorder = Process(
+        [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core"],
+        env,
+        ARTIFACTS / f"{request.node.name}-recorder.log",
+    )
     try:
+        wait_for(
+            lambda: (
+                not recorder.alive()
+                or query(db_url, "SELECT 1 FROM taskdeck_recorderstate WHERE heartbeat_at IS NOT NULL")
+            ),
+            90,
+            "the recorder to listen",
+        )
+        recorder_pid = recorder.pid
         web = Web(f"http://127.0.0.1:{port}")
         wait_for(lambda: not web_proc.alive() or web.answers(), 60, "the web server")
         web.login("ops", "pw")
@@ -114,6 +142,11 @@ def test_postgres_stopped_mid_run_loses_no_task_and_every_page_says_so(
             lambda: len(success_rows(db_url, after)) == 20, 120, "tasks sent after the outage to succeed"
         )
         wait_for(lambda: web.get("/taskdeck/")[0] == 200, 60, "the dashboard to recover")
+        wait_for(
+            lambda: len(query(db_url, RECORDED, (ids,))) == TASKS,
+            120,
+            "every run in the recorder's history",
+        )
         stored = success_rows(db_url, ids)
         log = worker.output()
         unstored = [task_id for task_id in ids if task_id not in stored]
@@ -134,6 +167,13 @@ def test_postgres_stopped_mid_run_loses_no_task_and_every_page_says_so(
             "api_during_outage": api[0],
             "metrics_during_outage": metrics[0],
             "after_outage_succeeded": len(success_rows(db_url, after)),
+            "recorder_runs_recorded": len(query(db_url, RECORDED, (ids,))),
+            # A task whose result could not be stored sends no task-succeeded (Celery counts it as
+            # an internal error) and has no result row to rebuild it from: it stays STARTED.
+            "recorder_runs_success": len(query(db_url, FINISHED, (ids,))),
+            "recorder_rows_dead_lettered": len(query(db_url, ROW_LETTERS)),
+            "recorder_same_process": recorder.alive() and recorder.pid == recorder_pid,
+            "recorder_retries_logged": recorder.output().count("database error; retrying"),
             "control_stock_backend": {
                 k: v for k, v in ledger.tally(stock_ids).items() if k not in ("lost_ids", "unknown")
             },
@@ -141,6 +181,7 @@ def test_postgres_stopped_mid_run_loses_no_task_and_every_page_says_so(
         report("database-outage", counts)
     finally:
         web_proc.stop()
+        recorder.stop()
 
     assert tally["lost"] == 0
     # The control: with django-celery-results' own backend a task that starts while the
@@ -154,3 +195,6 @@ def test_postgres_stopped_mid_run_loses_no_task_and_every_page_says_so(
     assert dashboard[0] == 503 and "Database unreachable" in dashboard[1]
     assert api[0] == 503 and "database unavailable" in api[1]
     assert metrics[0] == 503 and "database unavailable" in metrics[1]
+    # The recorder: the outage held its batches back, it did not split them or set rows aside.
+    assert counts["recorder_runs_recorded"] == TASKS and counts["recorder_same_process"]
+    assert counts["recorder_rows_dead_lettered"] == 0
