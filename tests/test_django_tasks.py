@@ -283,26 +283,12 @@ def overtaken(probe: Probe, app: Any) -> tuple[int, dict[str, Any]]:
     """How many of a backlog of priority -100 tasks started before a priority-100 task sent after it."""
     from tests.support.probe import block
 
-    earlier = len(probe.starts())
-
-    def started() -> list[str]:
-        return [s["id"] for s in probe.starts()[earlier:]]
-
-    key = uuid.uuid4().hex
-    blocker = block.apply_async((key,), queue=app.conf.task_default_queue)
-    try:
-        wait_for(lambda: blocker.id in started(), 90, "the blocking task to start")
-        low = dtasks.record.using(priority=-100)
-        backlog = [low.enqueue(f"low-{i}").id for i in range(BACKLOG)]
-        assert started() == [blocker.id]  # the only process is busy: the whole backlog waits
-        high = dtasks.record.using(priority=100).enqueue("high")
-    finally:
-        probe.release(key)
-    expected = {blocker.id, high.id, *backlog}
-    wait_for(lambda: set(started()) >= expected, 120, "the backlog to drain")
-    order = started()
-    assert sorted(order) == sorted(expected), "every task ran exactly once"
-    return len(set(order[: order.index(high.id)]) & set(backlog)), probe.started(high.id) or {}
+    low, high = dtasks.record.using(priority=-100), dtasks.record.using(priority=100)
+    return probe.overtaken(
+        lambda key: block.apply_async((key,), queue=app.conf.task_default_queue).id,
+        lambda: [low.enqueue(f"low-{i}").id for i in range(BACKLOG)],
+        lambda: high.enqueue("high").id,
+    )
 
 
 def test_redis_priority_100_overtakes_a_priority_minus_100_backlog(start_worker, probe):

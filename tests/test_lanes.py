@@ -21,7 +21,6 @@ Two ways to reach the top:
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -31,7 +30,6 @@ from django.test import override_settings
 
 from taskdeck.lanes import in_lane, lane_names, lane_options, lane_queue, lanes_for
 from tests.support.probe import PROBE_ARGS, Probe
-from tests.support.services import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,27 +53,11 @@ def overtaken_by(app: Any, probe: Probe, urgent_queue: str | None = None) -> tup
     With ``urgent_queue`` the high task goes there (with the high lane's
     priority) instead of to the high lane's queue.
     """
-    earlier = len(probe.starts())
-
-    def started() -> list[str]:
-        return [start["id"] for start in probe.starts()[earlier:]]
-
-    key = uuid.uuid4().hex
-    blocker = send(app, BLOCK, (key,), "low")
-    try:
-        wait_for(lambda: blocker.id in started(), 90, "the blocking task to start")
-        backlog = [send(app, RECORD, (f"low-{i}",), "low").id for i in range(BACKLOG)]
-        # The only process is busy and holds no other message: the whole backlog waits.
-        assert started() == [blocker.id]
-        high = send(app, RECORD, ("high",), "high", queue=urgent_queue)
-    finally:
-        probe.release(key)
-    expected = {blocker.id, high.id, *backlog}
-    wait_for(lambda: set(started()) >= expected, 120, "the backlog to drain")
-    order = started()
-    assert sorted(order) == sorted(expected), "every task ran exactly once"
-    before_high = order[: order.index(high.id)]
-    return len(set(before_high) & set(backlog)), probe.started(high.id)
+    return probe.overtaken(
+        lambda key: send(app, BLOCK, (key,), "low").id,
+        lambda: [send(app, RECORD, (f"low-{i}",), "low").id for i in range(BACKLOG)],
+        lambda: send(app, RECORD, ("high",), "high", queue=urgent_queue).id,
+    )
 
 
 def test_lane_options_name_the_queue_and_the_brokers_priority():

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -96,3 +98,37 @@ class Probe:
 
     def release(self, key: str) -> None:
         self.client.rpush(RELEASE + key, "go")
+
+    def overtaken(
+        self, block: Callable[[str], str], backlog: Callable[[], list[str]], urgent: Callable[[], str]
+    ) -> tuple[int, dict[str, Any]]:
+        """How many of a backlog started before an urgent task sent after it, and the urgent task's start.
+
+        ``block(key)`` sends a ``block`` task (its id) that holds a worker's
+        only process until released; while it runs, ``backlog()`` sends the
+        backlog and ``urgent()`` the urgent task (their ids), so the whole
+        backlog waits when the urgent task arrives. Counted from the start
+        order, never timed.
+        """
+        from tests.support.services import wait_for
+
+        earlier = len(self.starts())
+
+        def started() -> list[str]:
+            return [start["id"] for start in self.starts()[earlier:]]
+
+        key = uuid.uuid4().hex
+        blocker = block(key)
+        try:
+            wait_for(lambda: blocker in started(), 90, "the blocking task to start")
+            lows = backlog()
+            # The only process is busy and holds no other message: the whole backlog waits.
+            assert started() == [blocker]
+            high = urgent()
+        finally:
+            self.release(key)
+        expected = {blocker, high, *lows}
+        wait_for(lambda: set(started()) >= expected, 120, "the backlog to drain")
+        order = started()
+        assert sorted(order) == sorted(expected), "every task ran exactly once"
+        return len(set(order[: order.index(high)]) & set(lows)), self.started(high) or {}

@@ -116,19 +116,8 @@ class CeleryBackend(compat.BaseTaskBackend):
         if self.supports_get_result:
             # Before the message: a worker's own row for this id can only come after it.
             enqueued_at = results.record_enqueued(task_id, name, args, kwargs, self.database)
-        result = compat.TaskResult(
-            task=task,
-            id=task_id,
-            status=compat.TaskResultStatus.READY,
-            enqueued_at=enqueued_at,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=args,
-            kwargs=kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
+        result = compat.new_result(
+            task, task_id, "READY", args, kwargs, backend=self.alias, enqueued_at=enqueued_at
         )
 
         def send() -> None:

@@ -54,6 +54,36 @@ normalize_json: Any = (
 )
 
 
+def new_result(
+    task: Any,
+    result_id: str,
+    status: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    backend: str,
+    enqueued_at: Any = None,
+    started_at: Any = None,
+    finished_at: Any = None,
+    worker_ids: list[str] | None = None,
+) -> Any:
+    """The framework's ``TaskResult``, no errors yet; the last attempt started at ``started_at``."""
+    return TaskResult(
+        task=task,
+        id=result_id,
+        status=TaskResultStatus(status),
+        enqueued_at=enqueued_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        last_attempted_at=started_at,
+        args=args,
+        kwargs=kwargs,
+        backend=backend,
+        errors=[],
+        worker_ids=list(worker_ids or []),
+    )
+
+
 def set_field(result: Any, name: str, value: Any) -> None:
     """Set a field of the framework's frozen dataclasses, as its own backends do."""
     object.__setattr__(result, name, value)

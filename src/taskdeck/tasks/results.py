@@ -78,18 +78,16 @@ def from_row(backend: Any, row: Any) -> Any:
     task = _task(row.task_name)
     status = status_of(row.status)
     attempts = _retries(row) + 1 if row.worker else 0
-    result = compat.TaskResult(
-        task=task,
-        id=row.task_id,
-        status=status,
+    result = compat.new_result(
+        task,
+        row.task_id,
+        status,
+        _arguments(row.task_args, list),
+        _arguments(row.task_kwargs, dict),
+        backend=backend.alias,
         enqueued_at=row.date_created,
         started_at=row.date_started,
         finished_at=row.date_done if status in _FINISHED else None,
-        last_attempted_at=row.date_started,
-        args=_arguments(row.task_args, list),
-        kwargs=_arguments(row.task_kwargs, dict),
-        backend=backend.alias,
-        errors=[],
         worker_ids=[row.worker] * attempts,
     )
     if status == compat.TaskResultStatus.SUCCESSFUL:

@@ -67,18 +67,14 @@ def execute(task: Any, request: Any, args: list[Any], kwargs: dict[str, Any]) ->
 
     now = timezone.now()
     hostname = str(getattr(request, "hostname", None) or "")
-    result = compat.TaskResult(
-        task=task,
-        id=str(request.id),
-        status=compat.TaskResultStatus.RUNNING,
-        enqueued_at=None,
-        started_at=now,
-        finished_at=None,
-        last_attempted_at=now,
-        args=args,
-        kwargs=kwargs,
+    result = compat.new_result(
+        task,
+        str(request.id),
+        "RUNNING",
+        args,
+        kwargs,
         backend=task.backend,
-        errors=[],
+        started_at=now,
         worker_ids=[hostname] * attempt_of(request),
     )
     backend = type(task.get_backend())
