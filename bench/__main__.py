@@ -5,6 +5,7 @@
     all          throughput, then priority (``--quick`` is passed to both)
     results      results in the Django database vs bare Celery (bench/results.py)
     monitor      the recorder's overhead, lag and memory (bench/monitor_overhead.py)
+    webserver    runserver, gunicorn and uvicorn under keep-alive load (bench/webserver.py)
     soak         N tasks through `taskdeck up`'s whole stack, memory per process (bench/soak.py)
 
 ``python -m bench COMMAND --help`` lists each one's options. Every bench
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "results": _with_argv("results", "bench.results"),
     "monitor": _with_argv("monitor", "bench.monitor_overhead"),
     "soak": _soak,
+    "webserver": _with_argv("webserver", "bench.webserver"),
 }
 
 

@@ -99,6 +99,23 @@ def beat_argv(app_name: str, app: Any, data_dir: Path) -> list[str]:
     return argv
 
 
+def web_argv(wsgi_application: str, address: str, workers: int) -> list[str]:
+    """gunicorn serving the project's WSGI application: ``workers`` processes of 4 threads each.
+
+    Threads keep browsers' and scrapers' keep-alive connections without a
+    process each; docs/benchmarks.md has the comparison with runserver and uvicorn.
+    """
+    module, _, name = wsgi_application.rpartition(".")
+    return [
+        sys.executable, "-m", "gunicorn", f"{module}:{name}",
+        "--bind", address,
+        "--workers", str(workers),
+        "--worker-class", "gthread", "--threads", "4",
+        "--keep-alive", "75",
+        "--graceful-timeout", "20",
+    ]  # fmt: skip
+
+
 def _port_open(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -158,7 +175,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             recorder = [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]
             fleet.start(Spec("monitor", recorder, restart=True), env)
         if not args.no_web:
-            web = [python, "-m", "django", "runserver", address, "--noreload"]
+            web = web_argv(settings.WSGI_APPLICATION, address, options["WEB_WORKERS"])
             fleet.start(Spec("web", web, ready=lambda: _port_open(address), restart=True), env)
         _wait_for_workers(fleet, app, list(options["WORKERS"]))
         if not args.no_web:

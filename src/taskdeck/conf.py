@@ -26,6 +26,9 @@ Keys
 ``WEB_ADDRESS``
     ``host:port`` of the web server ``taskdeck up`` starts.
     Default: ``"127.0.0.1:8000"``.
+``WEB_WORKERS``
+    Processes of the web server ``taskdeck up`` starts (gunicorn, 4 threads
+    each). Default: ``2``.
 ``MONITOR_PROCESS``
     Whether ``taskdeck up`` starts the recorder (``taskdeck monitor``).
     Default: ``True``.
@@ -85,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKERS": {},
     "BEAT": True,
     "WEB_ADDRESS": "127.0.0.1:8000",
+    "WEB_WORKERS": 2,
     "MONITOR_PROCESS": True,
     "DEMO": None,
     "MAX_MESSAGE_BYTES": 1024 * 1024,

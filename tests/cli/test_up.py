@@ -118,6 +118,7 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env
         )
 
         assert_private(data)
+        assert_served(port)
 
         status = run(["status"], embedded_env)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -155,6 +156,18 @@ def test_up_with_celery_broker_set_uses_it_starts_no_redis_and_restarts_a_dead_w
         assert up.alive()
     finally:
         stop_up(up)
+
+
+def assert_served(port: int) -> None:
+    """The production server (gunicorn, not runserver) serves the dashboard and its static files."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/taskdeck/login/", timeout=30) as page:
+        assert page.status == 200 and page.headers["Server"].startswith("gunicorn")
+        html = page.read().decode()
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert any(a.endswith(".css") for a in assets), assets
+    for asset in assets:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{asset}", timeout=30) as served:
+            assert served.status == 200 and served.read(), asset
 
 
 def assert_private(data: Path) -> None:
