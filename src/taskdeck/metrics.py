@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from taskdeck import conf
 from taskdeck.api.auth import metrics_allowed
-from taskdeck.models import QueueSample, TaskTotal, Worker
+from taskdeck.models import QueueSample, RecorderState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
 
 
@@ -45,7 +45,22 @@ class MonitorCollector:
         events = CounterMetricFamily("taskdeck_recorder_events", "Celery events the recorder processed.")
         events.add_metric([], recorder["events"])
         yield events
+        yield self._bad_events()
         yield from self._processes()
+
+    def _bad_events(self) -> Metric:
+        bad = CounterMetricFamily(
+            "taskdeck_recorder_bad_events",
+            "Events the recorder skipped as unusable, and rows the database refused, by reason.",
+            labels=["reason"],
+        )
+        totals: dict[str, int] = {}
+        for counts in RecorderState.objects.values_list("bad_events", flat=True):
+            for reason, count in (counts or {}).items():
+                totals[reason] = totals.get(reason, 0) + int(count)
+        for reason, count in sorted(totals.items()):
+            bad.add_metric([reason], count)
+        return bad
 
     def _processes(self) -> Iterator[Metric]:
         """The processes of a live `taskdeck up` on this host (its status file), none without one."""
