@@ -94,9 +94,15 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def run_suite(
-    suite: Path, backend: str, database: str, redis_url: str, report: Path
+    suite: Path,
+    backend: str,
+    database: str,
+    redis_url: str,
+    report: Path,
+    tests: str = "t/unit",
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[dict[str, str], str]:
-    """Run the peer's ``t/unit``: each test's outcome (``failed`` if any phase failed), and its output."""
+    """Run the peer's ``tests``: each test's outcome (``failed`` if any phase failed), and its output."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -106,9 +112,10 @@ def run_suite(
         "TASKDECK_PEER_REDIS_URL": redis_url,
         "TASKDECK_PEER_KEY_PREFIX": f"taskdeck:peer:{uuid.uuid4().hex[:8]}:",
         "TASKDECK_PEER_REPORT": str(report),
+        **(env_extra or {}),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    argv = [sys.executable, "-m", "pytest", "t/unit", "-q", "-p", "no:cacheprovider"]
+    argv = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider"]
     argv += ["--ds", "tests.results.peer.settings", "-p", "tests.results.peer.plugin"]
     # Plugins of our own suite the peer's does not use: half the run's CPU, at import.
     argv += ["-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:anyio"]
@@ -138,3 +145,22 @@ def test_peer_suite(peer_suite: Path, backend: str, database: str, broker: str, 
     print(
         f"{backend} on {database.split(':')[0]}: {len(outcomes) - len(failed)} passed, {len(failed)} failed"
     )
+
+
+@pytest.mark.parametrize("backend", ["direct", "write-behind"])
+def test_the_started_difference_is_the_hold_alone(
+    peer_suite: Path, backend: str, broker: str, tmp_path: Path
+):
+    """With every STARTED stored at once (``STARTED_DELAY = 0``), the listed STARTED test passes."""
+    (test,) = DIFFERENCES
+    database = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/taskdeck")
+    outcomes, output = run_suite(
+        peer_suite,
+        backend,
+        database,
+        broker,
+        tmp_path / "report.jsonl",
+        test,
+        {"TASKDECK_PEER_STARTED_DELAY": "0"},
+    )
+    assert outcomes == {test: "passed"}, output

@@ -36,5 +36,6 @@ TASKDECK = {
     "RESULTS": {
         "REDIS_URL": os.environ.get("TASKDECK_PEER_REDIS_URL", "redis://127.0.0.1:6379/15"),
         "KEY_PREFIX": os.environ.get("TASKDECK_PEER_KEY_PREFIX", "taskdeck:peer:"),
+        "STARTED_DELAY": float(os.environ.get("TASKDECK_PEER_STARTED_DELAY", "0.05")),
     }
 }
