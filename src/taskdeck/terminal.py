@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Column, Table
 
+from taskdeck import conf
 from taskdeck.models import QueueSample, TaskRun, Worker
 from taskdeck.monitor.health import broker_health, recorder_health, window_stats
 from taskdeck.monitor.merge import FINAL
@@ -76,8 +77,10 @@ def snapshot(
 
 
 def in_configured_order(queues: Iterable[QueueSample], app: Any) -> list[QueueSample]:
-    """``queues`` in the order the app declares them (``task_queues``, then the default queue)."""
-    order = {name: i for i, name in enumerate(configured_queues(app, None)())} if app is not None else {}
+    """``queues`` in the order the dashboard's queue page lists them: ``MONITOR["QUEUES"]`` if set,
+    else as the app declares them (``task_queues``, then the default queue); others after, by name."""
+    declared = configured_queues(app, conf.monitor()["QUEUES"])() if app is not None else []
+    order = {name: i for i, name in enumerate(declared)}
     return sorted(queues, key=lambda q: (order.get(q.queue, len(order)), q.queue))
 
 

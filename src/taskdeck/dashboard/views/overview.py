@@ -8,7 +8,8 @@ from django.shortcuts import render
 
 from taskdeck.dashboard.access import dashboard_view
 from taskdeck.dashboard.views import page
-from taskdeck.models import QueueSample, TaskRun, Worker
+from taskdeck.dashboard.views.fleet import queue_rows
+from taskdeck.models import TaskRun, Worker
 from taskdeck.monitor.health import broker_health, recorder_health
 from taskdeck.windows import window_name, windows
 
@@ -21,7 +22,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     window = request.GET.get("window", "1h")
     if window not in WINDOWS:
         window = "1h"
-    queues = QueueSample.objects.latest_per_queue()
+    queues = [row["sample"] for row in queue_rows() if row["sample"]]  # the queue page's order
     workers = list(Worker.objects.order_by("-online", "hostname")[:100])
     online = [w for w in workers if w.online]
     context = {

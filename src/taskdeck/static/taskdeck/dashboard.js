@@ -91,7 +91,7 @@
     return [
       { stroke: text, grid: grid, ticks: { stroke: grid.stroke }, values: timeLabels, space: 60 },
       {
-        stroke: text, grid: grid, ticks: { stroke: grid.stroke }, size: 56,
+        stroke: text, grid: grid, ticks: { stroke: grid.stroke }, size: 64,
         values: function (u, vals) { return vals.map(yFormat); },
       },
     ];
