@@ -227,21 +227,18 @@ def test_keyboard_only(demo, page, live_server, accounts, shoot):
     for chart in ("throughput", "failures", "latency"):
         summary = page.locator(f"[data-chart-summary={chart}]")
         assert summary.inner_text().startswith("Last 1h: "), summary.inner_text()
-        focus_on(page, f"[data-chart-table={chart}] summary")
-        page.keyboard.press("Enter")
+        press_on(page, f"[data-chart-table={chart}] summary")
         rows = page.locator(f"[data-chart-table={chart}] table tbody tr")
         assert rows.count() == 60  # a bucket a minute over the last hour
     finished = page.locator("[data-chart-table=throughput] table tbody td:nth-child(2)").all_inner_texts()
     assert sum(int(n) for n in finished) == TaskRun.objects.filter(state="SUCCESS").count()
     # The window choice: a link, followed with Enter.
-    focus_on(page, "a[href='?window=24h']")
-    page.keyboard.press("Enter")
+    press_on(page, "a[href='?window=24h']")
     page.wait_for_url(re.compile(r"window=24h"))
 
     # The task list's filters: a state checkbox with Space, a select with the arrows then Enter.
     page.goto(f"{url}/tasks/")
-    focus_on(page, "input[name=state][value=FAILURE]")
-    page.keyboard.press("Space")
+    press_on(page, "input[name=state][value=FAILURE]", "Space")
     page.wait_for_url(re.compile(r"state=FAILURE"))
     badges = page.locator("#rows tr[data-task] .badge").all_inner_texts()
     assert badges and {b.lower() for b in badges} == {"failure"}
@@ -255,8 +252,7 @@ def test_keyboard_only(demo, page, live_server, accounts, shoot):
     queues = page.locator("#rows tr[data-task] td:nth-child(4)").all_inner_texts()
     assert queues and {q.split()[0] for q in queues} == {chosen}
     # Open a failed task from the list.
-    focus_on(page, f"#rows tr[data-task='{demo['failed_id']}'] a")
-    page.keyboard.press("Enter")
+    press_on(page, f"#rows tr[data-task='{demo['failed_id']}'] a")
     page.wait_for_url(re.compile(demo["failed_id"]))
     assert "must be http(s)" in page.inner_text("#traceback")
 
@@ -272,14 +268,12 @@ def test_keyboard_only(demo, page, live_server, accounts, shoot):
         page.keyboard.press("Tab")
     assert all(re.search(r"\bsucceeded\b|\bsuccess\b", n, re.I) for n in names), names
     assert sum("resize_image" in n for n in names) == 4 and sum("publish_gallery" in n for n in names) == 1
-    focus_on(page, "#workflow a.node >> nth=0")
-    page.keyboard.press("Enter")
+    press_on(page, "#workflow a.node >> nth=0")
     page.wait_for_url(re.compile(r"/tasks/[^/]+/$"))
 
     # The failures page: the latest runs of a group open with Enter, a retry is a button.
     page.goto(f"{url}/failures/")
-    focus_on(page, "#failure-groups details summary")
-    page.keyboard.press("Enter")
+    press_on(page, "#failure-groups details summary")
     page.wait_for_selector("#failure-groups details[open] .runs table")
     shoot(page, "a11y-keyboard-failures")
 
@@ -291,6 +285,12 @@ def test_keyboard_only(demo, page, live_server, accounts, shoot):
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/taskdeck/tasks/(?!" + demo["failed_id"] + r")[^/]+/$"))
     assert AuditEntry.objects.get(action="retry", target=demo["failed_id"]).ok
+
+
+def press_on(page: Any, selector: str, key: str = "Enter") -> None:
+    """Tab to ``selector`` and press ``key`` on it."""
+    focus_on(page, selector)
+    page.keyboard.press(key)
 
 
 def focus_on(page: Any, selector: str) -> None:
