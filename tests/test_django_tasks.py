@@ -323,6 +323,38 @@ def test_rabbitmq_priority_100_overtakes_a_priority_minus_100_backlog(
     assert worker.alive()
 
 
+@pytest.mark.rabbitmq
+def test_rabbitmq_round_trip_success_failure_context_and_run_after(
+    start_amqp_worker, rabbitmq, rabbitmq_app, probe
+):
+    lanes = lanes_for(rabbitmq)
+    worker = start_amqp_worker(
+        ["default", *dict.fromkeys(lanes.values()), "notifications"], args=DTASK_ARGS, env=probe.env
+    )
+    previous = current_app._get_current_object()
+    rabbitmq_app.set_current()
+    try:
+        with override_settings(TASKDECK={**settings.TASKDECK, "LANES": lanes}):
+            not_before = timezone.now() + dt.timedelta(seconds=1)
+            added = dtasks.add.using(run_after=not_before).enqueue(4, 5)
+            failed = dtasks.fail.enqueue("missing")
+            context = dtasks.contextual.enqueue("amqp")
+            with transaction.atomic():
+                committed = dtasks.record.enqueue("after commit")
+            for result in (added, failed, context, committed):
+                finished(result)
+    finally:
+        previous.set_current()
+    assert (added.status, added.return_value) == (Status.SUCCESSFUL, {"sum": 9, "pair": [4, 5]})
+    assert added.started_at >= not_before and added.worker_ids == [worker.hostname]
+    assert failed.status == Status.FAILED and failed.errors[0].exception_class is LookupError
+    assert context.return_value == {"result_id": context.id, "attempt": 1, "tag": "amqp"}
+    assert committed.return_value == "after commit"
+    starts = {s["id"]: s for s in probe.starts()}
+    # Priority 0: the medium lane, which shares the "lanes" queue on RabbitMQ, at its priority 6.
+    assert (starts[added.id]["routing_key"], starts[added.id]["priority"]) == (lanes["medium"], 6)
+
+
 # --- the mapping and its checks -------------------------------------------------------
 
 
