@@ -17,8 +17,8 @@ from urllib.parse import urlencode, urlsplit
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import redirect_to_login
-from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse
+from django.db import DatabaseError, DataError
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -90,6 +90,11 @@ def dashboard_view(view: View) -> View:
             if isinstance(response, TemplateResponse):
                 response.render()  # inside the try: templates read querysets lazily
             return response
+        except DataError as exc:  # a parameter the database cannot compare with (a NUL character)
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            return HttpResponseBadRequest(
+                f"a parameter has a value the database refuses: {first_line}\n", content_type="text/plain"
+            )
         except DatabaseError as exc:
             return database_down(request, exc)
 
