@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from taskdeck import conf
 from taskdeck.api import api
-from taskdeck.models import ApiToken, AuditEntry, TaskRun
+from taskdeck.models import ApiToken, AuditEntry, DeadLetter, TaskRun
 from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
 from tests.support.ledger import LEDGER_ARGS, Ledger, work
 from tests.support.services import wait_for
@@ -73,9 +73,11 @@ def run(task_id: str = "t-1") -> TaskRun:
 
 
 def test_api_schema_and_docs_refuse_all_but_dashboard_viewers_and_tokens(client, django_user_model):
-    paths = api_paths() + ["/taskdeck/api/openapi.json", "/taskdeck/api/docs"]
-    assert len(paths) >= 10, paths
     run("x")
+    letter = DeadLetter.objects.create(created_at=timezone.now(), kind="message", reason="r", source="w")
+    paths = [p.replace("/dead-letters/x", f"/dead-letters/{letter.pk}") for p in api_paths()]
+    paths += ["/taskdeck/api/openapi.json", "/taskdeck/api/docs"]
+    assert len(paths) >= 10, paths
     django_user_model.objects.create_user("clerk", password="pw")
     django_user_model.objects.create_user("gone", password="pw", is_staff=True, is_active=False)
     django_user_model.objects.create_user("staff", password="pw", is_staff=True)  # no view_dashboard
@@ -136,6 +138,8 @@ def action_urls(task_id: str) -> dict[str, tuple[str, dict[str, str]]]:
         "pool": (reverse("taskdeck:pool", args=["w1@host"]), {"delta": "1"}),
         "shutdown": (reverse("taskdeck:shutdown", args=["w1@host"]), {}),
         "logout": (reverse("taskdeck:logout"), {}),
+        "requeue dead letter": (reverse("taskdeck:dead-letter-requeue", args=[1]), {}),
+        "delete dead letter": (reverse("taskdeck:dead-letter-delete", args=[1]), {}),
     }
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from celery import bootsteps
 from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.transport.virtual import Channel as VirtualChannel
 
 from taskdeck import conf
 
@@ -55,6 +56,9 @@ CELERY_INTERNALS: tuple[str, ...] = (
     "celery.worker.consumer.consumer:Consumer.channel_errors",
     # Wrapped per consumer by taskdeck.rejections.RecordDecodeErrors (undecodable bodies).
     "celery.worker.consumer.consumer:Consumer.on_decode_error",
+    # Replaced per channel (virtual transports: Redis) by a class that reads any envelope.
+    "kombu.transport.virtual.base:Channel.Message",
+    "celery.worker.consumer.tasks:Tasks",
     # Sent by Celery for the refusals it handles itself; taskdeck.rejections records them.
     "celery.signals:task_rejected",
     "celery.signals:task_unknown",
@@ -67,10 +71,11 @@ _EMBED_LISTS = ("callbacks", "errbacks", "chain")
 _STR_HEADERS = ("argsrepr", "kwargsrepr", "shadow", "root_id", "parent_id", "group", "lang", "origin")
 
 
-class GuardTaskMessages(bootsteps.Step):
+class GuardTaskMessages(bootsteps.StartStopStep):
     """Consumer step: refuse task messages that cannot become a task call, before they can stop the worker."""
 
     name = "taskdeck.guard.GuardTaskMessages"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         celery_create_task_handler = c.create_task_handler
@@ -82,6 +87,69 @@ class GuardTaskMessages(bootsteps.Step):
         c.create_task_handler = create_task_handler
         _drain_dead_letters()
         super().__init__(c, **kwargs)
+
+    def start(self, c: Any) -> None:
+        # Virtual transports (Redis) build the message from a JSON envelope
+        # before any consumer callback runs: one that cannot be read would
+        # raise in the transport and stop the worker.
+        channel = getattr(c.task_consumer, "channel", None)
+        if isinstance(channel, VirtualChannel) and not getattr(channel.Message, "taskdeck_guarded", False):
+            channel.Message = guarded_envelopes(channel.Message)
+
+
+#: Header a message gets when its envelope could not be read (a virtual transport's, e.g. Redis).
+ENVELOPE_ERROR = "taskdeck-envelope-error"
+
+
+def guarded_envelopes(message_class: type[Any]) -> Any:
+    """``message_class`` (a virtual transport's), making a message of an envelope it cannot read.
+
+    That message has no headers but :data:`ENVELOPE_ERROR` and the raw
+    headers, so :func:`problem` refuses it, and it is acknowledged like any
+    other instead of stopping the worker.
+    """
+
+    class GuardedMessage(message_class):
+        taskdeck_guarded = True
+
+        def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
+            try:
+                super().__init__(payload, channel=channel, **kwargs)
+            except Exception as exc:
+                super().__init__(_readable(payload, channel, exc), channel=channel, **kwargs)
+
+    return GuardedMessage
+
+
+def _readable(payload: Any, channel: Any, exc: Exception) -> dict[str, Any]:
+    """An envelope kombu can read, carrying what was wrong with ``payload`` and its raw parts."""
+    import uuid
+
+    envelope = payload if isinstance(payload, dict) else {"body": payload}
+    properties = envelope.get("properties")
+    properties = dict(properties) if isinstance(properties, dict) else {}
+    properties.setdefault("delivery_tag", str(uuid.uuid4()))
+    delivery = properties.get("delivery_info")
+    properties["delivery_info"] = {
+        "exchange": "",
+        "routing_key": "",
+        **(delivery if isinstance(delivery, dict) else {}),
+    }
+    body = envelope.get("body")
+    try:
+        channel.decode_body(body, properties.get("body_encoding"))
+    except Exception:  # keep the body as it is in the envelope
+        properties.pop("body_encoding", None)
+        body = body if isinstance(body, str) else None
+    return {
+        "body": body,
+        "content-type": envelope.get("content-type")
+        if isinstance(envelope.get("content-type"), str)
+        else None,
+        "content-encoding": None,
+        "headers": {ENVELOPE_ERROR: f"{type(exc).__name__}: {exc}", "headers": envelope.get("headers")},
+        "properties": properties,
+    }
 
 
 def guarded(consumer: Any, on_task_received: Any) -> Any:
@@ -124,6 +192,8 @@ def problem(app: Any, message: Any) -> str | None:
     headers = message.headers
     if not isinstance(headers, dict):
         return f"its headers are a {type(headers).__name__}, not a mapping"
+    if ENVELOPE_ERROR in headers:
+        return f"the broker's envelope of the message cannot be read ({headers[ENVELOPE_ERROR]})"
     if "task" not in headers:
         return None  # protocol 1, or not a task message: Celery refuses what is not a task
     name, task_id = headers["task"], headers.get("id")
@@ -229,3 +299,43 @@ def _drain_dead_letters() -> None:
         logger.exception(
             "could not move spooled dead letters into the database; the next dead letter retries"
         )
+
+
+def requeue_problem(app: Any, letter: Any) -> str | None:
+    """Why dead letter ``letter`` cannot be re-published as a task message now, or ``None``.
+
+    It must be a whole task message (not cut when stored), for a task the
+    project defines, that passes every check a worker makes.
+    """
+    from kombu.message import Message
+    from kombu.serialization import prepare_accept_content
+
+    if letter.kind != "message":
+        return f"only task messages can be requeued, this is a dead {letter.kind}"
+    if letter.truncated:
+        return f"only the first {len(bytes(letter.body or b'')):,} bytes of its body were kept"
+    if letter.body is None:
+        return "it has no body"
+    headers = letter.headers
+    if not isinstance(headers, dict) or {ENVELOPE_ERROR, "(not a mapping)", "(cut)"} & set(headers):
+        return "its headers were not kept as a mapping"
+    if not letter.properties.get("routing_key") and not letter.properties.get("exchange"):
+        return "the exchange and routing key it came from are unknown"
+    if "task" not in headers:
+        return "it is not a task message (no 'task' header)"
+    message = Message(
+        body=bytes(letter.body),
+        content_type=letter.properties.get("content_type"),
+        content_encoding=letter.properties.get("content_encoding"),
+        headers={key: value for key, value in headers.items() if key != "compression"},
+        accept=prepare_accept_content(app.conf.accept_content),
+    )
+    reason = problem(app, message)
+    if reason is None and headers.get("task") not in app.tasks:
+        reason = f"task {headers.get('task')!r} is not registered in this project"
+    if reason is None:
+        try:
+            message.decode()
+        except Exception as exc:
+            reason = f"the body cannot be decoded ({type(exc).__name__}: {exc})"
+    return reason

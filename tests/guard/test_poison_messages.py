@@ -14,12 +14,14 @@ import json
 import uuid
 
 import pytest
+import redis
 from celery.result import AsyncResult
 from django_celery_results.models import TaskResult
 
 from taskdeck.models import DeadLetter, TaskRun
+from tests.guard.conftest import Bus
 from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
-from tests.support.messages import call_body, publish, task_headers
+from tests.support.messages import call_body, publish, redis_depth, task_headers
 from tests.support.probe import record
 from tests.support.services import wait_for
 
@@ -157,4 +159,25 @@ def test_an_unknown_task_is_a_failure_and_kept_for_requeueing(bus, probe):
     assert row.status == "FAILURE" and "NotRegistered" in row.result
     letter = DeadLetter.objects.get(task_id=task_id)
     assert letter.task == "billing.tasks.ghost" and "is not registered on this worker" in letter.reason
+    keeps_serving(bus, pid, probe)
+
+
+def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_worker, probe):
+    """Redis only: its envelope is JSON and can carry anything; AMQP headers are always a table."""
+    from celery import current_app
+
+    from tests.support.probe import PROBE_ARGS
+
+    worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
+    client = redis.Redis.from_url(broker)
+    bus = Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked"))
+    pid = worker.pid
+    publish(current_app, call_body("x"), headers=["task", "id"])
+    letter = wait_for(
+        lambda: DeadLetter.objects.filter(reason__contains="envelope").first(), 60, "the letter"
+    )
+    assert "the broker's envelope of the message cannot be read (AttributeError:" in letter.reason
+    assert letter.headers["headers"] == ["task", "id"]
+    assert json.loads(bytes(letter.body)) == [["x"], {}, {"callbacks": None, "errbacks": None, "chain": None}]
+    assert TaskResult.objects.get(task_id=letter.task_id).status == "REJECTED"
     keeps_serving(bus, pid, probe)

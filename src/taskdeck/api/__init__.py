@@ -7,19 +7,20 @@ schema and the docs need an API token, or the session of a user the dashboard ad
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 from celery import current_app
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Field, NinjaAPI, Query, Schema
 from pydantic import field_validator
 
 from taskdeck.api import schemas
-from taskdeck.api.auth import API_AUTH, viewer_or_token
-from taskdeck.models import QueueSample, TaskRun, TaskState, Worker
+from taskdeck.api.auth import API_AUTH, DashboardSession, viewer_or_token
+from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
 from taskdeck.monitor.merge import FINAL
@@ -155,6 +156,75 @@ def health(request):
 def request_too_large(request: HttpRequest, exc: Exception) -> HttpResponse:
     """More parameters (or a larger body) than Django's DATA_UPLOAD_MAX_* settings allow: 400, saying so."""
     return api.create_response(request, {"detail": f"request refused: {exc}"}, status=400)
+
+
+class DeadLetterFilters(Schema):
+    kind: str | None = None
+    task: str | None = None
+    task_id: str | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+@api.get("/dead-letters", response=schemas.DeadLetterPage, summary="Dead letters, newest first")
+def list_dead_letters(request, filters: Query[DeadLetterFilters]):
+    limit = max(1, min(filters.limit, 500))
+    rows = DeadLetter.objects.search(kind=filters.kind, task=filters.task, task_id=filters.task_id)
+    if filters.after is not None:
+        rows = rows.filter(id__lt=filters.after)
+    page = list(rows.newest_first().defer("body", "headers", "properties")[: limit + 1])
+    return {"items": page[:limit], "next": page[limit - 1].id if len(page) > limit else None}
+
+
+@api.get("/dead-letters/{letter_id}", response=schemas.DeadLetterDetail, summary="One dead letter, raw")
+def get_dead_letter(request, letter_id: str):
+    letter = get_object_or_404(DeadLetter, pk=_letter_pk(letter_id))
+    body = None if letter.body is None else bytes(letter.body)
+    letter.body_base64 = None if body is None else base64.b64encode(body).decode()  # type: ignore[attr-defined]
+    letter.body_text = None if body is None else body.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]
+    return letter
+
+
+# Acting needs a user with the permission, and CSRF (the session's): tokens only read.
+@api.post(
+    "/dead-letters/{letter_id}/requeue",
+    response={200: schemas.ActionOut, 409: schemas.ActionOut},
+    auth=[DashboardSession()],
+    summary="Publish a dead task message again where it came from (a new task id), if it is valid now",
+)
+def requeue_dead_letter(request, letter_id: str):
+    return _act(request, letter_id, "requeue")
+
+
+@api.delete(
+    "/dead-letters/{letter_id}",
+    response={200: schemas.ActionOut, 409: schemas.ActionOut},
+    auth=[DashboardSession()],
+    summary="Delete a dead letter",
+)
+def delete_dead_letter(request, letter_id: str):
+    return _act(request, letter_id, "delete_letter")
+
+
+def _act(request: HttpRequest, letter_id: str, action: str) -> HttpResponse:
+    from taskdeck.dashboard.access import PERMISSIONS
+    from taskdeck.dashboard.actions import Actions
+
+    if not request.user.has_perm(PERMISSIONS["deadletters"]):
+        needs = f"needs the permission {PERMISSIONS['deadletters']!r}"
+        return api.create_response(request, {"ok": False, "message": needs, "detail": {}}, status=403)
+    letter = get_object_or_404(DeadLetter, pk=_letter_pk(letter_id))
+    actions = Actions(current_app, request.user, remote_addr=request.META.get("REMOTE_ADDR") or None)
+    outcome = getattr(actions, action)(letter)
+    body = {"ok": outcome.ok, "message": outcome.message, "detail": outcome.detail}
+    return api.create_response(request, body, status=200 if outcome.ok else 409)
+
+
+def _letter_pk(letter_id: str) -> int:
+    try:
+        return int(letter_id)
+    except ValueError:
+        raise Http404(f"no dead letter {letter_id!r}: ids are whole numbers") from None
 
 
 @api.exception_handler(DataError)

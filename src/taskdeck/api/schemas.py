@@ -139,3 +139,36 @@ class Health(Schema):
     database: dict[str, Any]
     recorder: dict[str, Any]
     workers: dict[str, Any]
+
+
+class DeadLetterOut(Schema):
+    id: int
+    created_at: dt.datetime
+    kind: str
+    reason: str
+    source: str
+    task_id: str
+    task: str
+    body_size: int
+    truncated: bool
+
+
+class DeadLetterPage(Schema):
+    items: list[DeadLetterOut]
+    #: Pass as ``after`` for the next page; null on the last page.
+    next: int | None
+
+
+class DeadLetterDetail(DeadLetterOut):
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    #: The body as kept, base64; null when there was none.
+    body_base64: str | None
+    #: The body as UTF-8 text, undecodable bytes escaped (``\xff``).
+    body_text: str | None
+
+
+class ActionOut(Schema):
+    ok: bool
+    message: str
+    detail: dict[str, Any]

@@ -32,6 +32,7 @@ PERMISSIONS = {
     "revoke": "taskdeck.revoke_task",
     "purge": "taskdeck.purge_queue",
     "control": "taskdeck.control_worker",
+    "deadletters": "taskdeck.manage_deadletter",
 }
 
 View = Callable[..., HttpResponse]

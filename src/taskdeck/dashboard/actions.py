@@ -1,4 +1,4 @@
-"""What the dashboard does through Celery: retry, revoke, purge, and worker pool control.
+"""What the dashboard does through Celery: retry, revoke, purge, worker pool control, dead letters.
 
 Each method of :class:`Actions` goes through Celery itself (``send_task``,
 remote control, the broker channel's ``queue_purge``), never around it, and
@@ -16,11 +16,14 @@ from typing import Any
 from taskdeck import conf
 from taskdeck.dashboard import arguments
 from taskdeck.errors import ActionRefused
-from taskdeck.models import AuditEntry, TaskRun, Worker
+from taskdeck.models import AuditEntry, DeadLetter, TaskRun, Worker
 from taskdeck.monitor.merge import FINAL
 from taskdeck.monitor.sampler import configured_queues
 
 Action = AuditEntry.Action
+
+#: Message properties a requeued dead letter keeps (others are the broker's own).
+REQUEUED_PROPERTIES = ("correlation_id", "reply_to", "priority", "delivery_mode")
 
 #: Pools whose size Celery can change at run time without losing work.
 RESIZABLE_POOLS = frozenset({"prefork"})
@@ -96,6 +99,61 @@ class Actions:
             return f"{run.name or run.task_id} {what}", {"terminate": terminate}
 
         return self._record(Action.TERMINATE if terminate else Action.REVOKE, run.task_id, revoke)
+
+    # --- dead letters ------------------------------------------------------
+
+    def requeue(self, letter: DeadLetter) -> Outcome:
+        """Publish a dead task message again where it came from, under a new task id, and drop the letter.
+
+        Refused unless it is a valid task message now (:func:`taskdeck.guard.requeue_problem`).
+        """
+        from kombu import uuid
+
+        from taskdeck.guard import requeue_problem
+
+        def send() -> tuple[str, dict[str, Any]]:
+            reason = requeue_problem(self.app, letter)
+            if reason is not None:
+                raise ActionRefused(f"dead letter {letter.pk} cannot be requeued: {reason}")
+            props = letter.properties
+            headers = {key: value for key, value in letter.headers.items() if key != "compression"}
+            old_id, new_id = headers.get("id"), uuid()
+            headers["id"] = new_id
+            if headers.get("root_id") in (None, old_id):
+                headers["root_id"] = new_id
+            options = {key: props[key] for key in REQUEUED_PROPERTIES if props.get(key) is not None}
+            if options.get("correlation_id") == old_id:
+                options["correlation_id"] = new_id
+            exchange, routing_key = props.get("exchange") or "", props.get("routing_key") or ""
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                conn.Producer().publish(
+                    bytes(letter.body or b""),
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    headers=headers,
+                    content_type=props.get("content_type"),
+                    content_encoding=props.get("content_encoding"),
+                    retry=False,
+                    **options,
+                )
+            letter.delete()
+            return (
+                f"{headers['task']} requeued to exchange {exchange!r}, routing key {routing_key!r} "
+                f"as {new_id} (was {old_id})",
+                {"task_id": new_id, "original_id": old_id, "exchange": exchange, "routing_key": routing_key},
+            )
+
+        return self._record(Action.REQUEUE, f"dead letter {letter.pk}", send)
+
+    def delete_letter(self, letter: DeadLetter) -> Outcome:
+        def delete() -> tuple[str, dict[str, Any]]:
+            pk = letter.pk
+            letter.delete()
+            what = f"{letter.task or 'no task name'}[{letter.task_id or 'no id'}]"
+            return f"dead letter {pk} deleted ({letter.kind} {what})", {"task_id": letter.task_id}
+
+        return self._record(Action.DELETE_LETTER, f"dead letter {letter.pk}", delete)
 
     # --- queues ------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from taskdeck.dashboard.access import StaffLoginForm
-from taskdeck.dashboard.views import commands, fleet, overview, tasks
+from taskdeck.dashboard.views import commands, deadletters, fleet, overview, tasks
 
 app_name = "taskdeck"
 
@@ -38,4 +38,8 @@ urlpatterns = [
     path("workers/<str:hostname>/shutdown/", fleet.shutdown_confirm, name="shutdown-confirm"),
     path("workers/<str:hostname>/shutdown/send/", commands.shutdown, name="shutdown"),
     path("audit/", fleet.audit, name="audit"),
+    path("dead-letters/", deadletters.dead_letters, name="dead-letters"),
+    path("dead-letters/<int:pk>/", deadletters.dead_letter, name="dead-letter"),
+    path("dead-letters/<int:pk>/requeue/", deadletters.requeue, name="dead-letter-requeue"),
+    path("dead-letters/<int:pk>/delete/", deadletters.delete, name="dead-letter-delete"),
 ]

@@ -1,0 +1,66 @@
+"""The dead-letter store's pages: the list, one letter raw, and its requeue and delete buttons."""
+
+from __future__ import annotations
+
+import json
+
+from celery import current_app
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+
+from taskdeck import conf
+from taskdeck.dashboard.access import action_view, dashboard_view
+from taskdeck.dashboard.views import page
+from taskdeck.models import DeadLetter, DeadLetterKind
+
+#: Characters of a body shown on its page; the API gives it whole.
+BODY_PREVIEW = 65536
+
+
+@dashboard_view
+def dead_letters(request: HttpRequest) -> HttpResponse:
+    kind = request.GET.get("kind", "")
+    rows = DeadLetter.objects.search(kind=kind if kind in DeadLetterKind.values else None)
+    letters = rows.newest_first().defer("body", "headers", "properties")[: conf.dashboard()["PAGE_SIZE"]]
+    context = {"letters": letters, "kinds": DeadLetterKind.choices, "kind": kind}
+    return page(request, "taskdeck/dead_letters.html", context)
+
+
+@dashboard_view
+def dead_letter(request: HttpRequest, pk: int) -> HttpResponse:
+    from taskdeck.guard import requeue_problem
+
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    body = None if letter.body is None else bytes(letter.body)
+    text = None if body is None else body.decode("utf-8", "backslashreplace")
+    context = {
+        "letter": letter,
+        "headers": json.dumps(letter.headers, indent=2, ensure_ascii=False),
+        "properties": json.dumps(letter.properties, indent=2, ensure_ascii=False),
+        "body": None if text is None else text[:BODY_PREVIEW],
+        "body_cut": text is not None and len(text) > BODY_PREVIEW,
+        "requeue_refused": requeue_problem(current_app, letter),
+    }
+    return page(request, "taskdeck/dead_letter.html", context)
+
+
+@action_view("deadletters")
+def requeue(request: HttpRequest, pk: int) -> HttpResponse:
+    from taskdeck.dashboard.views.commands import _actions, _say
+
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    outcome = _actions(request).requeue(letter)
+    _say(request, outcome)
+    if outcome.ok:
+        return HttpResponseRedirect(reverse("taskdeck:dead-letters"))
+    return HttpResponseRedirect(reverse("taskdeck:dead-letter", args=[pk]))
+
+
+@action_view("deadletters")
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    from taskdeck.dashboard.views.commands import _actions, _say
+
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    _say(request, _actions(request).delete_letter(letter))
+    return HttpResponseRedirect(reverse("taskdeck:dead-letters"))
