@@ -80,6 +80,8 @@ def test_a_message_for_a_task_deployed_later_is_requeued_and_runs(
     assert not DeadLetter.objects.exists()
     audit = list(AuditEntry.objects.order_by("id").values_list("action", "target", "ok", "username"))
     assert audit == [
+        ("refused", f"dead letter {letters[early]}", False, "viewer"),
+        ("refused", f"dead letter {letters[hello]}", False, "viewer"),
         ("requeue", f"dead letter {letters[hello]}", False, "operator"),
         ("requeue", f"dead letter {letters[early]}", True, "operator"),
         ("delete_letter", f"dead letter {letters[hello]}", True, "operator"),
@@ -127,6 +129,7 @@ def test_the_dashboard_lists_shows_and_acts_on_dead_letters(django_user_model, b
     assert operator.post(reverse("taskdeck:dead-letter-delete", args=[event.pk])).status_code == 302
     assert list(DeadLetter.objects.all()) == [message]
     assert list(AuditEntry.objects.order_by("id").values_list("action", "ok")) == [
+        ("refused", False),
         ("requeue", False),
         ("delete_letter", True),
     ]

@@ -207,10 +207,11 @@ def delete_dead_letter(request, letter_id: str):
 
 
 def _act(request: HttpRequest, letter_id: str, action: str) -> HttpResponse:
-    from taskdeck.dashboard.access import PERMISSIONS
+    from taskdeck.dashboard.access import PERMISSIONS, _audit_refusal
     from taskdeck.dashboard.actions import Actions
 
     if not request.user.has_perm(PERMISSIONS["deadletters"]):
+        _audit_refusal(request, action, PERMISSIONS["deadletters"], {"target": f"dead letter {letter_id}"})
         needs = f"needs the permission {PERMISSIONS['deadletters']!r}"
         return api.create_response(request, {"ok": False, "message": needs, "detail": {}}, status=403)
     letter = get_object_or_404(DeadLetter, pk=_letter_pk(letter_id))
