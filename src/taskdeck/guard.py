@@ -51,9 +51,11 @@ CELERY_INTERNALS: tuple[str, ...] = (
     # What the event loops are expected to call it from (asynloop for prefork/solo, synloop otherwise).
     "celery.worker.loops:asynloop",
     "celery.worker.loops:synloop",
-    # Read by the guard: registered task names, and the errors that must still propagate.
-    "celery.worker.consumer.consumer:Consumer.connection_errors",
-    "celery.worker.consumer.consumer:Consumer.channel_errors",
+    # Read by the guard: the errors that must still propagate, the instance attributes
+    # ``connection_errors`` and ``channel_errors`` its __init__ sets (the kombu transport's).
+    "celery.worker.consumer.consumer:Consumer.__init__",
+    "kombu.connection:Connection.connection_errors",
+    "kombu.connection:Connection.channel_errors",
     # Wrapped per consumer by taskdeck.rejections.RecordDecodeErrors (undecodable bodies).
     "celery.worker.consumer.consumer:Consumer.on_decode_error",
     # Replaced per channel (virtual transports: Redis) by a class that reads any envelope.
