@@ -92,3 +92,8 @@ class MessageRejected(TaskdeckError):
     the worker does not accept (pickle, or anything but JSON), or was not a
     task message at all. Its run is recorded as ``REJECTED`` under its task id.
     """
+
+
+def first_line(exc: object, limit: int = 300) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters: for pages and logs."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]

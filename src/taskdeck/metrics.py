@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from taskdeck import conf
 from taskdeck.api.auth import metrics_allowed
+from taskdeck.errors import first_line
 from taskdeck.models import QueueSample, RecorderState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
 
@@ -168,9 +169,9 @@ def view(request: HttpRequest) -> HttpResponse:
         return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
     except (OperationalError, InterfaceError) as exc:
         # A failed scrape (Prometheus' `up` goes to 0) that says why, not a 500.
-        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        line = first_line(exc)
         response = HttpResponse(
-            f"database unavailable: {type(exc).__name__}: {first_line}\n",
+            f"database unavailable: {type(exc).__name__}: {line}\n",
             status=503,
             content_type="text/plain",
         )

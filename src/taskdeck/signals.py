@@ -7,6 +7,8 @@ from typing import Any
 
 from celery import signals
 
+from taskdeck.errors import first_line
+
 logger = logging.getLogger("taskdeck")
 
 
@@ -59,7 +61,7 @@ def _name_internal_error(
     the database down, a task whose result could not be stored would leave
     no trace of which one it was.
     """
-    first_line = (str(exception).strip().splitlines() or [""])[0][:300]
+    line = first_line(exception)
     logger.error(
         "task %s[%s]: error outside the task's code, %s: %s. If it came from storing the task's "
         "state (the database or result backend did not answer), that state is not stored; "
@@ -67,7 +69,7 @@ def _name_internal_error(
         getattr(sender, "name", None) or "?",
         task_id,
         type(exception).__name__,
-        first_line,
+        line,
     )
 
 

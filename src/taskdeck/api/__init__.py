@@ -20,6 +20,7 @@ from pydantic import field_validator
 
 from taskdeck.api import schemas
 from taskdeck.api.auth import API_AUTH, DashboardSession, viewer_or_token
+from taskdeck.errors import first_line
 from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
@@ -231,9 +232,9 @@ def _letter_pk(letter_id: str) -> int:
 @api.exception_handler(DataError)
 def unusable_value(request: HttpRequest, exc: DataError) -> HttpResponse:
     """A parameter the database cannot compare with (a NUL character, a number out of range): 422."""
-    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    line = first_line(exc)
     return api.create_response(
-        request, {"detail": f"a parameter has a value the database refuses: {first_line}"}, status=422
+        request, {"detail": f"a parameter has a value the database refuses: {line}"}, status=422
     )
 
 
@@ -242,9 +243,9 @@ def unusable_value(request: HttpRequest, exc: DataError) -> HttpResponse:
 @api.exception_handler(InterfaceError)
 def database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     """The database does not answer: 503 naming the error, as the dashboard's banner does, not a 500."""
-    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    line = first_line(exc)
     response = api.create_response(
-        request, {"detail": f"database unavailable: {type(exc).__name__}: {first_line}"}, status=503
+        request, {"detail": f"database unavailable: {type(exc).__name__}: {line}"}, status=503
     )
     response["Retry-After"] = "10"
     return response

@@ -25,6 +25,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
+from taskdeck.errors import first_line
+
 VIEW = "taskdeck.view_dashboard"
 #: Action name -> the permission it needs (``AuditEntry.Meta.permissions``).
 PERMISSIONS = {
@@ -92,9 +94,9 @@ def dashboard_view(view: View) -> View:
                 response.render()  # inside the try: templates read querysets lazily
             return response
         except DataError as exc:  # a parameter the database cannot compare with (a NUL character)
-            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            line = first_line(exc)
             return HttpResponseBadRequest(
-                f"a parameter has a value the database refuses: {first_line}\n", content_type="text/plain"
+                f"a parameter has a value the database refuses: {line}\n", content_type="text/plain"
             )
         except DatabaseError as exc:
             return database_down(request, exc)
@@ -154,11 +156,11 @@ def _audit_refusal(request: HttpRequest, action: str, permission: str, kwargs: d
 
 def database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
     """The page for a database that does not answer: says so, shows nothing else (no user lookup)."""
-    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    line = first_line(exc)
     fragment = bool(request.headers.get("HX-Request"))  # the banner only, for htmx to swap in
     template = "taskdeck/partials/unavailable.html" if fragment else "taskdeck/unavailable.html"
     response = render(
-        request, template, {"what": "database", "error": f"{type(exc).__name__}: {first_line}"}, status=503
+        request, template, {"what": "database", "error": f"{type(exc).__name__}: {line}"}, status=503
     )
     response["Retry-After"] = "10"
     return response
