@@ -16,7 +16,7 @@ TESTS_NEXT ?= tests/test_checks.py tests/test_compat.py tests/test_public_api.py
 	tests/dashboard/test_dashboard_parts.py tests/dashboard/test_dashboard_actions.py \
 	tests/test_django_tasks.py tests/monitor/test_monitor_django_tasks.py
 
-.PHONY: run test test-next lint install clean
+.PHONY: run test test-next test-celery lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: $(STAMP) $(STAMP_NEXT)
 
 test-next: $(STAMP_NEXT)
 	$(VENV_NEXT)/bin/python -m pytest $(TESTS_NEXT) $(PYTEST_ARGS)
+
+## Celery's own canvas and task integration suites on taskdeck's stack (docs/canvas.md).
+test-celery: $(STAMP)
+	$(BIN)/python -m tests.celery_suite.run $(CELERY_SUITE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

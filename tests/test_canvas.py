@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import ast
 import json
+import pickle
+import uuid
 
 import pytest
-from celery import chain
-from django_celery_results.models import TaskResult
+import redis
+from celery import chain, chord, group
+from celery.exceptions import ChordError
+from celery.result import AsyncResult
+from django_celery_results.models import ChordCounter, TaskResult
 
 from catalog.tasks import build_gallery, resize_all
 from reports.tasks import collect_sales, daily_report, render_report
@@ -126,3 +131,99 @@ def test_chord_calls_back_once_with_every_result(worker, probe):
     # Called back only after every header task had started (and so finished: it needs their results).
     assert {s["id"] for s in starts[:callback_at]} >= set(header_ids)
     assert TaskResult.objects.filter(task_name="catalog.tasks.publish_gallery").count() == 1
+
+
+# --- Canvas regressions on taskdeck's result backend (docs/canvas.md) -------------------------
+#
+# Each found by Celery's own canvas suite (make test-celery), each failing or hanging
+# without its fix in taskdeck.results.canvas.
+
+
+@pytest.fixture
+def canvas_worker(start_worker):
+    return start_worker(["default"], concurrency=2, args=["-I", "tests.canvas_tasks"])
+
+
+def test_chain_after_a_chord_fails_as_soon_as_a_header_task_fails(canvas_worker, broker):
+    from tests.canvas_tasks import add, block, fail, total
+
+    key = f"release-{uuid.uuid4().hex}"
+    failing = chord([fail.s("header"), block.si(key)], total.s())
+    inner = chain(failing, chord([add.s(1), add.s(2)], total.s()))
+    res = group(inner, add.si(1, 1))()
+    # get() raises on the failed header task (a parent of the chain's result) while the
+    # header's other task still runs: the chain after the chord is failed already.
+    with pytest.raises((ValueError, ChordError), match="header"):
+        res.get(timeout=60)
+    assert redis.Redis.from_url(broker).get(key) is None  # not released: the header is unfinished
+    assert res.results[0].state == "FAILURE"
+    assert "Dependency" in str(res.results[0].result)
+    redis.Redis.from_url(broker).set(key, 1)
+    body = AsyncResult(failing.body.id if failing.body.id else res.results[0].parent.parent.id)
+    wait_for(
+        lambda: body.state == "FAILURE", 60, "the chord's callback to be failed once its header finished"
+    )
+    assert isinstance(body.result, ChordError) and "raised ValueError('header')" in str(body.result)
+
+
+def test_chord_header_entry_ending_in_a_group_counts_each_of_its_tasks(canvas_worker, broker):
+    from tests.canvas_tasks import add, block, echo
+
+    nested = group(add.si(1, 100), chain(add.si(1, 200), group(add.si(1, 1000), add.si(1, 2000))))
+    # Celery's canvas suite: a group between two tasks becomes a chord.
+    assert chain(add.si(1, 0), nested, add.si(1, 10))().get(timeout=60) == 11
+
+    # Two header results, three tasks that complete the chord: the third one still runs
+    # when the first two have completed it (django-celery-results' count was used up then).
+    key = f"release-{uuid.uuid4().hex}"
+    header = group(add.si(1, 100), chain(add.si(1, 200), group(add.si(1, 1000), block.si(key))))
+    res = chord(header, echo.s())()
+    first, (second, third) = res.parent.results[0], res.parent.results[1].results
+    wait_for(lambda: first.ready() and second.ready(), 60, "the header's first two tasks")
+    assert third.state in ("PENDING", "STARTED")
+    redis.Redis.from_url(broker).set(key, 1)
+    # The callback gets the header's results with their structure, as on Celery's Redis backend.
+    assert res.get(timeout=60) == [101, [1001, "released"]]
+    assert not ChordCounter.objects.exists()
+
+
+def test_generator_chord_header_is_sent_as_it_is_generated(canvas_worker, broker):
+    from tests.canvas_tasks import append, total
+
+    key = f"ran-{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(broker)
+
+    def header():
+        for i in range(4):
+            if i == 3:  # the first tasks were sent (and ran) before the generator was done
+                wait_for(
+                    lambda: client.llen(key) >= 1, 60, "a header task to run while the header is generated"
+                )
+            yield append.s(key, i)
+
+    assert chord(header(), total.s())().get(timeout=60) == 0 + 1 + 2 + 3
+    assert sorted(int(v) for v in client.lrange(key, 0, -1)) == [0, 1, 2, 3]
+    assert not ChordCounter.objects.exists()
+
+
+def test_get_raises_the_failed_header_task_error_and_the_callback_names_it(canvas_worker):
+    from tests.canvas_tasks import add, echo, fail
+
+    res = chord([add.s(1, 2), fail.s("in the header")], echo.s())()
+    with pytest.raises(ValueError, match="in the header"):  # the task's own error, not the ChordError
+        res.get(timeout=60)
+    failed = next(r for r in res.parent.results if r.state == "FAILURE")
+    wait_for(lambda: res.state == "FAILURE", 60, "the callback's FAILURE")
+    assert str(res.result) == f"Dependency {failed.id} raised ValueError('in the header')"
+
+
+def test_get_reports_a_refused_message_instead_of_waiting(canvas_worker):
+    from taskdeck.errors import MessageRejected
+    from tests.test_bad_input import publish_raw, task_headers
+
+    task_id = str(uuid.uuid4())
+    body = pickle.dumps(((1, 2), {}, {"callbacks": None, "errbacks": None}))
+    headers = task_headers(task_id, "tests.canvas_tasks.add")
+    publish_raw(body, "application/x-python-serialize", headers, task_id)
+    with pytest.raises(MessageRejected, match="application/x-python-serialize"):
+        AsyncResult(task_id).get(timeout=60)

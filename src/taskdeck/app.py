@@ -47,6 +47,13 @@ def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True,
         app.config_from_object(PresetSettings(namespace), namespace=namespace)
     else:
         app.config_from_object("django.conf:settings", namespace=namespace)
+    add_worker_steps(app)
+    app.autodiscover_tasks()
+    return app
+
+
+def add_worker_steps(app: Celery) -> None:
+    """taskdeck's consumer steps: malformed task messages guarded, refusals recorded, events batched."""
     from taskdeck.events import BatchTaskEvents
     from taskdeck.guard import GuardTaskMessages
     from taskdeck.rejections import RecordDecodeErrors
@@ -54,8 +61,6 @@ def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True,
     app.steps["consumer"].add(GuardTaskMessages)
     app.steps["consumer"].add(RecordDecodeErrors)
     app.steps["consumer"].add(BatchTaskEvents)
-    app.autodiscover_tasks()
-    return app
 
 
 class TaskProducer(Producer):

@@ -41,6 +41,7 @@ from django_celery_results.backends.database import DatabaseBackend as DjangoDat
 
 from taskdeck import conf
 from taskdeck.results import started, upsert
+from taskdeck.results.canvas import FINAL_STATES, CanvasBackend
 
 #: First pause of ``AsyncResult.get()``; doubled up to its ``interval``.
 FIRST_POLL = 0.005
@@ -49,7 +50,7 @@ FIRST_POLL = 0.005
 META_KEY = "_taskdeck"
 
 
-class DatabaseBackend(DjangoDatabaseBackend):
+class DatabaseBackend(CanvasBackend, DjangoDatabaseBackend):
     """django-celery-results' ``DatabaseBackend`` storing each state with one upsert."""
 
     def _store_result(
@@ -172,7 +173,7 @@ class DatabaseBackend(DjangoDatabaseBackend):
         nap = min(FIRST_POLL, interval)
         while True:
             meta = self.get_task_meta(task_id)
-            if meta["status"] in states.READY_STATES:
+            if meta["status"] in FINAL_STATES:
                 return meta
             if on_interval:
                 on_interval()
