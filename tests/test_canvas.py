@@ -227,3 +227,12 @@ def test_get_reports_a_refused_message_instead_of_waiting(canvas_worker):
     publish_raw(body, "application/x-python-serialize", headers, task_id)
     with pytest.raises(MessageRejected, match="application/x-python-serialize"):
         AsyncResult(task_id).get(timeout=60)
+
+
+def test_group_chained_after_a_failed_task_fails_each_of_its_tasks(canvas_worker):
+    from tests.canvas_tasks import add, fail
+
+    res = chain(add.si(1, 1), fail.si("before the group"), group(add.s(1), add.s(2))).delay()
+    with pytest.raises(ValueError, match="before the group"):
+        res.get(timeout=60)
+    assert [r.state for r in res.results] == ["FAILURE", "FAILURE"]

@@ -35,7 +35,11 @@ from celery.loaders.app import AppLoader
 BACKENDS = {
     "direct": "taskdeck.results.backend:DatabaseBackend",
     "writebehind": "taskdeck.results.writebehind:WriteBehindBackend",
+    # The baseline: Celery's own Redis result backend, under the same configuration.
+    "celery-redis": "celery.backends.redis:RedisBackend",
 }
+#: The backend configured by URL (the run's own Redis server), not by alias.
+BASELINE = "celery-redis"
 
 #: The name the result backend is configured under (``override_backends``):
 #: it starts with ``redis`` so the suite's Redis-gated tests run; it names the
@@ -70,10 +74,30 @@ SUBSET: tuple[str, ...] = tuple(
     ]
 )
 
-#: Known differences from Celery's Redis result backend, by test node id
-#: (a parametrized id, or a whole test): each xfails strictly, so a fix that
-#: makes one pass fails the run until it is taken off this list.
-EXPECTED: dict[str, str] = {}
+#: Known differences from Celery's Redis result backend, by test node id under
+#: t/integration/ (a parametrized id, or a whole test): (reason, strict). A strict one xfails
+#: strictly: a fix that makes it pass fails the run until it is taken off this
+#: list. A timing one (strict=False) runs and is reported as xfailed or
+#: xpassed. docs/canvas.md has each one with the evidence.
+EXPECTED: dict[str, tuple[str, bool]] = {
+    "test_canvas.py::test_chord::test_chord_on_error": (
+        "reads Celery's Redis backend's own chord keys (get_key_for_group, the .j sorted set)",
+        True,
+    ),
+    "test_tasks.py::test_task_redis_result_backend::test_asyncresult_forget_cancels_subscription": (
+        "counts the Redis result backend's pub/sub subscriptions; a database backend has none",
+        True,
+    ),
+    "test_tasks.py::test_task_redis_result_backend::test_asyncresult_get_cancels_subscription": (
+        "counts the Redis result backend's pub/sub subscriptions; a database backend has none",
+        True,
+    ),
+    "test_tasks.py::test_tasks::test_revoke_keeps_state_of_task_started_elsewhere[STARTED]": (
+        "a STARTED stored by hand is held TASKDECK['RESULTS']['STARTED_DELAY'] (50 ms) like a task's: "
+        "the revoke arrives first",
+        True,
+    ),
+}
 
 
 def backend_name() -> str:
@@ -92,15 +116,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from taskdeck import conf
 
+    # The suite's single queue is taskdeck's default queue here (system check E004).
+    settings.TASKDECK["DEFAULT_QUEUE"] = "celery"
     url = os.environ.get("TASKDECK_SUITE_RESULTS_REDIS_URL")
     if url:  # write-behind's Redis: the run's own server, whatever the broker
         settings.TASKDECK.setdefault("RESULTS", {})["REDIS_URL"] = url
-        conf.get.cache_clear()
+    conf.get.cache_clear()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     from celery.app.backends import by_name
 
+    if backend_name() == BASELINE:
+        return
     cls = by_name(alias(), loader=Loader(app=None))
     expected = BACKENDS[backend_name()].replace(":", ".")
     if f"{cls.__module__}.{cls.__qualname__}" != expected:
@@ -152,6 +180,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=left_out)  # counted in pytest's summary line
         items[:] = keep
     for item in items:
-        reason = EXPECTED.get(item.nodeid) or EXPECTED.get(item.nodeid.split("[")[0])
-        if reason:
-            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+        test = item.nodeid.removeprefix("t/integration/")
+        expected = EXPECTED.get(test) or EXPECTED.get(test.split("[")[0])
+        if expected:
+            reason, strict = expected
+            item.add_marker(pytest.mark.xfail(strict=strict, reason=f"taskdeck: {reason}"))

@@ -75,6 +75,9 @@ COMBINATIONS = {
         Combination("rabbitmq", "writebehind", "subset"),
     ]
 }
+#: Not in CI: Celery's own Redis result backend under the same configuration, to
+#: tell taskdeck's differences from the suite's own (docs/canvas.md).
+BASELINES = {c.name: c for c in [Combination("redis", "celery-redis", "full")]}
 
 
 def sdist() -> Path:
@@ -170,7 +173,7 @@ def broker(kind: str, redis_port: int) -> Iterator[str]:
 
 
 def run(combo: Combination, folder: Path, redis_port: int, db_url: str, extra: list[str]) -> int:
-    from tests.celery_suite.plugin import alias
+    from tests.celery_suite.plugin import BASELINE, alias
 
     (folder / "integration-tests-config.json").write_text(json.dumps(reference_settings(), indent=1))
     reports = BUILD / "reports"
@@ -179,7 +182,9 @@ def run(combo: Combination, folder: Path, redis_port: int, db_url: str, extra: l
         env = {
             **os.environ,
             "TEST_BROKER": url,
-            "TEST_BACKEND": alias(combo.backend),
+            "TEST_BACKEND": (
+                f"redis://127.0.0.1:{redis_port}/3" if combo.backend == BASELINE else alias(combo.backend)
+            ),
             "TASKDECK_SUITE_BACKEND": combo.backend,
             "TASKDECK_SUITE_SELECTION": combo.selection,
             "TASKDECK_SUITE_RESULTS_REDIS_URL": f"redis://127.0.0.1:{redis_port}/2",
@@ -205,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("combinations", nargs="*", choices=[*COMBINATIONS, []], metavar="COMBINATION")
+    names = [*COMBINATIONS, *BASELINES, []]
+    parser.add_argument("combinations", nargs="*", choices=names, metavar="COMBINATION")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not on PATH: the suite needs a Redis server of its own")
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     codes = {}
     with redis_server() as port:
         for name in args.combinations or list(COMBINATIONS):
-            codes[name] = run(COMBINATIONS[name], folder, port, db_url, extra)
+            codes[name] = run({**COMBINATIONS, **BASELINES}[name], folder, port, db_url, extra)
     for name, code in codes.items():
         print(f"celery-suite: {name}: {'passed' if code == 0 else f'FAILED (exit {code})'}")
     return 0 if all(code == 0 for code in codes.values()) else 1

@@ -13,7 +13,9 @@ result's state before it was written: PENDING. With Redis the window is a
 fraction of a millisecond; with one PostgreSQL commit per state it is one
 commit per chained step, and ``get()``'s short first poll finds it. Here the
 steps after the failed one are stored first, then the failed step: whoever
-sees the step failed sees everything after it failed too. And when a chord's
+sees the step failed sees everything after it failed too. A group chained
+after the failed step has each of its tasks failed (Celery fails only the
+group's own id, and ``get()`` on the group waited forever). And when a chord's
 header task fails, the chord will fail (its callback is never sent with a
 failed result): the steps chained after the chord are failed at once, with
 the ``ChordError`` the callback gets later, not when the rest of the header
@@ -107,6 +109,19 @@ class CanvasBackend(Backend):
             request = copy.copy(request)
             request.chain = None
         super().mark_as_failure(task_id, exc, traceback, request, store_result, call_errbacks, state)
+
+    def _fail_chain(
+        self,
+        chain: Any,
+        exc: Any,
+        traceback: Any = None,
+        store_result: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        # Celery fails each signature chained after a failed step under its own id;
+        # a group (or a chain in one) there has its tasks' results to fail too, or
+        # get() on the group waits for results that will never come.
+        super()._fail_chain(list(_with_members(chain)), exc, traceback, store_result, state)
 
     def fail_after_chord(self, chord_callback: Any, task_id: str, exc: BaseException) -> None:
         """A header task failed: the chord will fail, so the steps chained after it fail now."""
@@ -276,6 +291,18 @@ class ParentCheck:
                 return
             time.sleep(nap)
             nap = min(nap * 2, 0.1)
+
+
+def _with_members(chain: Any) -> Iterator[Any]:
+    """The signatures of a chain, each group or chain followed by its tasks, depth first."""
+    try:
+        steps = list(chain or ())
+    except TypeError:  # a request's chain may be a placeholder
+        return
+    for step in steps:
+        yield step
+        if isinstance(step, dict) and step.get("subtask_type") in ("group", "chain"):
+            yield from _with_members((step.get("kwargs") or {}).get("tasks"))
 
 
 def is_lazy(sub_tasks: str) -> bool:
