@@ -1,12 +1,12 @@
-"""Tasks of the canvas regression tests (tests/test_canvas.py), loaded with ``-I tests.canvas_tasks``.
+"""Tasks of the canvas regression tests (tests/test_canvas.py), beside tests/results/tasks.py's.
 
-No route matches these names: they go to the default queue. Tasks that talk
-to the test use the broker's Redis database (the test's own).
+Loaded with ``-I tests.canvas_tasks,tests.results.tasks``. No route matches
+these names: they go to the default queue. Tasks that talk to the test use
+the broker's Redis database (the test's own).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
@@ -18,11 +18,6 @@ def _redis() -> redis.Redis:
 
 
 @shared_task
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-@shared_task
 def total(numbers: list[int]) -> int:
     return sum(numbers)
 
@@ -31,23 +26,6 @@ def total(numbers: list[int]) -> int:
 def echo(value: Any) -> Any:
     """The chord callback that shows the structure of its header's results."""
     return value
-
-
-@shared_task
-def fail(message: str = "expected failure") -> None:
-    raise ValueError(message)
-
-
-@shared_task
-def block(key: str, timeout: float = 120) -> str:
-    """Run until the test sets ``key``: a header task that is still running while the test looks."""
-    deadline = time.monotonic() + timeout
-    client = _redis()
-    while not client.get(key):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{key} was never set")
-        time.sleep(0.05)
-    return "released"
 
 
 @shared_task

@@ -141,14 +141,15 @@ def test_chord_calls_back_once_with_every_result(worker, probe):
 
 @pytest.fixture
 def canvas_worker(start_worker):
-    return start_worker(["default"], concurrency=2, args=["-I", "tests.canvas_tasks"])
+    return start_worker(["default"], concurrency=2, args=["-I", "tests.canvas_tasks,tests.results.tasks"])
 
 
 def test_chain_after_a_chord_fails_as_soon_as_a_header_task_fails(canvas_worker, broker):
-    from tests.canvas_tasks import add, block, fail, total
+    from tests.canvas_tasks import total
+    from tests.results.tasks import add, fail, wait_for_key
 
     key = f"release-{uuid.uuid4().hex}"
-    failing = chord([fail.s("header"), block.si(key)], total.s())
+    failing = chord([fail.s("header"), wait_for_key.si(key)], total.s())
     inner = chain(failing, chord([add.s(1), add.s(2)], total.s()))
     res = group(inner, add.si(1, 1))()
     # get() raises on the failed header task (a parent of the chain's result) while the
@@ -167,7 +168,8 @@ def test_chain_after_a_chord_fails_as_soon_as_a_header_task_fails(canvas_worker,
 
 
 def test_chord_header_entry_ending_in_a_group_counts_each_of_its_tasks(canvas_worker, broker):
-    from tests.canvas_tasks import add, block, echo
+    from tests.canvas_tasks import echo
+    from tests.results.tasks import add, wait_for_key
 
     nested = group(add.si(1, 100), chain(add.si(1, 200), group(add.si(1, 1000), add.si(1, 2000))))
     # Celery's canvas suite: a group between two tasks becomes a chord.
@@ -176,7 +178,7 @@ def test_chord_header_entry_ending_in_a_group_counts_each_of_its_tasks(canvas_wo
     # Two header results, three tasks that complete the chord: the third one still runs
     # when the first two have completed it (django-celery-results' count was used up then).
     key = f"release-{uuid.uuid4().hex}"
-    header = group(add.si(1, 100), chain(add.si(1, 200), group(add.si(1, 1000), block.si(key))))
+    header = group(add.si(1, 100), chain(add.si(1, 200), group(add.si(1, 1000), wait_for_key.si(key))))
     res = chord(header, echo.s())()
     first, (second, third) = res.parent.results[0], res.parent.results[1].results
     wait_for(lambda: first.ready() and second.ready(), 60, "the header's first two tasks")
@@ -207,7 +209,8 @@ def test_generator_chord_header_is_sent_as_it_is_generated(canvas_worker, broker
 
 
 def test_get_raises_the_failed_header_task_error_and_the_callback_names_it(canvas_worker):
-    from tests.canvas_tasks import add, echo, fail
+    from tests.canvas_tasks import echo
+    from tests.results.tasks import add, fail
 
     res = chord([add.s(1, 2), fail.s("in the header")], echo.s())()
     with pytest.raises(ValueError, match="in the header"):  # the task's own error, not the ChordError
@@ -223,14 +226,14 @@ def test_get_reports_a_refused_message_instead_of_waiting(canvas_worker):
 
     task_id = str(uuid.uuid4())
     body = pickle.dumps(((1, 2), {}, {"callbacks": None, "errbacks": None}))
-    headers = task_headers(task_id, "tests.canvas_tasks.add")
+    headers = task_headers(task_id, "tests.results.tasks.add")
     publish_raw(body, "application/x-python-serialize", headers, task_id)
     with pytest.raises(MessageRejected, match="application/x-python-serialize"):
         AsyncResult(task_id).get(timeout=60)
 
 
 def test_group_chained_after_a_failed_task_fails_each_of_its_tasks(canvas_worker):
-    from tests.canvas_tasks import add, fail
+    from tests.results.tasks import add, fail
 
     res = chain(add.si(1, 1), fail.si("before the group"), group(add.s(1), add.s(2))).delay()
     with pytest.raises(ValueError, match="before the group"):

@@ -97,6 +97,33 @@ EXPECTED: dict[str, tuple[str, bool]] = {
         "the revoke arrives first",
         True,
     ),
+    "test_tasks.py::test_tasks::test_revoked_by_headers_complex_canvas": (
+        "one of its eleven canvases with a task revoked by stamped header never gets its result ready "
+        "on the database backends: get() waits (not yet fixed, docs/canvas.md)",
+        True,
+    ),
+    # The reference configuration, not the result backend: these fail the same way on
+    # Celery's own Redis result backend (the redis-celery-redis baseline).
+    "test_tasks.py::test_trace_log_arguments::test_task_success": (
+        "reads the worker's INFO records from caplog; none arrive under the reference configuration, "
+        "with Celery's Redis backend too",
+        True,
+    ),
+    "test_tasks.py::test_trace_log_arguments::test_task_failed": (
+        "reads the worker's INFO records from caplog; none arrive under the reference configuration, "
+        "with Celery's Redis backend too",
+        True,
+    ),
+    # Timing: the test, not the backend.
+    "test_tasks.py::test_task_replacement::test_replaced_task_nesting_level_0": (
+        "the test resets its flag after sending the task: a worker that receives it first fails it",
+        False,
+    ),
+    "test_canvas.py::test_chord::test_chain_to_a_chord_with_large_header": (
+        "a 1,000-task generator header: each completion rewrites the counter's list of completions; "
+        "within the test's 60 s on a quiet machine, not always at load",
+        False,
+    ),
 }
 
 

@@ -28,9 +28,8 @@ header entry that ends in a group (``group(a, chain(b, group(c, d)))``)
 is completed by each task of that group, as Celery counts it: two of the
 three completions used the counter up, the callback found the header not
 ready and was never sent, and ``get()`` waited forever. Here the counter
-starts unsized (:data:`UNSIZED`) and takes the size Celery computes
-(``set_chord_size``, called as the header's last task is sent), as
-Celery's Redis backend does.
+starts at the number of tasks that complete the chord (a group's tasks
+each count), as Celery's Redis backend counts them.
 
 ``get()`` of a chain's result, whose parent failed: Celery's own backends
 look at the parents once per ``interval`` (and when the result is ready),
@@ -48,9 +47,10 @@ waiting forever: Celery counts REJECTED among the unready states, since it
 never stores it itself.
 
 A generator header is not unrolled: Celery sends its tasks as the generator
-yields them, and completions are counted before the size is known; the
-counter keeps the task ids that completed it, in header order, for the
-callback's argument.
+yields them, and completions are counted before the size is known: the
+counter starts unsized (:data:`UNSIZED`) and takes the size Celery computes
+(``set_chord_size``, called as the header's last task is sent); it keeps the
+task ids that completed it, in header order, for the callback's argument.
 """
 
 from __future__ import annotations
@@ -147,18 +147,23 @@ class CanvasBackend(Backend):
                 callback.options["chain"] = chain
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
-        group_id, results = header_result_args
-        if isinstance(results, _regen):  # a generator header, not unrolled here
-            sub_tasks = json.dumps({LAZY: []})
+        if isinstance(header_result_args, GroupResult):  # Celery < 5.1 passes the result itself
+            group_id, results = header_result_args.id, header_result_args.results
         else:
-            sub_tasks = json.dumps([r.as_tuple() for r in GroupResult(group_id, list(results))])
+            group_id, results = header_result_args
+        if isinstance(results, _regen):  # a generator header, not unrolled here
+            sub_tasks, count = json.dumps({LAZY: []}), UNSIZED
+        else:
+            header = GroupResult(group_id, list(results))
+            sub_tasks, count = json.dumps([r.as_tuple() for r in header]), _leaves(header.results)
         # A frozen chord applied again reuses its group id: a new run, a new count.
         ChordCounter.objects.update_or_create(
-            group_id=group_id, defaults={"sub_tasks": sub_tasks, "count": UNSIZED}
+            group_id=group_id, defaults={"sub_tasks": sub_tasks, "count": count}
         )
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        # Once per run; completions already counted stay counted.
+        # A listed header was counted when it was applied (its tasks that complete
+        # it: Celery's count); a generator's size is known now, once per run.
         ChordCounter.objects.filter(group_id=group_id, count__gt=UNSIZED // 2).update(
             count=F("count") - (UNSIZED - chord_size)
         )
@@ -303,6 +308,11 @@ def _with_members(chain: Any) -> Iterator[Any]:
         yield step
         if isinstance(step, dict) and step.get("subtask_type") in ("group", "chain"):
             yield from _with_members((step.get("kwargs") or {}).get("tasks"))
+
+
+def _leaves(results: Any) -> int:
+    """How many tasks complete a chord whose header has these results (a group: each of its tasks)."""
+    return sum(_leaves(r.results) if isinstance(r, GroupResult) else 1 for r in results)
 
 
 def is_lazy(sub_tasks: str) -> bool:
