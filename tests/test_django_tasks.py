@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -279,6 +281,19 @@ def test_enqueue_inside_a_transaction_sends_on_commit_and_never_on_rollback(star
 # --- priority that holds: counted in tasks ---------------------------------------------
 
 
+@contextmanager
+def enqueued_to(rabbitmq: str, app: Any) -> Iterator[dict[str, str]]:
+    """``enqueue()`` publishes through ``app`` (a RabbitMQ vhost), with the lanes a RabbitMQ worker shares."""
+    lanes = lanes_for(rabbitmq)
+    previous = current_app._get_current_object()
+    app.set_current()
+    try:
+        with override_settings(TASKDECK={**settings.TASKDECK, "LANES": lanes}):
+            yield lanes
+    finally:
+        previous.set_current()
+
+
 def overtaken(probe: Probe, app: Any) -> tuple[int, dict[str, Any]]:
     """How many of a backlog of priority -100 tasks started before a priority-100 task sent after it."""
     from tests.support.probe import block
@@ -307,17 +322,10 @@ def test_redis_priority_100_overtakes_a_priority_minus_100_backlog(start_worker,
 def test_rabbitmq_priority_100_overtakes_a_priority_minus_100_backlog(
     start_amqp_worker, rabbitmq, rabbitmq_app, probe
 ):
-    lanes = lanes_for(rabbitmq)
-    worker = start_amqp_worker(
-        ["default", *dict.fromkeys(lanes.values())], concurrency=1, args=DTASK_ARGS, env=probe.env
-    )
-    previous = current_app._get_current_object()
-    rabbitmq_app.set_current()
-    try:
-        with override_settings(TASKDECK={**settings.TASKDECK, "LANES": lanes}):
-            ahead, high = overtaken(probe, rabbitmq_app)
-    finally:
-        previous.set_current()
+    queues = ["default", *dict.fromkeys(lanes_for(rabbitmq).values())]
+    worker = start_amqp_worker(queues, concurrency=1, args=DTASK_ARGS, env=probe.env)
+    with enqueued_to(rabbitmq, rabbitmq_app) as lanes:
+        ahead, high = overtaken(probe, rabbitmq_app)
     assert ahead == 0, f"{ahead} of {BACKLOG} priority -100 tasks started before the priority-100 one"
     assert (high["routing_key"], high["priority"]) == (lanes["high"], 9)
     assert worker.alive()
@@ -327,24 +335,17 @@ def test_rabbitmq_priority_100_overtakes_a_priority_minus_100_backlog(
 def test_rabbitmq_round_trip_success_failure_context_and_run_after(
     start_amqp_worker, rabbitmq, rabbitmq_app, probe
 ):
-    lanes = lanes_for(rabbitmq)
-    worker = start_amqp_worker(
-        ["default", *dict.fromkeys(lanes.values()), "notifications"], args=DTASK_ARGS, env=probe.env
-    )
-    previous = current_app._get_current_object()
-    rabbitmq_app.set_current()
-    try:
-        with override_settings(TASKDECK={**settings.TASKDECK, "LANES": lanes}):
-            not_before = timezone.now() + dt.timedelta(seconds=1)
-            added = dtasks.add.using(run_after=not_before).enqueue(4, 5)
-            failed = dtasks.fail.enqueue("missing")
-            context = dtasks.contextual.enqueue("amqp")
-            with transaction.atomic():
-                committed = dtasks.record.enqueue("after commit")
-            for result in (added, failed, context, committed):
-                finished(result)
-    finally:
-        previous.set_current()
+    queues = ["default", *dict.fromkeys(lanes_for(rabbitmq).values()), "notifications"]
+    worker = start_amqp_worker(queues, args=DTASK_ARGS, env=probe.env)
+    with enqueued_to(rabbitmq, rabbitmq_app) as lanes:
+        not_before = timezone.now() + dt.timedelta(seconds=1)
+        added = dtasks.add.using(run_after=not_before).enqueue(4, 5)
+        failed = dtasks.fail.enqueue("missing")
+        context = dtasks.contextual.enqueue("amqp")
+        with transaction.atomic():
+            committed = dtasks.record.enqueue("after commit")
+        for result in (added, failed, context, committed):
+            finished(result)
     assert (added.status, added.return_value) == (Status.SUCCESSFUL, {"sum": 9, "pair": [4, 5]})
     assert added.started_at >= not_before and added.worker_ids == [worker.hostname]
     assert failed.status == Status.FAILED and failed.errors[0].exception_class is LookupError
