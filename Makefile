@@ -14,7 +14,8 @@ STAMP_NEXT := $(VENV_NEXT)/.installed
 TESTS_NEXT ?= tests/test_checks.py tests/test_compat.py tests/test_public_api.py tests/test_migrations.py tests/results \
 	tests/monitor/test_monitor_api.py tests/dashboard/test_dashboard_access.py \
 	tests/dashboard/test_dashboard_parts.py tests/dashboard/test_dashboard_actions.py \
-	tests/test_django_tasks.py tests/monitor/test_monitor_django_tasks.py
+	tests/test_django_tasks.py tests/monitor/test_monitor_django_tasks.py \
+	tests/test_secure_defaults.py
 
 .PHONY: run test test-next test-celery lint install clean
 
