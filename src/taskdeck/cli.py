@@ -137,7 +137,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = conf.get()
     data_dir = Path(options["DATA_DIR"])
     _private_data(data_dir, settings.DATABASES["default"])
-    if getattr(settings, "STATIC_ROOT", None):  # uncollected, whitenoise serves the apps' files; it warns if missing
+    # Not collected: whitenoise serves the apps' files, and warns at each start if the folder is missing.
+    if getattr(settings, "STATIC_ROOT", None):
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     app = celery_app(args)
     broker_url = app.conf.broker_url or ""
