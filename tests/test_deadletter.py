@@ -6,9 +6,11 @@ import datetime as dt
 import json
 
 import pytest
-from django.conf import settings
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from taskdeck import deadletter
 from taskdeck.models import DeadLetter
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def data_dir(tmp_path):
     with override_settings(
-        TASKDECK={**settings.TASKDECK, "DATA_DIR": tmp_path, "DEAD_LETTER_BODY_BYTES": 256}
+        TASKDECK={**django_settings.TASKDECK, "DATA_DIR": tmp_path, "DEAD_LETTER_BODY_BYTES": 256}
     ):
         yield tmp_path
 
@@ -97,3 +99,44 @@ def test_a_database_that_does_not_answer_spools_and_drain_moves_it_in(data_dir):
     letter = DeadLetter.objects.get()
     assert (letter.reason, bytes(letter.body), letter.headers) == ("while down", b"payload", {"id": "i"})
     assert deadletter.drain_spool() == 0
+
+
+#: Text PostgreSQL cannot store as it is: NUL, lone surrogates.
+odd_text = st.lists(st.sampled_from(["\x00", "\ud800", "\udcff", "a", "é"]), max_size=4).map("".join)
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | odd_text
+    | st.binary(max_size=20)
+    | st.datetimes(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    headers=st.dictionaries(st.text(max_size=8), anything, max_size=4) | st.none(),
+    body=st.binary(max_size=300) | st.text(max_size=100) | odd_text | st.none(),
+    task_id=st.text(max_size=300) | odd_text | st.none(),
+)
+def test_whatever_it_is_given_store_keeps_one_row_and_the_body_byte_for_byte(
+    data_dir, headers, body, task_id
+):
+    before = DeadLetter.objects.count()
+    deadletter.store("message", "fuzz", source="w", headers=headers, body=body, task_id=task_id, task=task_id)
+    assert DeadLetter.objects.count() == before + 1, "stored in the table, not spooled"
+    letter = DeadLetter.objects.latest("id")
+    raw = deadletter._encoded(body) if isinstance(body, str) else body
+    if raw is None:
+        assert letter.body is None
+    else:
+        assert letter.body_size == len(raw) and bytes(letter.body) == raw[:256]
+    assert not (data_dir / "deadletters.jsonl").exists()

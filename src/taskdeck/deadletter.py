@@ -146,7 +146,7 @@ def _letter(
         reason = f"{reason} (stored under kind 'message': {kind!r} is not one of {', '.join(KINDS)})"
         kind = "message"
     limit = int(conf.get()["DEAD_LETTER_BODY_BYTES"])
-    raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+    raw = _encoded(body) if isinstance(body, str) else body
     if raw is not None and not isinstance(raw, bytes):
         raw = bytes(raw) if isinstance(raw, bytearray | memoryview) else _text(repr(raw)).encode()
     size = len(raw) if raw is not None else 0
@@ -241,6 +241,14 @@ def _from_spool(line: dict[str, Any]) -> dict[str, Any]:
     letter["created_at"] = dt.datetime.fromisoformat(line["created_at"])
     letter["body"] = None if line.get("body") is None else base64.b64decode(line["body"])
     return letter
+
+
+def _encoded(text: str) -> bytes:
+    """``text`` as UTF-8: bytes decoded with ``surrogateescape`` come back, lone surrogates stay."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _capped(value: Any, limit: int) -> dict[str, Any]:
