@@ -311,3 +311,17 @@ def focus_on(page: Any, selector: str) -> None:
             assert_focus_visible(page)
             return
     raise AssertionError(f"{selector} is never reached with Tab")
+
+
+def test_axe_finds_nothing_on_the_warning_banners(browser, live_server, accounts, login):
+    """No recorder: the banner every page loads says so, readable in both schemes."""
+    for scheme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+        context.add_init_script(path=str(AXE))
+        page = context.new_page()
+        login(page, "operator")
+        page.wait_for_selector("[data-banner=recorder]")
+        page.wait_for_load_state("networkidle")
+        found = axe(page)
+        assert not found, f"{scheme}: {found}"
+        context.close()
