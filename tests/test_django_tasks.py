@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +42,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUEUES = ["default", "high_priority", "medium_priority", "low_priority", "notifications"]
 BACKLOG = 30
 Status = compat.TaskResultStatus
+
+
+def run_coroutine(function: Any) -> Any:
+    """``async_to_sync(function)()`` on a thread of its own.
+
+    The browser tests' session-wide Playwright keeps an event loop running on
+    the main thread, where ``async_to_sync`` refuses to run.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(async_to_sync(function)).result()
 
 
 def finished(result: Any, timeout: float = 60) -> Any:
@@ -115,10 +126,10 @@ def test_round_trip_every_status_and_the_fields_of_the_result(start_worker, prob
         assert (fetched.id, fetched.args) == (result.id, [20, 22])
         return result
 
-    async_result = async_to_sync(run_async)()
+    async_result = run_coroutine(run_async)
 
     def async_done() -> bool:
-        async_to_sync(async_result.arefresh)()
+        run_coroutine(async_result.arefresh)
         return async_result.is_finished
 
     wait_for(async_done, 60, "the async task")
