@@ -24,6 +24,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.test import override_settings
 from django.urls import reverse
 
 from tests.support.services import ROOT
@@ -126,3 +127,14 @@ def test_no_page_loads_anything_from_another_site(client, django_user_model, bro
         served = client.get(asset)
         assert served.status_code == 200, asset
         assert b"".join(served.streaming_content if served.streaming else [served.content])
+
+
+def test_checks_name_a_project_without_throttling_or_with_swagger_from_a_cdn():
+    from taskdeck.security_checks import check_security
+
+    assert check_security() == []
+    apps = [app for app in settings.INSTALLED_APPS if app != "ninja"]
+    with override_settings(AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.ModelBackend"]):
+        assert [m.id for m in check_security()] == ["taskdeck.W030"]
+    with override_settings(INSTALLED_APPS=apps):
+        assert [m.id for m in check_security()] == ["taskdeck.W031"]

@@ -8,7 +8,7 @@ class TaskdeckConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from taskdeck import checks, conf, install_checks, settings_checks, signals  # noqa: F401 (they register)
+        from taskdeck import checks, conf, install_checks, security_checks, settings_checks, signals  # noqa: F401
 
         signals.connect()
         from taskdeck.dashboard import lockout  # noqa: F401  (its signal receivers)
