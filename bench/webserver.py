@@ -61,7 +61,7 @@ def server_argv(name: str, port: int, workers: int) -> list[str]:
     if name == "gunicorn":  # as `taskdeck up` runs it
         from taskdeck.cli import web_argv
 
-        return web_argv("core.wsgi.application", address, workers)
+        return web_argv(address, workers)
     if name == "uvicorn":
         return [python, "-m", "uvicorn", "core.asgi:application", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(workers), "--timeout-keep-alive", "75"]  # fmt: skip

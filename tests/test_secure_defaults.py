@@ -138,3 +138,23 @@ def test_checks_name_a_project_without_throttling_or_with_swagger_from_a_cdn():
         assert [m.id for m in check_security()] == ["taskdeck.W030"]
     with override_settings(INSTALLED_APPS=apps):
         assert [m.id for m in check_security()] == ["taskdeck.W031"]
+
+
+def test_up_serves_static_files_in_a_project_without_whitenoise():
+    """taskdeck/web.py: whitenoise when the project has it, Django's staticfiles handler otherwise."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.test import RequestFactory
+
+    from taskdeck import web
+
+    assert not isinstance(web.load(), StaticFilesHandler)  # the reference project: whitenoise
+    without = [m for m in settings.MIDDLEWARE if m != web.WHITENOISE]
+    with override_settings(MIDDLEWARE=without):
+        application = web.load()
+        assert isinstance(application, StaticFilesHandler)
+        environ = RequestFactory().get("/static/taskdeck/dashboard.css").environ
+        body: list[bytes] = []
+        statuses: list[str] = []
+        for chunk in application(environ, lambda status, headers, *args: statuses.append(status)):
+            body.append(chunk)
+        assert statuses == ["200 OK"] and b"".join(body)

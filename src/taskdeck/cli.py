@@ -99,15 +99,14 @@ def beat_argv(app_name: str, app: Any, data_dir: Path) -> list[str]:
     return argv
 
 
-def web_argv(wsgi_application: str, address: str, workers: int) -> list[str]:
-    """gunicorn serving the project's WSGI application: ``workers`` processes of 4 threads each.
+def web_argv(address: str, workers: int) -> list[str]:
+    """gunicorn serving the project's WSGI application (taskdeck/web.py): ``workers`` processes of 4 threads.
 
     Threads keep browsers' and scrapers' keep-alive connections without a
     process each; docs/benchmarks.md has the comparison with runserver and uvicorn.
     """
-    module, _, name = wsgi_application.rpartition(".")
     return [
-        sys.executable, "-m", "gunicorn", f"{module}:{name}",
+        sys.executable, "-m", "gunicorn", "taskdeck.web:application",
         "--bind", address,
         "--workers", str(workers),
         "--worker-class", "gthread", "--threads", "4",
@@ -178,7 +177,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             recorder = [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]
             fleet.start(Spec("monitor", recorder, restart=True), env)
         if not args.no_web:
-            web = web_argv(settings.WSGI_APPLICATION, address, options["WEB_WORKERS"])
+            web = web_argv(address, options["WEB_WORKERS"])
             fleet.start(Spec("web", web, ready=lambda: _port_open(address), restart=True), env)
         _wait_for_workers(fleet, app, list(options["WORKERS"]))
         if not args.no_web:

@@ -1,4 +1,4 @@
-"""System checks of what keeps a deployment closed: login throttling and assets served locally.
+"""Deployment checks (``manage.py check --deploy``): login throttling and assets served locally.
 
 ``taskdeck.W030``: no :class:`~taskdeck.dashboard.lockout.LockoutModelBackend` in
 ``AUTHENTICATION_BACKENDS``: wrong passwords are answered without limit.
@@ -16,7 +16,7 @@ from django.core.checks import CheckMessage, Tags, Warning, register
 LOCKOUT_BACKEND = "taskdeck.dashboard.lockout.LockoutModelBackend"
 
 
-@register(Tags.security)
+@register(Tags.security, deploy=True)
 def check_security(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     if LOCKOUT_BACKEND not in getattr(settings, "AUTHENTICATION_BACKENDS", []):
