@@ -61,6 +61,11 @@ CELERY_INTERNALS: tuple[str, ...] = (
     # Replaced per channel (virtual transports: Redis) by a class that reads any envelope.
     "kombu.transport.virtual.base:Channel.Message",
     "celery.worker.consumer.tasks:Tasks",
+    # Wrapped per channel (Redis): the reader of each BRPOP reply, which parses the list item
+    # as JSON before any message exists, and the client call that returns the reply.
+    "kombu.transport.redis:Channel._brpop_read",
+    "kombu.transport.redis:Channel.client",
+    "kombu.transport.virtual.base:Transport._deliver",
     # Sent by Celery for the refusals it handles itself; taskdeck.rejections records them.
     "celery.signals:task_rejected",
     "celery.signals:task_unknown",
@@ -97,6 +102,8 @@ class GuardTaskMessages(bootsteps.StartStopStep):
         channel = getattr(c.task_consumer, "channel", None)
         if isinstance(channel, VirtualChannel) and not getattr(channel.Message, "taskdeck_guarded", False):
             channel.Message = guarded_envelopes(channel.Message)
+        if isinstance(channel, VirtualChannel):
+            guard_raw_items(channel)
 
 
 #: Header a message gets when its envelope could not be read (a virtual transport's, e.g. Redis).
@@ -121,6 +128,69 @@ def guarded_envelopes(message_class: type[Any]) -> Any:
                 super().__init__(_readable(payload, channel, exc), channel=channel, **kwargs)
 
     return GuardedMessage
+
+
+def guard_raw_items(channel: Any) -> None:
+    """Redis: a list item that is not JSON at all must not stop the worker.
+
+    kombu parses each item it pops (``BRPOP``) before a message exists, so an
+    item pushed by something other than kombu (``LPUSH default junk``) raised
+    in the event loop and stopped the worker, the item already gone. The
+    channel's ``BRPOP`` reader is wrapped: the reply is kept as it arrives,
+    and when kombu cannot parse the item it is delivered as an envelope that
+    :func:`problem` refuses, so it is acknowledged, recorded and dead-lettered
+    with its raw text like any other bad message. Nothing changes for an item
+    kombu can read (one attribute set per reply).
+    """
+    import base64
+    import json
+
+    handlers = getattr(channel, "handlers", None)
+    if not isinstance(handlers, dict) or "BRPOP" not in handlers:
+        return
+    read = handlers["BRPOP"]
+    if getattr(read, "taskdeck_guarded", False):
+        return
+
+    def keep_replies(client: Any) -> None:
+        parse = client.parse_response
+
+        def parse_response(connection: Any, command_name: Any, **options: Any) -> Any:
+            reply = parse(connection, command_name, **options)
+            if command_name == "BRPOP":
+                channel.taskdeck_reply = reply
+            return reply
+
+        client.parse_response = parse_response
+        client.taskdeck_keeps_replies = True
+
+    def brpop_read(**options: Any) -> Any:
+        client = channel.client  # a new one after a reconnection
+        if not getattr(client, "taskdeck_keeps_replies", False):
+            keep_replies(client)
+        channel.taskdeck_reply = None
+        try:
+            return read(**options)
+        except ValueError as exc:  # json's and UTF-8's errors: kombu could not parse the item
+            reply = channel.taskdeck_reply
+            if not reply:
+                raise
+            dest, item = reply
+            raw = item if isinstance(item, bytes) else str(item).encode("utf-8", "surrogateescape")
+            try:
+                json.loads(raw)
+            except ValueError:
+                pass
+            else:
+                raise  # the item was JSON: the error came from elsewhere
+            # The raw bytes travel base64-encoded, as kombu's own envelopes carry bodies.
+            envelope = {"body": base64.b64encode(raw).decode(), "properties": {"body_encoding": "base64"}}
+            queue = (dest.decode() if isinstance(dest, bytes) else str(dest)).rsplit(channel.sep, 1)[0]
+            channel.connection._deliver(_readable(envelope, channel, exc), queue)
+            return True
+
+    brpop_read.taskdeck_guarded = True  # type: ignore[attr-defined]
+    handlers["BRPOP"] = brpop_read
 
 
 def _readable(payload: Any, channel: Any, exc: Exception) -> dict[str, Any]:

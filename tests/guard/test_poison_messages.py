@@ -192,6 +192,26 @@ def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_wor
     keeps_serving(bus, pid, probe)
 
 
+def test_a_list_item_that_is_not_json_does_not_stop_the_worker(broker, start_worker, probe):
+    """Redis only: an item pushed by something other than kombu; kombu's parse of it stopped the worker."""
+    from celery import current_app
+
+    from tests.support.probe import PROBE_ARGS
+
+    worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
+    client = redis.Redis.from_url(broker)
+    bus = Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked"))
+    pid = worker.pid
+    client.lpush("default", b"\xff not JSON {")
+    letter = wait_for(
+        lambda: DeadLetter.objects.filter(reason__contains="envelope").first(), 60, "the letter"
+    )
+    assert "the broker's envelope of the message cannot be read" in letter.reason
+    assert bytes(letter.body) == b"\xff not JSON {"
+    assert TaskResult.objects.get(task_id=letter.task_id).status == "REJECTED"
+    keeps_serving(bus, pid, probe)
+
+
 def test_a_poison_message_waiting_when_the_worker_starts_does_not_stop_it(broker, start_worker, probe):
     """What the embedded Redis kept on disk after a crash loop: the next start met it first and died."""
     from celery import current_app
