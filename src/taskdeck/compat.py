@@ -57,6 +57,10 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     "django_celery_results.backends.database.DatabaseBackend._forget": "(self, task_id)",
     "django_celery_results.managers.ResultManager.get_all_expired": "(self, expires)",
     "celery.backends.base.BaseBackend.meta_from_decoded": "(self, meta)",
+    # taskdeck.results.canvas: the steps after a failed chain step, stored before it.
+    "celery.backends.base.Backend._fail_chain": (
+        "(self, chain, exc, traceback=None, store_result=True, state='FAILURE')"
+    ),
     # taskdeck.brokers.redis: queue depth per priority step.
     "kombu.transport.redis.Channel._q_for_pri": "(self, queue, pri)",
     # taskdeck.demo and taskdeck.monitor.cli.
