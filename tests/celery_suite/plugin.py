@@ -97,11 +97,6 @@ EXPECTED: dict[str, tuple[str, bool]] = {
         "the revoke arrives first",
         True,
     ),
-    "test_tasks.py::test_tasks::test_revoked_by_headers_complex_canvas": (
-        "one of its eleven canvases with a task revoked by stamped header never gets its result ready "
-        "on the database backends: get() waits (not yet fixed, docs/canvas.md)",
-        True,
-    ),
     # The reference configuration, not the result backend: these fail the same way on
     # Celery's own Redis result backend (the redis-celery-redis baseline).
     "test_tasks.py::test_trace_log_arguments::test_task_success": (
@@ -123,6 +118,16 @@ EXPECTED: dict[str, tuple[str, bool]] = {
         "a 1,000-task generator header: each completion rewrites the counter's list of completions; "
         "within the test's 60 s on a quiet machine, not always at load",
         False,
+    ),
+}
+
+
+#: Known differences in tests made of subtests, whose failures an xfail does not
+#: cover: deselected by name, each listed with its reason at the end of the run.
+NOT_RUN: dict[str, str] = {
+    "test_tasks.py::test_tasks::test_revoked_by_headers_complex_canvas": (
+        "of its eleven canvases, each with a task revoked by stamped header, one never has its result "
+        "ready on taskdeck's backends: get() without a timeout waits (not fixed; docs/canvas.md)"
     ),
 }
 
@@ -201,14 +206,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from celery.contrib.testing.worker import test_worker_starting
 
     test_worker_starting.connect(_add_steps, weak=False)
-    if os.environ.get("TASKDECK_SUITE_SELECTION", "full") == "subset":
-        keep = [item for item in items if item.nodeid.startswith(SUBSET)]
-        left_out = [item for item in items if not item.nodeid.startswith(SUBSET)]
-        config.hook.pytest_deselected(items=left_out)  # counted in pytest's summary line
-        items[:] = keep
+    subset = os.environ.get("TASKDECK_SUITE_SELECTION", "full") == "subset"
+    keep, left_out = [], []
+    for item in items:
+        test = item.nodeid.removeprefix("t/integration/")
+        if test in NOT_RUN:
+            _not_run.append((test, NOT_RUN[test]))
+            left_out.append(item)
+        elif subset and not item.nodeid.startswith(SUBSET):
+            left_out.append(item)
+        else:
+            keep.append(item)
+    config.hook.pytest_deselected(items=left_out)  # counted in pytest's summary line
+    items[:] = keep
     for item in items:
         test = item.nodeid.removeprefix("t/integration/")
         expected = EXPECTED.get(test) or EXPECTED.get(test.split("[")[0])
         if expected:
             reason, strict = expected
             item.add_marker(pytest.mark.xfail(strict=strict, reason=f"taskdeck: {reason}"))
+
+
+_not_run: list[tuple[str, str]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for test, reason in _not_run:
+        terminalreporter.write_line(f"NOT RUN (expected difference) {test}: {reason}")
