@@ -71,8 +71,9 @@ def stack_processes(up_pid: int) -> dict[str, list[int]]:
             role = "beat"
         elif "taskdeck.monitor" in line:
             role = "recorder"
-        elif "runserver" in line:
+        elif "gunicorn" in line or "runserver" in line:
             role = "web"
+            roles.setdefault("web workers", []).extend(children(pid))  # gunicorn's worker processes
         else:
             continue
         roles.setdefault(role, []).append(pid)

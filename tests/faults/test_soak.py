@@ -42,7 +42,8 @@ def test_soak_through_the_whole_stack_keeps_memory_flat_and_has_no_errors(pg):
     }
     report("soak", {k: v for k, v in result.items() if k != "samples"} | {"grew_too_much": too_much})
 
-    assert {"recorder", "web", "worker lanes", "worker lanes pool"} <= set(memory), sorted(memory)
+    roles = {"recorder", "web", "web workers", "worker lanes", "worker lanes pool"}
+    assert roles <= set(memory), sorted(memory)
     assert too_much == {}, f"memory grew: {too_much}"
     assert result["failed_tasks"] == 0
     assert result["missing_from_history"] == 0
