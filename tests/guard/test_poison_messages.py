@@ -171,17 +171,22 @@ def test_an_unknown_task_is_a_failure_and_kept_for_requeueing(bus, probe):
     keeps_serving(bus, pid, probe)
 
 
-def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_worker, probe):
-    """Redis only: its envelope is JSON and can carry anything; AMQP headers are always a table."""
+def redis_bus(broker, start_worker, probe) -> tuple[Bus, redis.Redis]:
+    """Redis only: a probed worker on ``default`` and a client on its database."""
     from celery import current_app
 
     from tests.support.probe import PROBE_ARGS
 
     worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
     client = redis.Redis.from_url(broker)
-    bus = Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked"))
-    pid = worker.pid
-    publish(current_app, call_body("x"), headers=["task", "id"])
+    return Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked")), client
+
+
+def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_worker, probe):
+    """Redis only: its envelope is JSON and can carry anything; AMQP headers are always a table."""
+    bus, client = redis_bus(broker, start_worker, probe)
+    pid = bus.worker.pid
+    publish(bus.app, call_body("x"), headers=["task", "id"])
     letter = wait_for(
         lambda: DeadLetter.objects.filter(reason__contains="envelope").first(), 60, "the letter"
     )
@@ -194,14 +199,8 @@ def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_wor
 
 def test_a_list_item_that_is_not_json_does_not_stop_the_worker(broker, start_worker, probe):
     """Redis only: an item pushed by something other than kombu; kombu's parse of it stopped the worker."""
-    from celery import current_app
-
-    from tests.support.probe import PROBE_ARGS
-
-    worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
-    client = redis.Redis.from_url(broker)
-    bus = Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked"))
-    pid = worker.pid
+    bus, client = redis_bus(broker, start_worker, probe)
+    pid = bus.worker.pid
     client.lpush("default", b"\xff not JSON {")
     letter = wait_for(
         lambda: DeadLetter.objects.filter(reason__contains="envelope").first(), 60, "the letter"
