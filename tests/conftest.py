@@ -99,11 +99,16 @@ class Workers:
         name: str | None = None,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        gossip: bool = False,
     ) -> Proc:
-        """Start a worker on ``queues``; waits until it answers ping through ``self.app``'s broker."""
+        """Start a worker on ``queues``; waits until it answers ping through ``self.app``'s broker.
+
+        ``gossip``: the worker listens to other workers' events, as Celery's workers do by default.
+        """
         hostname = f"{name or self.prefix + uuid.uuid4().hex[:6]}@test"
         argv = [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", ",".join(queues)]
-        argv += ["-c", str(concurrency), "-n", hostname, "-l", "info", "--without-mingle", "--without-gossip"]
+        argv += ["-c", str(concurrency), "-n", hostname, "-l", "info", "--without-mingle"]
+        argv += [] if gossip else ["--without-gossip"]
         argv += args or []
         log = ARTIFACTS / f"{self.request.node.name}-{hostname}.log"
         proc = Proc(argv, {**self.env, **(env or {})}, log)

@@ -55,10 +55,11 @@ def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True,
 def add_worker_steps(app: Celery) -> None:
     """taskdeck's consumer steps: malformed task messages guarded, refusals recorded, events batched."""
     from taskdeck.events import BatchTaskEvents
-    from taskdeck.guard import GuardTaskMessages
+    from taskdeck.guard import GuardGossip, GuardTaskMessages
     from taskdeck.rejections import RecordDecodeErrors
 
     app.steps["consumer"].add(GuardTaskMessages)
+    app.steps["consumer"].add(GuardGossip)
     app.steps["consumer"].add(RecordDecodeErrors)
     app.steps["consumer"].add(BatchTaskEvents)
 

@@ -66,6 +66,10 @@ CELERY_INTERNALS: tuple[str, ...] = (
     "kombu.transport.redis:Channel._brpop_read",
     "kombu.transport.redis:Channel.client",
     "kombu.transport.virtual.base:Transport._deliver",
+    # Wrapped per worker by GuardGossip: the handler of each worker event a worker receives.
+    "celery.worker.consumer.gossip:Gossip.on_message",
+    "celery.worker.consumer.gossip:Gossip.get_consumers",
+    "celery.worker.consumer.gossip:Gossip.__init__",
     # Sent by Celery for the refusals it handles itself; taskdeck.rejections records them.
     "celery.signals:task_rejected",
     "celery.signals:task_unknown",
@@ -104,6 +108,59 @@ class GuardTaskMessages(bootsteps.StartStopStep):
             channel.Message = guarded_envelopes(channel.Message)
         if isinstance(channel, VirtualChannel):
             guard_raw_items(channel)
+
+
+class GuardGossip(bootsteps.Step):
+    """Consumer step: a worker event a worker cannot read is skipped, not fatal.
+
+    Workers listen to each other's ``worker-*`` events (Celery's gossip, on
+    unless ``--without-gossip``), and Celery's handler reads them unchecked: one
+    event published on the event exchange with a body that is not an object, or
+    a heartbeat with ``timestamp: "abc"``, raised in the main process of every
+    worker of the broker at once, and stopped them all. The handler is wrapped
+    (before the gossip consumer is made, which binds it): an event it cannot
+    handle is skipped and logged once a minute per kind of error. Events are
+    not dead-lettered here: the recorder counts the bad ones it receives
+    (``taskdeck_recorder_bad_events_total``).
+    """
+
+    name = "taskdeck.guard.GuardGossip"
+    requires = ("celery.worker.consumer.gossip:Gossip",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        gossip = getattr(c, "gossip", None)
+        if gossip is not None and not getattr(gossip.on_message, "taskdeck_guarded", False):
+            gossip.on_message = guarded_events(gossip.on_message)
+        super().__init__(c, **kwargs)
+
+
+def guarded_events(on_message: Any) -> Any:
+    """Gossip's ``on_message(prepare, message)``, skipping an event it cannot handle."""
+    import time
+
+    logged: dict[str, float] = {}
+
+    def on_event(prepare: Any, message: Any) -> Any:
+        try:
+            return on_message(prepare, message)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            kind = type(exc).__name__
+            now = time.monotonic()
+            if now - logged.get(kind, -60.0) >= 60:
+                logged[kind] = now
+                logger.warning(
+                    "skipped a worker event that cannot be read (%s: %s); body %.200r "
+                    "(logged once a minute per kind of error)",
+                    kind,
+                    exc,
+                    getattr(message, "body", None),
+                )
+            return None
+
+    on_event.taskdeck_guarded = True  # type: ignore[attr-defined]
+    return on_event
 
 
 #: Header a message gets when its envelope could not be read (a virtual transport's, e.g. Redis).

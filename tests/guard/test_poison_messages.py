@@ -171,13 +171,13 @@ def test_an_unknown_task_is_a_failure_and_kept_for_requeueing(bus, probe):
     keeps_serving(bus, pid, probe)
 
 
-def redis_bus(broker, start_worker, probe) -> tuple[Bus, redis.Redis]:
+def redis_bus(broker, start_worker, probe, gossip: bool = False) -> tuple[Bus, redis.Redis]:
     """Redis only: a probed worker on ``default`` and a client on its database."""
     from celery import current_app
 
     from tests.support.probe import PROBE_ARGS
 
-    worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
+    worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env, gossip=gossip)
     client = redis.Redis.from_url(broker)
     return Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked")), client
 
@@ -233,3 +233,30 @@ def test_a_poison_message_waiting_when_the_worker_starts_does_not_stop_it(broker
     row, letter = refused(bus, poison, probe)
     assert "got str 'hello'" in row.result and bytes(letter.body) == b'"hello"'
     keeps_serving(bus, worker.pid, probe)
+
+
+def test_junk_worker_events_do_not_stop_a_worker(broker, start_worker, probe):
+    """Celery's gossip read other workers' events unchecked: one junk event stopped every worker at once."""
+    from celery.events.event import get_exchange
+
+    bus, _ = redis_bus(broker, start_worker, probe, gossip=True)
+    pid = bus.worker.pid
+    junk = [
+        ("worker.heartbeat", "string"),  # TypeError: string indices must be integers
+        ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "evil@x", "timestamp": "abc"}),
+        ("worker.online", [1, 2]),
+        ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "evil@x", "active": "lots"}),
+    ]
+    with bus.app.connection_for_write() as conn:
+        exchange = get_exchange(conn, name=bus.app.conf.event_exchange)
+        producer = conn.Producer(serializer="json")
+        for routing_key, body in junk:
+            producer.publish(body, exchange=exchange, routing_key=routing_key, declare=[exchange])
+    wait_for(
+        lambda: all(
+            f"cannot be read ({kind}:" in bus.worker.output() for kind in ("TypeError", "ValueError")
+        ),
+        60,
+        "the worker to skip the junk events",
+    )
+    keeps_serving(bus, pid, probe)
