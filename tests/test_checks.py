@@ -332,3 +332,30 @@ def test_e023_beat_scheduler_not_installed():
 
     (message,) = _check_apps({"beat_scheduler": "django_celery_beat_missing.schedulers:DatabaseScheduler"})
     assert message.id == "taskdeck.E023" and "taskdeck[beat]" in message.hint
+
+
+@pytest.mark.django_db
+def test_e024_tokens_given_as_a_string_admit_no_one(client):
+    """A string instead of a list was iterated into its characters: each one a valid token."""
+    monitor = {**settings.TASKDECK.get("MONITOR", {}), "TOKENS": "s3cret-token"}
+    with taskdeck(MONITOR=monitor):
+        (message,) = adoption_messages("taskdeck.E024")
+        statuses = {
+            token: client.get("/taskdeck/api/tasks", HTTP_AUTHORIZATION=f"Bearer {token}").status_code
+            for token in ("s", "3", "-", "s3cret-token")
+        }
+    assert message.msg.startswith("TASKDECK['MONITOR']['TOKENS'] must be a list of non-empty strings")
+    assert statuses == {"s": 401, "3": 401, "-": 401, "s3cret-token": 401}
+    with taskdeck(MONITOR={**monitor, "TOKENS": ["s3cret-token"]}):
+        assert adoption_messages("taskdeck.E024") == []
+        assert client.get("/taskdeck/api/tasks", HTTP_AUTHORIZATION="Bearer s3cret-token").status_code == 200
+
+
+@pytest.mark.django_db
+def test_e025_metrics_networks_that_are_not_networks_admit_no_one(client):
+    monitor = {**settings.TASKDECK.get("MONITOR", {}), "METRICS_NETWORKS": ["not-a-network", "127.0.0.1/32"]}
+    with taskdeck(MONITOR=monitor):
+        (message,) = adoption_messages("taskdeck.E025")
+        metrics = client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code
+    assert "'not-a-network'" in message.msg and "METRICS_NETWORKS" in message.msg
+    assert metrics == 200  # the good entry still admits loopback; the bad one no longer gives a 500

@@ -70,7 +70,43 @@ def check_adoption(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         check_monitoring(app.conf, namespace)
         + check_unknown_keys(getattr(settings, "TASKDECK", None) or {})
         + _check_apps(app.conf)
+        + check_access()
     )
+
+
+def check_access() -> list[CheckMessage]:
+    """``MONITOR``'s tokens and networks: a wrong type must not open (or silently close) the monitor."""
+    from taskdeck.api.auth import configured_tokens, parse_networks
+
+    try:
+        monitor = conf.monitor()
+    except Exception:  # not a dict: taskdeck.E021 says so
+        return []
+    messages: list[CheckMessage] = []
+    tokens = monitor.get("TOKENS")
+    if not isinstance(tokens, list | tuple | set | frozenset) or len(configured_tokens(tokens)) != len(
+        tokens
+    ):
+        messages.append(
+            Error(
+                f"TASKDECK['MONITOR']['TOKENS'] must be a list of non-empty strings, got {tokens!r:.60}: "
+                "no token is accepted until it is.",
+                hint='Write it as a list, even for one token: "TOKENS": [os.environ["TASKDECK_TOKEN"]].',
+                id="taskdeck.E024",
+            )
+        )
+    for key in ("METRICS_NETWORKS", "METRICS_TRUSTED_PROXIES"):
+        bad = parse_networks(monitor.get(key))[1]
+        if bad:
+            messages.append(
+                Error(
+                    f"TASKDECK['MONITOR'][{key!r}] has entries that are not IP networks: "
+                    f"{', '.join(bad)[:200]}; they admit no one.",
+                    hint='A list of addresses or networks, e.g. ["127.0.0.1/32", "10.0.0.0/8"].',
+                    id="taskdeck.E025",
+                )
+            )
+    return messages
 
 
 def check_monitoring(celery_conf: Mapping[str, Any], namespace: str = "CELERY") -> list[CheckMessage]:

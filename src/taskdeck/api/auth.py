@@ -21,7 +21,7 @@ def token_valid(token: str | None) -> bool:
         return False
     from taskdeck.models import ApiToken
 
-    if any(hmac.compare_digest(token, allowed) for allowed in conf.monitor()["TOKENS"]):
+    if any(hmac.compare_digest(token, allowed) for allowed in configured_tokens(conf.monitor()["TOKENS"])):
         return True
     return ApiToken.objects.filter(digest=ApiToken.hash(token)).exists()
 
@@ -107,8 +107,36 @@ def _address(text: str) -> Address | None:
         return None
 
 
-def _networks(values: list[str]) -> list[Network]:
-    return [ipaddress.ip_network(value, strict=False) for value in values]
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple | set | frozenset)
+
+
+def configured_tokens(value: Any) -> list[str]:
+    """``MONITOR["TOKENS"]`` as it may be trusted: a list of non-empty strings.
+
+    A string given instead of a list would otherwise be iterated into its
+    characters, each a valid token; anything that is not a list of strings
+    admits no one (``taskdeck.E024`` says why).
+    """
+    return [token for token in value if isinstance(token, str) and token] if _is_list(value) else []
+
+
+def parse_networks(values: Any) -> tuple[list[Network], list[str]]:
+    """The IP networks of a ``METRICS_*`` setting, and the entries that are not one (they admit no one)."""
+    if not _is_list(values):
+        return [], [repr(values)]
+    networks: list[Network] = []
+    bad: list[str] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except (TypeError, ValueError):
+            bad.append(repr(value))
+    return networks, bad
+
+
+def _networks(values: Any) -> list[Network]:
+    return parse_networks(values)[0]
 
 
 def _inside(address: Address, networks: list[Network]) -> bool:
