@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import pytest
 from django.conf import settings as django_settings
@@ -140,3 +141,32 @@ def test_whatever_it_is_given_store_keeps_one_row_and_the_body_byte_for_byte(
     else:
         assert letter.body_size == len(raw) and bytes(letter.body) == raw[:256]
     assert not (data_dir / "deadletters.jsonl").exists()
+
+
+def test_a_web_process_that_never_imported_the_task_modules_can_requeue():
+    """Celery discovers task modules when a worker starts: a web process had none, refused every requeue."""
+    import subprocess
+    import sys
+
+    from tests.support.services import ROOT
+
+    script = """
+import django, json
+django.setup()
+from celery import current_app
+from taskdeck.guard import requeue_problem
+from taskdeck.models import DeadLetter
+from tests.support.messages import call_body, task_headers
+name = "orders.tasks.confirm_order"
+before = name in current_app.tasks
+letter = DeadLetter(kind="message", body=call_body({"order_id": 1}), headers=task_headers(name=name),
+                    properties={"routing_key": "default", "content_type": "application/json",
+                                "content_encoding": "utf-8"})
+print(json.dumps([before, requeue_problem(current_app, letter)]))
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "core.settings", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before, problem = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before is False, "the task was imported already: this test proves nothing"
+    assert problem is None

@@ -461,7 +461,11 @@ def requeue_problem(app: Any, letter: Any) -> str | None:
     )
     reason = problem(app, message)
     if reason is None and headers.get("task") not in app.tasks:
-        reason = f"task {headers.get('task')!r} is not registered in this project"
+        # The web process has not imported the project's task modules (Celery discovers them when a
+        # worker starts): import them as a worker would, then ask again.
+        app.loader.import_default_modules()
+        if headers.get("task") not in app.tasks:
+            reason = f"task {headers.get('task')!r} is not registered in this project"
     if reason is None:
         try:
             message.decode()
