@@ -78,7 +78,8 @@ def throughput_chart(data: dict[str, Any], path: Path) -> None:
     """Per broker: enqueue and drain rates of each configuration as a ratio to bare Celery."""
     plt = _pyplot()
     brokers = list(dict.fromkeys(r["broker"] for r in data["rows"]))
-    heights = [sum(r["broker"] == b for r in data["rows"]) for b in brokers]
+    measured = [r for r in data["rows"] if r["drain"] and r["enqueue"]]  # a failed reference has none
+    heights = [sum(r["broker"] == b for r in measured) for b in brokers]
     fig, axes = plt.subplots(
         len(brokers),
         1,
@@ -88,7 +89,7 @@ def throughput_chart(data: dict[str, Any], path: Path) -> None:
         gridspec_kw={"height_ratios": heights},
     )
     for (ax,), broker in zip(axes, brokers, strict=True):
-        rows = [r for r in data["rows"] if r["broker"] == broker]
+        rows = [r for r in measured if r["broker"] == broker]
         bare = next(r for r in rows if r["key"] == "bare")
         for offset, metric, color in ((-0.2, "enqueue", "#8e44ad"), (0.2, "drain", "#27ae60")):
             base = statistics.median(bare[metric])

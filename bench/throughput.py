@@ -16,16 +16,20 @@ Rows, each with a worker ``-P prefork -c 2`` of its own, on a broker of its own
 - ``taskdeck``: the reference project as shipped (``-A core``): results in
   PostgreSQL through taskdeck's backend, task and sent events on, and the
   recorder (``taskdeck monitor``) running and writing them.
+- ``dramatiq``, ``huey`` (Redis only): the same noop on Dramatiq and Huey,
+  two worker processes each, as references (bench/references.py); a
+  reference that cannot run is marked with why, and the bench goes on.
 
-For each: **enqueue** — N noop tasks published by the row's own app in one
-process (its publisher, sent events included); **drain** — a fresh worker
-started on the N queued messages, timed from the first message taken to the
-last (the queue's ready count, read from the broker); **round trip** —
-sequential ``send_task(...).get()`` against the running worker (bare rows ask
-for a result with ``ignore_result=False`` from Celery's own backend for the
-broker: Redis, or ``rpc://`` on RabbitMQ). Rounds are interleaved so a burst
-of load from elsewhere hits every row alike; medians are printed with the
-spread, and the machine's busy share during each drain.
+``--rows bare,taskdeck,huey`` runs a subset (bare always). For each:
+**enqueue** — N noop tasks published by the row's own app in one process
+(its publisher, sent events included); **drain** — a fresh worker started
+on the N queued messages, timed from the first message taken to the last
+(the queue's ready count, read from the broker); **round trip** —
+sequential ``send_task(...).get()`` against the running worker (bare rows
+ask for a result with ``ignore_result=False`` from Celery's own backend for
+the broker: Redis, or ``rpc://`` on RabbitMQ). Rounds are interleaved so a
+burst of load from elsewhere hits every row alike; medians are printed with
+the spread, and the machine's busy share during each drain.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import QUEUE, TASK
+from bench.references import REFERENCES
 from bench.workers import ROOT, child_env, running, wait_until, worker_argv
 
 
@@ -55,6 +60,7 @@ class Row:
     busy: list[float] = field(default_factory=list)  # machine CPU busy share during the drain
     cpu: list[float] = field(default_factory=list)  # worker CPU ms per task, all its processes
     latencies: list[float] = field(default_factory=list)  # seconds, every round pooled
+    errors: list[str] = field(default_factory=list)  # why a reference row's pass did not run
 
 
 ROWS = {
@@ -62,9 +68,11 @@ ROWS = {
     "bare-knobs": "bare Celery + taskdeck's worker settings (acks late, prefetch 1)",
     "taskdeck": "taskdeck stack (results in PostgreSQL, events, recorder)",
     "taskdeck-wb": "taskdeck stack, write-behind results (Redis only)",
+    **{key: ref.label for key, ref in REFERENCES.items()},
 }
-#: Rows a broker cannot run: write-behind keeps results in the broker's Redis.
-SKIP = {("rabbitmq", "taskdeck-wb")}
+#: Rows a broker cannot run: write-behind keeps results in the broker's Redis;
+#: the other queues (bench/references.py) are measured on Redis.
+SKIP = {("rabbitmq", "taskdeck-wb"), *(("rabbitmq", key) for key in REFERENCES)}
 WRITE_BEHIND = "taskdeck.results.writebehind:WriteBehindBackend"
 APPS = {"bare": "bench.bare_defaults", "bare-knobs": "bench.bare", "taskdeck": "core", "taskdeck-wb": "core"}
 CLIENT_APPS = {
@@ -187,21 +195,26 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import references
     from bench.brokers import redis_db
     from bench.results import databases
 
     brokers = [b for b in args.brokers.split(",") if b]
-    rows = [Row(key, label, b) for b in brokers for key, label in ROWS.items() if (b, key) not in SKIP]
+    keys = [k for k in ROWS if k in args.rows.split(",")] if args.rows else list(ROWS)
+    rows = [Row(key, ROWS[key], b) for b in brokers for key in ["bare", *keys] if (b, key) not in SKIP]
+    rows = list({(r.broker, r.key): r for r in rows}.values())  # bare once, first
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     started = time.monotonic()
     with redis_db() as redis_url, databases() as urls:
         for round_ in range(1, args.rounds + 1):
             for row in rows:
+                run_pass = references.one_pass if row.key in REFERENCES else one_pass
                 with broker(row.broker, redis_url) as url:
-                    one_pass(row, url, urls["postgresql"], args)
+                    run_pass(row, url, urls["postgresql"], args)
+                done = len(row.drain) == round_
                 print(
-                    f"round {round_}: {row.broker} {row.key}: enqueue {row.enqueue[-1]:.0f}/s, "
-                    f"drain {row.drain[-1]:.0f}/s",
+                    f"round {round_}: {row.broker} {row.key}: "
+                    + (f"enqueue {row.enqueue[-1]:.0f}/s, drain {row.drain[-1]:.0f}/s" if done else "failed"),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -228,6 +241,10 @@ def report(data: dict[str, Any]) -> list[str]:
     for row in data["rows"]:
         bare = next(r for r in data["rows"] if r["broker"] == row["broker"] and r["key"] == "bare")
         cells = [row["broker"], row["label"]]
+        if not row["drain"] or not row["enqueue"]:
+            reason = "; ".join(dict.fromkeys(row.get("errors") or ["no pass ran"]))
+            lines.append("| " + " | ".join([*cells, f"failed: {reason}", *[""] * 7]) + " |")
+            continue
         for metric in ("enqueue", "drain"):
             values = row[metric]
             median = statistics.median(values)
@@ -235,10 +252,15 @@ def report(data: dict[str, Any]) -> list[str]:
             cells.append(f"{median / statistics.median(bare[metric]):.2f}")
         cells.append(f"{statistics.median(row['cpu']):.2f} ms")
         cells.append(f"{statistics.median(row['busy']):.0%}")
-        cells.append(f"{percentile(row['latencies'], 0.5) * 1000:.1f} ms")
-        cells.append(f"{percentile(row['latencies'], 0.99) * 1000:.1f} ms")
+        for q in (0.5, 0.99):
+            cells.append(f"{percentile(row['latencies'], q) * 1000:.1f} ms" if row["latencies"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += [
+        f"- {row['label']}: {len(row['errors'])} pass(es) failed: {'; '.join(dict.fromkeys(row['errors']))}"
+        for row in data["rows"]
+        if row.get("errors") and row["drain"]
+    ]
     return lines
 
 
@@ -253,6 +275,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--brokers", default="redis,rabbitmq", help="comma-separated (default redis,rabbitmq)"
+    )
+    parser.add_argument(
+        "--rows", default="", help=f"comma-separated, bare always included (default: all of {','.join(ROWS)})"
     )
     parser.add_argument("--json", type=Path, default=ROOT / ".taskdeck" / "bench" / "throughput.json")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "img" / "throughput.png")
