@@ -18,10 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from taskdeck import conf
-from taskdeck.api.auth import metrics_allowed
 from taskdeck.errors import first_line
 from taskdeck.models import QueueSample, RecorderState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
+from taskdeck.policy import metrics_allowed
 
 
 class MonitorCollector:

@@ -76,7 +76,7 @@ def check_adoption(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 def check_access() -> list[CheckMessage]:
     """``MONITOR``'s tokens and networks: a wrong type must not open (or silently close) the monitor."""
-    from taskdeck.api.auth import configured_tokens, parse_networks
+    from taskdeck.policy import configured_tokens, parse_networks
 
     try:
         monitor = conf.monitor()

@@ -25,6 +25,7 @@ from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
 from taskdeck.monitor.merge import FINAL
+from taskdeck.policy import PERMISSIONS, audit_refusal
 
 api = NinjaAPI(
     title="taskdeck",
@@ -208,11 +209,13 @@ def delete_dead_letter(request, letter_id: str):
 
 
 def _act(request: HttpRequest, letter_id: str, action: str) -> HttpResponse:
-    from taskdeck.dashboard.access import PERMISSIONS, _audit_refusal
     from taskdeck.dashboard.actions import Actions
 
     if not request.user.has_perm(PERMISSIONS["deadletters"]):
-        _audit_refusal(request, action, PERMISSIONS["deadletters"], {"target": f"dead letter {letter_id}"})
+        user = request.user.get_username()
+        message = f"{action} refused: {user} lacks the permission {PERMISSIONS['deadletters']!r}"
+        permission = PERMISSIONS["deadletters"]
+        audit_refusal(request, action, f"dead letter {letter_id}", message, permission=permission)
         needs = f"needs the permission {PERMISSIONS['deadletters']!r}"
         return api.create_response(request, {"ok": False, "message": needs, "detail": {}}, status=403)
     letter = get_object_or_404(DeadLetter, pk=_letter_pk(letter_id))

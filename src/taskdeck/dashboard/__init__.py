@@ -2,7 +2,8 @@
 
 - :mod:`~taskdeck.dashboard.views`: the pages (thin, over :mod:`taskdeck.querysets`);
 - :mod:`~taskdeck.dashboard.access`: login, the view permission, the read-only
-  role, action permissions and CSRF, the page for a database that is down;
+  role, action permissions and CSRF (the rules themselves in :mod:`taskdeck.policy`,
+  shared with the API and /metrics), the page for a database that is down;
 - :mod:`~taskdeck.dashboard.actions`: retry, revoke, purge, pool and shutdown
   through Celery, each written to the audit log;
 - :mod:`~taskdeck.dashboard.arguments`: a run's arguments read back from their

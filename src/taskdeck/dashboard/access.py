@@ -1,10 +1,9 @@
-"""Who may see the dashboard and act from it, and what a page shows when the database is down.
+"""The dashboard's side of the access policy (:mod:`taskdeck.policy`): login, decorators, the down page.
 
 * Nobody anonymous: every page redirects to the dashboard's login.
-* Viewing: an active staff user with ``taskdeck.view_dashboard`` (a
-  superuser has every permission). Such a user without the action
-  permissions below is the read-only role.
-* Each action: POST, a valid CSRF token, and its own permission.
+* Viewing: what :func:`taskdeck.policy.can_view` admits.
+* Each action: POST, a valid CSRF token, and its own permission
+  (:data:`taskdeck.policy.PERMISSIONS`); a refusal is audited.
 """
 
 from __future__ import annotations
@@ -26,27 +25,9 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
 from taskdeck.errors import first_line
-
-VIEW = "taskdeck.view_dashboard"
-#: Action name -> the permission it needs (``AuditEntry.Meta.permissions``).
-PERMISSIONS = {
-    "retry": "taskdeck.retry_task",
-    "revoke": "taskdeck.revoke_task",
-    "purge": "taskdeck.purge_queue",
-    "control": "taskdeck.control_worker",
-    "deadletters": "taskdeck.manage_deadletter",
-}
+from taskdeck.policy import PERMISSIONS, audit_refusal, can_view
 
 View = Callable[..., HttpResponse]
-
-
-def can_view(user: Any) -> bool:
-    return bool(user.is_active and user.is_staff and user.has_perm(VIEW))
-
-
-def abilities(user: Any) -> dict[str, bool]:
-    """``{"retry": True, ...}``: which actions the page may offer ``user``."""
-    return {name: user.has_perm(permission) for name, permission in PERMISSIONS.items()}
 
 
 class StaffLoginForm(AuthenticationForm):
@@ -122,7 +103,10 @@ def action_view(action: str) -> Callable[[View], View]:
         @wraps(view)
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.has_perm(permission):
-                _audit_refusal(request, action, permission, kwargs)
+                user: Any = request.user
+                target = next(iter(kwargs.values()), None) or request.POST.get("name", "")
+                message = f"{action} refused: {user.get_username()} lacks the permission {permission!r}"
+                audit_refusal(request, action, str(target), message, permission=permission)
                 return render(
                     request,
                     "taskdeck/denied.html",
@@ -134,24 +118,6 @@ def action_view(action: str) -> Callable[[View], View]:
         return dashboard_view(require_POST(csrf_protect(checked)))
 
     return decorate
-
-
-def _audit_refusal(request: HttpRequest, action: str, permission: str, kwargs: dict[str, Any]) -> None:
-    """A refused action is in the audit log too: who tried what, on what, from where."""
-    from taskdeck.models import AuditEntry
-
-    user: Any = request.user
-    target = next(iter(kwargs.values()), None) or request.POST.get("name", "")
-    AuditEntry.objects.create(
-        user=user,
-        username=user.get_username(),
-        action=AuditEntry.Action.REFUSED,
-        target=str(target)[:255],
-        ok=False,
-        message=f"{action} refused: {user.get_username()} lacks the permission {permission!r}",
-        detail={"action": action, "path": request.path[:500], "permission": permission},
-        remote_addr=request.META.get("REMOTE_ADDR") or None,
-    )
 
 
 def database_down(request: HttpRequest, exc: Exception) -> HttpResponse:

@@ -15,7 +15,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from taskdeck import conf
-from taskdeck.dashboard.access import abilities
+from taskdeck.policy import abilities
 
 
 def page(
