@@ -15,6 +15,9 @@ from django.core.checks import Error, Warning, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_hypothesis
+from hypothesis import strategies as st
 
 from taskdeck.checks import check_settings
 from taskdeck.routing import TaskRoutes
@@ -123,8 +126,47 @@ def test_e006_worker_group_without_queues():
         message = only("taskdeck.E006")
     assert (
         message.msg
-        == "TASKDECK['WORKERS']['spare']['queues'] must be a non-empty list of queue names, got []."
+        == "TASKDECK['WORKERS']['spare']['queues'] must be a non-empty list of queue names, got []: "
+        "no worker starts for it."
     )
+
+
+@pytest.mark.parametrize(
+    ("group", "wrong"),
+    [
+        ({"queues": "default"}, "['queues'] must be a non-empty list of queue names, got 'default'"),
+        ({"queues": ["a,b"]}, "['queues'] must be a non-empty list of queue names, got ['a,b']"),
+        (
+            {"queues": ["x"], "concurrency": "two"},
+            "['concurrency'] must be an integer of at least 1, got 'two'",
+        ),
+        ({"queues": ["x"], "concurrency": 0}, "['concurrency'] must be an integer of at least 1, got 0"),
+        (
+            {"queues": ["x"], "prefetch_multiplier": True},
+            "['prefetch_multiplier'] must be an integer of at least 0",
+        ),
+        (
+            {"queues": ["x"], "pool": "fork"},
+            "['pool'] must be one of Celery's pools (custom, eventlet, gevent, prefork, processes, solo, "
+            "threads), got 'fork'",
+        ),
+        ("main", " must be a dict, got 'main': no worker starts for it."),
+    ],
+)
+def test_e006_worker_group_values_of_the_wrong_type(group, wrong):
+    with taskdeck(WORKERS={**WORKERS, "spare": group}):
+        message = only("taskdeck.E006")
+        assert message.msg.startswith("TASKDECK['WORKERS']['spare']") and wrong in message.msg
+        # What `up` starts leaves the group out instead of failing on it.
+        from taskdeck import conf
+
+        assert set(conf.get()["WORKERS"]) == set(WORKERS)
+
+
+def test_e006_workers_not_a_dict():
+    with taskdeck(WORKERS="main"):
+        message = only("taskdeck.E006")
+    assert message.msg == "TASKDECK['WORKERS'] must be a dict of worker groups, got 'main'."
 
 
 # --- warnings -----------------------------------------------------------------------------
@@ -359,3 +401,95 @@ def test_e025_metrics_networks_that_are_not_networks_admit_no_one(client):
         metrics = client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code
     assert "'not-a-network'" in message.msg and "METRICS_NETWORKS" in message.msg
     assert metrics == 200  # the good entry still admits loopback; the bad one no longer gives a 500
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"WEB_WORKERS": "two"},
+            "TASKDECK['WEB_WORKERS'] must be a whole number of at least 0, got 'two' (str)",
+        ),
+        ({"BEAT": "yes"}, "TASKDECK['BEAT'] must be True or False, got 'yes' (str)"),
+        (
+            {"MAX_MESSAGE_BYTES": -1},
+            "TASKDECK['MAX_MESSAGE_BYTES'] must be a whole number of at least 0 or None",
+        ),
+        ({"MONITOR": {"BATCH_SIZE": 10.5}}, "TASKDECK['MONITOR']['BATCH_SIZE'] must be a whole number"),
+        ({"MONITOR": {"ALERTS": {"name": "x"}}}, "TASKDECK['MONITOR']['ALERTS'] must be a list, got"),
+        (
+            {"RESULTS": {"TTL": "1h"}},
+            "TASKDECK['RESULTS']['TTL'] must be a whole number of at least 0, got '1h'",
+        ),
+        (
+            {"DASHBOARD": {"REFRESH": None}},
+            "TASKDECK['DASHBOARD']['REFRESH'] must be a number of at least 0, got None",
+        ),
+    ],
+)
+def test_e026_a_value_of_the_wrong_type(changes, expected):
+    nested = {
+        key: {**settings.TASKDECK.get(key, {}), **value}
+        for key, value in changes.items()
+        if isinstance(value, dict)
+    }
+    with taskdeck(**{**changes, **nested}):
+        (message,) = adoption_messages("taskdeck.E026")
+    assert message.msg.startswith(expected), message.msg
+
+
+def test_e026_accepts_what_the_defaults_allow():
+    with taskdeck(
+        MAX_MESSAGE_BYTES=None,
+        MONITOR={**settings.TASKDECK.get("MONITOR", {}), "SAMPLE_INTERVAL": 2.5, "RUN_RETENTION": None},
+        DASHBOARD={"REFRESH": 2},
+    ):
+        assert adoption_messages("taskdeck.E026") == []
+
+
+def test_taskdeck_not_a_dict_is_named_and_the_defaults_apply():
+    from taskdeck import conf
+
+    with override_settings(TASKDECK="oops"):
+        assert conf.get()["DEFAULT_QUEUE"] == "default"
+        ids = {m.id for m in run_checks() if m.id and m.id.startswith("taskdeck.")}
+    assert "taskdeck.E021" in ids
+
+
+SETTING_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**12),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
+    st.dictionaries(
+        st.text(max_size=8), st.one_of(st.text(max_size=5), st.integers(), st.none()), max_size=3
+    ),
+)
+
+
+@settings_hypothesis(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_no_settings_value_breaks_the_checks_or_the_settings_reader(data):
+    """Any value at any key of TASKDECK, of its dicts or of a worker group: named by a check, never raised."""
+    from taskdeck import conf
+    from taskdeck.settings_checks import NESTED
+
+    keys = st.sampled_from([*conf.DEFAULTS, "UNKNOWN"])
+    user = data.draw(st.dictionaries(keys, SETTING_VALUES, max_size=4))
+    for key, defaults in NESTED.items():
+        if data.draw(st.booleans()):
+            user[key] = data.draw(
+                st.dictionaries(st.sampled_from([*defaults, "X"]), SETTING_VALUES, max_size=4)
+            )
+    if data.draw(st.booleans()):
+        user["WORKERS"] = {
+            "g": data.draw(st.dictionaries(st.sampled_from([*conf.WORKER_DEFAULTS, "x"]), SETTING_VALUES))
+        }
+    with override_settings(TASKDECK=user):
+        conf.get()
+        for message in run_checks():
+            assert message.msg

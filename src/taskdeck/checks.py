@@ -37,12 +37,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 def _check_lanes() -> list[CheckMessage]:
-    lanes = conf.get()["LANES"]
-    if (
-        not isinstance(lanes, Mapping)
-        or not lanes
-        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in lanes.items())
-    ):
+    user = getattr(settings, "TASKDECK", None)
+    lanes = user.get("LANES", conf.DEFAULTS["LANES"]) if isinstance(user, Mapping) else conf.DEFAULTS["LANES"]
+    if not conf.lanes_ok(lanes):
         return [
             Error(
                 f"TASKDECK['LANES'] must map lane names to queue names, got {lanes!r}.",
@@ -55,28 +52,46 @@ def _check_lanes() -> list[CheckMessage]:
 
 
 def _check_workers() -> list[CheckMessage]:
+    """``TASKDECK["WORKERS"]`` as written: each group's keys and the type of each value.
+
+    Read from the settings, not from :func:`conf.get` (which leaves out what is
+    not a dict), so that a wrong value is named here instead of becoming a
+    wrong ``celery worker`` command line (``"queues": "default"`` was
+    ``-Q d,e,f,a,u,l,t``) or a worker that fails at every restart.
+    """
+    user = getattr(settings, "TASKDECK", None)
+    groups = user.get("WORKERS", {}) if isinstance(user, Mapping) else {}
+    if not isinstance(groups, Mapping):
+        return [_worker_error(f"TASKDECK['WORKERS'] must be a dict of worker groups, got {groups!r:.80}.")]
     messages: list[CheckMessage] = []
-    for name, group in conf.get()["WORKERS"].items():
+    for name, group in groups.items():
+        where = f"TASKDECK['WORKERS'][{name!r}]"
+        if not isinstance(group, Mapping):
+            messages.append(
+                _worker_error(f"{where} must be a dict, got {group!r:.80}: no worker starts for it.")
+            )
+            continue
         unknown = set(group) - WORKER_KEYS
         if unknown:
             messages.append(
-                Error(
-                    f"TASKDECK['WORKERS'][{name!r}] has unknown keys: {', '.join(sorted(unknown))}.",
-                    hint=f"Allowed keys: {', '.join(sorted(WORKER_KEYS))}.",
-                    id="taskdeck.E006",
-                )
+                _worker_error(f"{where} has unknown keys: {', '.join(sorted(map(str, unknown)))}.")
             )
-        queues = group.get("queues")
-        if not queues or not all(isinstance(q, str) and q for q in queues):
+        for key, must in conf.worker_group_problems(group):
+            value = group.get(key, conf.WORKER_DEFAULTS[key]) if key else group
             messages.append(
-                Error(
-                    f"TASKDECK['WORKERS'][{name!r}]['queues'] must be a non-empty list of "
-                    f"queue names, got {queues!r}.",
-                    hint="List the queues this worker group consumes, e.g. ['high_priority'].",
-                    id="taskdeck.E006",
-                )
+                _worker_error(f"{where}[{key!r}] must be {must}, got {value!r:.80}: no worker starts for it.")
             )
     return messages
+
+
+def _worker_error(msg: str, hint: str | None = None) -> Error:
+    return Error(
+        msg,
+        hint=hint
+        or f"A worker group is {{'queues': [...], 'concurrency': 2, 'pool': 'prefork', "
+        f"'prefetch_multiplier': 1}}; allowed keys: {', '.join(sorted(WORKER_KEYS))}.",
+        id="taskdeck.E006",
+    )
 
 
 def _check_celery_names() -> list[CheckMessage]:

@@ -25,6 +25,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     python = sys.executable
     fleet.reserve([f"w:{name}" for name in options["WORKERS"]] + ["taskdeck", "monitor"])
     try:
+        # Before anything starts: a wrong setting is named, not met as a traceback or a restart loop.
+        _system_checks(fleet.say)
         sock = embedded.socket_path(broker_url, data_dir)
         if sock is not None:
             if embedded.answers(sock):
@@ -162,7 +165,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             _check_broker(app, broker_url)
         fleet.say("taskdeck", f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}")
-        _system_checks(fleet)
         call_command("migrate", interactive=False, verbosity=0)
         connections.close_all()
         fleet.say("taskdeck", "migrations applied")
@@ -197,14 +199,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         fleet.say("taskdeck", "stopped")
 
 
-def _system_checks(fleet: Any) -> None:
+def _system_checks(say: Callable[[str, str], None]) -> None:
     """Django's system checks, one line each; refuses to start on an error (a process would fail later)."""
     from django.core import checks
 
     messages = [m for m in checks.run_checks() if not m.is_silenced()]
     for message in messages:
         hint = f" ({message.hint})" if message.hint else ""
-        fleet.say("taskdeck", f"{message.id or 'check'}: {message.msg}{hint}")
+        say("taskdeck", f"{message.id or 'check'}: {message.msg}{hint}")
     errors = [m.id for m in messages if m.is_serious()]
     if errors:
         raise TaskdeckError(f"system check errors ({', '.join(map(str, errors))}): fix them and start again")
@@ -269,6 +271,7 @@ def _wait_for_workers(fleet: Any, app: Any, groups: list[str], timeout: float = 
 def cmd_worker(args: argparse.Namespace) -> int:
     from taskdeck import conf
 
+    _system_checks(lambda name, line: print(f"{name}: {line}", file=sys.stderr))
     groups = conf.get()["WORKERS"]
     if args.group not in groups:
         raise TaskdeckError(f"no worker group {args.group!r} in TASKDECK['WORKERS'] (have: {sorted(groups)})")

@@ -73,6 +73,8 @@ Keys
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -220,21 +222,128 @@ WORKER_DEFAULTS: dict[str, Any] = {
 @cache
 def get() -> dict[str, Any]:
     """The effective TASKDECK settings."""
-    user = getattr(settings, "TASKDECK", {}) or {}
-    merged = {**DEFAULTS, **user}
+    # A TASKDECK, WORKERS or worker group that is not a dict leaves the
+    # defaults (system checks taskdeck.E021 and E006 name it), so that
+    # `manage.py check` and `taskdeck up` can say what is wrong instead of failing.
+    user = _dict(getattr(settings, "TASKDECK", {}))
+    # A value of the wrong type leaves its default (taskdeck.E026, E003 name it).
+    merged = {**DEFAULTS, **_typed(user, DEFAULTS)}
+    if not lanes_ok(merged["LANES"]):
+        merged["LANES"] = DEFAULTS["LANES"]
     if merged["DATA_DIR"] is None:
         merged["DATA_DIR"] = Path(getattr(settings, "BASE_DIR", Path.cwd())) / ".taskdeck"
     merged["DATA_DIR"] = Path(merged["DATA_DIR"])
     # A nested value that is not a dict leaves the defaults (system check taskdeck.E021 names it).
-    merged["MONITOR"] = {**MONITOR_DEFAULTS, **_dict(user.get("MONITOR"))}
-    merged["RESULTS"] = {**RESULTS_DEFAULTS, **_dict(user.get("RESULTS"))}
-    merged["DASHBOARD"] = {**DASHBOARD_DEFAULTS, **_dict(user.get("DASHBOARD"))}
-    merged["WORKERS"] = {name: {**WORKER_DEFAULTS, **group} for name, group in merged["WORKERS"].items()}
+    merged["MONITOR"] = {**MONITOR_DEFAULTS, **_typed(_dict(user.get("MONITOR")), MONITOR_DEFAULTS)}
+    merged["RESULTS"] = {**RESULTS_DEFAULTS, **_typed(_dict(user.get("RESULTS")), RESULTS_DEFAULTS)}
+    merged["DASHBOARD"] = {**DASHBOARD_DEFAULTS, **_typed(_dict(user.get("DASHBOARD")), DASHBOARD_DEFAULTS)}
+    merged["WORKERS"] = {
+        name: {**WORKER_DEFAULTS, **group}
+        for name, group in _dict(merged["WORKERS"]).items()
+        if not worker_group_problems(group)
+    }
     return merged
 
 
+def worker_group_problems(group: Any) -> list[tuple[str | None, str]]:
+    """What is wrong with a group of ``WORKERS`` as written: ``(key or None, what it must be)``.
+
+    A group with a problem is left out of :func:`get` (no worker is started
+    for it, nothing reads a wrong type); system check ``taskdeck.E006`` names it.
+    """
+    if not isinstance(group, Mapping):
+        return [(None, "a dict")]
+    merged = {**WORKER_DEFAULTS, **group}
+    problems: list[tuple[str | None, str]] = []
+    queues = merged["queues"]
+    if (
+        not isinstance(queues, list | tuple)
+        or not queues
+        or not all(isinstance(q, str) and q and "," not in q for q in queues)
+    ):
+        problems.append(("queues", "a non-empty list of queue names"))
+    for key, least in (("concurrency", 1), ("prefetch_multiplier", 0)):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            problems.append((key, f"an integer of at least {least}"))
+    from celery.concurrency import ALIASES
+
+    if not isinstance(merged["pool"], str) or merged["pool"] not in ALIASES:
+        problems.append(("pool", f"one of Celery's pools ({', '.join(sorted(ALIASES))})"))
+    return problems
+
+
+#: Keys whose value may be None besides their default's type (None: "off" or "keep forever").
+NULLABLE = {
+    "DATA_DIR", "DEMO", "MAX_MESSAGE_BYTES", "WORKER_MAX_MESSAGE_BYTES", "REDIS_URL", "QUEUES",
+    "RUN_RETENTION", "ROLLUP_RETENTION", "SAMPLE_RETENTION", "INCIDENT_RETENTION",
+    "RABBITMQ_MANAGEMENT_URL", "ALERT_WEBHOOK",
+}  # fmt: skip
+#: Keys whose value is checked by a rule of its own (LANES, WORKERS, the nested dicts, the monitor's access).
+OWN_RULES = {
+    "LANES", "WORKERS", "MONITOR", "RESULTS", "DASHBOARD",
+    "TOKENS", "METRICS_NETWORKS", "METRICS_TRUSTED_PROXIES",
+}  # fmt: skip
+
+
+def expected_type(key: str, default: Any) -> str | None:
+    """What a value of ``key`` must be, said for a person; None: anything goes."""
+    none = " or None" if key in NULLABLE else ""
+    if key in OWN_RULES:
+        return None
+    if key == "DATA_DIR":
+        return f"a path{none}"
+    if isinstance(default, bool):
+        return f"True or False{none}"
+    if isinstance(default, int | float):
+        return f"{'a number' if _seconds(key, default) else 'a whole number'} of at least 0{none}"
+    for kind, said in ((str, "a text"), (list | tuple, "a list"), (dict, "a dict")):
+        if isinstance(default, kind):
+            return f"{said}{none}"
+    return None
+
+
+def fits(key: str, value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type ``key``'s default says (:func:`expected_type`)."""
+    if key in OWN_RULES or (value is None and key in NULLABLE):
+        return True
+    if key == "DATA_DIR":
+        return isinstance(value, str | os.PathLike) and bool(str(value))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (isinstance(value, int) or _seconds(key, default)) and value >= 0
+    for kind in (str, list | tuple, dict):
+        if isinstance(default, kind):
+            return isinstance(value, Mapping if kind is dict else kind)
+    return True
+
+
+def _seconds(key: str, default: Any) -> bool:
+    """A duration, read as a float (a count, a size or a TTL Redis is given is a whole number)."""
+    return isinstance(default, float) or key.endswith(
+        ("INTERVAL", "TIMEOUT", "_AFTER", "SETTLE", "REFRESH", "DELAY")
+    )
+
+
+def _typed(given: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: value for key, value in given.items() if key not in defaults or fits(key, value, defaults[key])
+    }
+
+
+def lanes_ok(lanes: Any) -> bool:
+    return (
+        isinstance(lanes, Mapping)
+        and bool(lanes)
+        and all(isinstance(k, str) and isinstance(v, str) and v for k, v in lanes.items())
+    )
+
+
 def _dict(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def monitor() -> dict[str, Any]:

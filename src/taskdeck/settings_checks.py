@@ -69,6 +69,7 @@ def check_adoption(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return (
         check_monitoring(app.conf, namespace)
         + check_unknown_keys(getattr(settings, "TASKDECK", None) or {})
+        + check_types(getattr(settings, "TASKDECK", None) or {})
         + _check_apps(app.conf)
         + check_access()
     )
@@ -146,6 +147,40 @@ def check_unknown_keys(user: Mapping[str, Any]) -> list[CheckMessage]:
             )
         elif nested:
             messages += _unknown(f"TASKDECK[{key!r}]", nested, defaults)
+    return messages
+
+
+def check_types(user: Mapping[str, Any]) -> list[CheckMessage]:
+    """An error per value of ``TASKDECK`` (and of its nested dicts) whose type its default does not have.
+
+    The default says the type: a number where a number is expected (and not
+    negative), a bool where a bool is, text, a list, a dict. Without this, a
+    wrong type (``"WEB_WORKERS": "two"``) only fails when a process uses it,
+    as a traceback or a restart loop.
+    """
+    if not isinstance(user, Mapping):
+        return []  # taskdeck.E021
+    messages = _wrong_types("TASKDECK", user, conf.DEFAULTS)
+    for key, defaults in NESTED.items():
+        nested = user.get(key)
+        if isinstance(nested, Mapping):
+            messages += _wrong_types(f"TASKDECK[{key!r}]", nested, defaults)
+    return messages
+
+
+def _wrong_types(where: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for key, value in given.items():
+        if key not in defaults or conf.fits(key, value, defaults[key]):
+            continue
+        messages.append(
+            Error(
+                f"{where}[{key!r}] must be {conf.expected_type(key, defaults[key])}, got {value!r:.80} "
+                f"({type(value).__name__}): its default applies.",
+                hint=f"The default is {defaults[key]!r:.80}; see taskdeck/conf.py.",
+                id="taskdeck.E026",
+            )
+        )
     return messages
 
 

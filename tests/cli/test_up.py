@@ -269,3 +269,29 @@ def test_a_crash_looping_worker_is_restarted_shown_and_stops_nothing_else(
         log = stop_up(up)
     assert not data.joinpath(supervision.FILENAME).exists()
     assert "stopped" in log.splitlines()[-1]
+
+
+def test_up_and_worker_name_wrong_settings_and_start_nothing(embedded_env: dict[str, str]) -> None:
+    result = run(
+        ["--settings", "tests.support.bad_workers_settings", "-A", "core", "up", "--no-web"], embedded_env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    for line in (
+        "taskdeck.E006: TASKDECK['WORKERS']['typo']['queues'] must be a non-empty list of queue names, "
+        "got 'default': no worker starts for it.",
+        "taskdeck.E006: TASKDECK['WORKERS']['typo']['concurrency'] must be an integer of at least 1, "
+        "got 'two': no worker starts for it.",
+        "taskdeck.E006: TASKDECK['WORKERS']['loose'] must be a dict, got 'main': no worker starts for it.",
+        "taskdeck.E026: TASKDECK['WEB_WORKERS'] must be a whole number of at least 0, got 'two' (str): "
+        "its default applies.",
+        "error: system check errors",
+    ):
+        assert line in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "starting the embedded Redis" not in result.stdout  # nothing started
+    worker = run(
+        ["--settings", "tests.support.bad_workers_settings", "-A", "core", "worker", "typo"], embedded_env
+    )
+    assert worker.returncode == 1
+    assert "['typo']['queues'] must be a non-empty list" in worker.stderr
+    assert "Traceback" not in worker.stderr
