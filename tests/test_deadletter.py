@@ -170,3 +170,30 @@ print(json.dumps([before, requeue_problem(current_app, letter)]))
     before, problem = json.loads(done.stdout.strip().splitlines()[-1])
     assert before is False, "the task was imported already: this test proves nothing"
     assert problem is None
+
+
+def test_retention_keeps_the_newest_dead_letters_within_their_age_and_size(data_dir):
+    """A flood of junk cannot fill the disk: the oldest go first, by age and beyond the size cap."""
+    from django.utils import timezone
+
+    from taskdeck.monitor.retention import Retention
+    from taskdeck.querysets import DEAD_LETTER_ROW_BYTES
+
+    for i in range(40):
+        deadletter.store("message", f"junk {i}", source="flood", body=b"x" * 200, task_id=f"j{i}")
+    old = DeadLetter.objects.order_by("id")[:5]
+    DeadLetter.objects.filter(id__in=[d.id for d in old]).update(
+        created_at=timezone.now() - dt.timedelta(days=31)
+    )
+    per_row = 200 + DEAD_LETTER_ROW_BYTES  # the body is cut to DEAD_LETTER_BODY_BYTES (256): 200 kept
+    retention = Retention(
+        runs=None, rollups=None, deadletters=30 * 86400, deadletter_bytes=10 * per_row, batch=3
+    )
+    done = retention.prune()
+    assert done["deadletters"] == 5 and done["deadletters_over_size"] == 25
+    assert sorted(DeadLetter.objects.values_list("task_id", flat=True)) == sorted(
+        f"j{i}" for i in range(30, 40)
+    )
+    assert Retention(runs=None, rollups=None, deadletter_bytes=10 * per_row).prune() == {
+        "deadletters_over_size": 0
+    }

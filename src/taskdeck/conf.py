@@ -141,6 +141,11 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "ROLLUP_RETENTION": 90 * 86400,
     "SAMPLE_RETENTION": 2 * 86400,
     "INCIDENT_RETENTION": 90 * 86400,
+    # Dead letters (taskdeck.deadletter): kept DEAD_LETTER_RETENTION seconds,
+    # and the newest ones only, up to DEAD_LETTER_MAX_BYTES in all (bodies plus
+    # 1 KiB a row for the rest), so that a flood of junk cannot fill the disk.
+    "DEAD_LETTER_RETENTION": 30 * 86400,
+    "DEAD_LETTER_MAX_BYTES": 256 * 1024 * 1024,
     "PRUNE_INTERVAL": 300,
     "PRUNE_BATCH": 5000,
     # Runs whose result row (django-celery-results) is newer than the last
@@ -176,6 +181,9 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "SERIES_CACHE": "default",
     "SERIES_CACHE_TTL": 3600,
     "SERIES_SETTLE": 120,
+    # Distinct task names (and queues) /metrics labels by their own name, the
+    # first seen; later ones are summed under "(other)" (taskdeck.metrics).
+    "METRICS_MAX_LABEL_VALUES": 500,
     # Prometheus histogram buckets (seconds) of runtime and wait.
     "METRICS_BUCKETS": [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
     # Alert rules evaluated by the recorder every ALERT_INTERVAL seconds, e.g.
@@ -277,6 +285,7 @@ def worker_group_problems(group: Any) -> list[tuple[str | None, str]]:
 NULLABLE = {
     "DATA_DIR", "DEMO", "MAX_MESSAGE_BYTES", "WORKER_MAX_MESSAGE_BYTES", "REDIS_URL", "QUEUES",
     "RUN_RETENTION", "ROLLUP_RETENTION", "SAMPLE_RETENTION", "INCIDENT_RETENTION",
+    "DEAD_LETTER_RETENTION", "DEAD_LETTER_MAX_BYTES",
     "RABBITMQ_MANAGEMENT_URL", "ALERT_WEBHOOK",
 }  # fmt: skip
 #: Keys whose value is checked by a rule of its own (LANES, WORKERS, the nested dicts, the monitor's access).

@@ -8,7 +8,7 @@ metric families on each scrape, through prometheus-client.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import InterfaceError, OperationalError
@@ -92,11 +92,16 @@ class MonitorCollector:
         wait = HistogramMetricFamily(
             "taskdeck_task_wait_seconds", "Time from publish to start of task runs.", labels=["name", "queue"]
         )
+        rows = list(TaskTotal.objects.order_by("id"))
+        limit = conf.monitor()["METRICS_MAX_LABEL_VALUES"]
+        names, queues = _capped([r.name for r in rows], limit), _capped([r.queue for r in rows], limit)
+        counts: dict[tuple[str, str, str], int] = {}
         merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in TaskTotal.objects.order_by("name", "queue", "state"):
-            total.add_metric([row.name, row.queue, row.state], row.count)
+        for row in rows:
+            name, queue = names(row.name), queues(row.queue)
+            counts[(name, queue, row.state)] = counts.get((name, queue, row.state), 0) + row.count
             acc = merged.setdefault(
-                (row.name, row.queue),
+                (name, queue),
                 {
                     "runtime": [0] * (len(self.buckets) + 1),
                     "runtime_sum": 0.0,
@@ -109,7 +114,9 @@ class MonitorCollector:
                     if i < len(acc[kind]):
                         acc[kind][i] += count
                 acc[f"{kind}_sum"] += getattr(row, f"{kind}_sum")
-        for (name, queue), acc in merged.items():
+        for key in sorted(counts):
+            total.add_metric(list(key), counts[key])
+        for (name, queue), acc in sorted(merged.items()):
             runtime.add_metric([name, queue], self._cumulative(acc["runtime"]), acc["runtime_sum"])
             wait.add_metric([name, queue], self._cumulative(acc["wait"]), acc["wait_sum"])
         yield from (total, runtime, wait)
@@ -149,6 +156,23 @@ class MonitorCollector:
             if sample.oldest_age is not None:
                 oldest.add_metric([sample.queue], sample.oldest_age)
         yield from (ready, unacked, oldest)
+
+
+#: The label value that stands for every name or queue beyond ``METRICS_MAX_LABEL_VALUES``.
+OTHER = "(other)"
+
+
+def _capped(values: list[str], limit: int) -> Callable[[str], str]:
+    """``value -> label``: the first ``limit`` distinct values, in the order first seen, keep their
+    own label; later ones share :data:`OTHER`.
+
+    Task names and queues come from events anyone with broker access can send:
+    without a cap, forged names make a scrape of megabytes and a series each
+    in Prometheus. First seen stays in, so a kept series never moves into
+    :data:`OTHER` and no counter goes down.
+    """
+    kept = set(list(dict.fromkeys(values))[:limit])
+    return lambda value: value if value in kept else OTHER
 
 
 def render() -> bytes:

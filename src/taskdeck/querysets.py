@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections, models
 from django.db.models import Case, Count, F, Max, Q, Sum, Value, When
-from django.db.models.functions import Left, StrIndex
+from django.db.models.functions import Coalesce, Left, Length, StrIndex
 from django.utils import timezone
 
 if TYPE_CHECKING:
@@ -270,6 +270,10 @@ def cutoff(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else timezone.now() - dt.timedelta(seconds=seconds)
 
 
+#: What a dead letter costs besides its body (headers, properties, reason), counted by ``prune_beyond``.
+DEAD_LETTER_ROW_BYTES = 1024
+
+
 class DeadLetterQuerySet(PruneMixin, models.QuerySet):
     def search(
         self, *, kind: str | None = None, task: str | None = None, task_id: str | None = None
@@ -285,3 +289,17 @@ class DeadLetterQuerySet(PruneMixin, models.QuerySet):
 
     def newest_first(self) -> DeadLetterQuerySet:
         return self.order_by("-id")
+
+    def prune_beyond(self, max_bytes: int, batch: int) -> int:
+        """Delete the oldest dead letters beyond the newest ``max_bytes`` (bodies + 1 KiB a row)."""
+        total, last_id = 0, None
+        sizes = self.annotate(size=Coalesce(Length("body"), 0)).order_by("-id").values_list("id", "size")
+        while True:
+            chunk = list((sizes.filter(id__lt=last_id) if last_id is not None else sizes)[:batch])
+            if not chunk:
+                return 0
+            for pk, size in chunk:
+                total += int(size) + DEAD_LETTER_ROW_BYTES
+                if total > max_bytes:
+                    return self.prune(batch, id__lte=pk)
+            last_id = chunk[-1][0]

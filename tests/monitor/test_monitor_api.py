@@ -46,6 +46,33 @@ def test_metrics_by_token_or_network(client, recorded):
         assert line in body.content.decode()
 
 
+def test_metrics_label_values_are_capped_so_forged_names_cannot_flood_the_scrape(client, recorded):
+    """2,000 forged task names (from events anyone on the broker can send): the scrape stays small.
+
+    The names first seen keep their series; the later ones are summed under
+    "(other)", so no counter of a kept series ever goes down.
+    """
+    from taskdeck.models import TaskTotal
+
+    real = TaskTotal.objects.values("name").distinct().count()
+    assert 0 < real < 20
+    TaskTotal.objects.bulk_create(
+        TaskTotal(name=f"forged.{i:04d}", queue=f"q{i % 3}", state="SUCCESS", count=1) for i in range(2000)
+    )
+    limit = {"MONITOR": {"METRICS_MAX_LABEL_VALUES": 20}}
+    with override_settings(TASKDECK=limit):
+        text = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    totals = [line for line in text.splitlines() if line.startswith("taskdeck_tasks_total{")]
+    names = {line.split('name="')[1].split('"')[0] for line in totals}
+    assert len(names) == 21 and "(other)" in names
+    assert 'name="catalog.tasks.import_feed",queue="default",state="FAILURE"} 1.0' in text  # seen first: kept
+    other = [line for line in totals if 'name="(other)"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in other) == 2000 - (20 - real)
+    with override_settings(TASKDECK={"MONITOR": {"METRICS_MAX_LABEL_VALUES": 5000}}):
+        uncapped = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert len(uncapped) > 20 * len(text)  # what the cap saves: a series set per forged name
+
+
 def test_search_and_health(staff_client, recorded):
     feed = TaskRun.objects.get(name="catalog.tasks.import_feed")
     by_id = staff_client.get("/taskdeck/api/tasks", {"q": feed.task_id}).json()["items"]

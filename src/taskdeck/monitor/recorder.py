@@ -402,6 +402,8 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
             rollups=s["ROLLUP_RETENTION"],
             samples=s["SAMPLE_RETENTION"],
             incidents=s["INCIDENT_RETENTION"],
+            deadletters=s["DEAD_LETTER_RETENTION"],
+            deadletter_bytes=s["DEAD_LETTER_MAX_BYTES"],
             interval=s["PRUNE_INTERVAL"],
             batch=s["PRUNE_BATCH"],
         ),

@@ -1,4 +1,4 @@
-"""Retention: runs, rollups (every period), queue samples and resolved incidents pruned in batches."""
+"""Retention: runs, rollups (every period), samples, resolved incidents, dead letters; pruned in batches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from taskdeck.models import (
     ROLLUPS,
     AlertIncident,
+    DeadLetter,
     QueueSample,
     TaskRollup,
     TaskRollupHour,
@@ -33,10 +34,13 @@ class Retention(Subscriber):
         rollups: float | None,
         samples: float | None = None,
         incidents: float | None = None,
+        deadletters: float | None = None,
+        deadletter_bytes: int | None = None,
         interval: float = 300,
         batch: int = 5000,
     ) -> None:
         self.runs, self.rollups, self.samples, self.incidents = runs, rollups, samples, incidents
+        self.deadletters, self.deadletter_bytes = deadletters, deadletter_bytes
         self.every = Every(interval)
         self.batch = batch
 
@@ -57,6 +61,10 @@ class Retention(Subscriber):
             done["samples"] = QueueSample.objects.prune(self.batch, sampled_at__lt=when)
         if (when := cutoff(self.incidents)) is not None:
             done["incidents"] = AlertIncident.objects.filter(resolved_at__lt=when).delete()[0]
+        if (when := cutoff(self.deadletters)) is not None:
+            done["deadletters"] = DeadLetter.objects.prune(self.batch, created_at__lt=when)
+        if self.deadletter_bytes is not None:
+            done["deadletters_over_size"] = DeadLetter.objects.prune_beyond(self.deadletter_bytes, self.batch)
         if any(done.values()):
             logger.info("retention pruned %s", done)
         return done
