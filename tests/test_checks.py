@@ -493,3 +493,17 @@ def test_no_settings_value_breaks_the_checks_or_the_settings_reader(data):
         conf.get()
         for message in run_checks():
             assert message.msg
+
+
+def test_the_data_folder_comes_from_the_environment_when_the_settings_name_none(monkeypatch, tmp_path):
+    """An adopted project's settings name none: TASKDECK_DATA_DIR moves it, as in the reference project."""
+    from pathlib import Path
+
+    from taskdeck import conf
+
+    monkeypatch.setenv("TASKDECK_DATA_DIR", str(tmp_path / "data"))
+    with override_settings(TASKDECK={}):
+        assert conf.get()["DATA_DIR"] == tmp_path / "data"
+    monkeypatch.delenv("TASKDECK_DATA_DIR")
+    with override_settings(TASKDECK={}):
+        assert conf.get()["DATA_DIR"] == Path(settings.BASE_DIR) / ".taskdeck"

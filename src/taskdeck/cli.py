@@ -100,12 +100,18 @@ def beat_argv(app_name: str, app: Any, data_dir: Path) -> list[str]:
     return argv
 
 
-def web_argv(address: str, workers: int) -> list[str]:
+def web_argv(address: str, workers: int, data_dir: Path) -> list[str]:
     """gunicorn serving the project's WSGI application (taskdeck/web.py): ``workers`` processes of 4 threads.
 
     Threads keep browsers' and scrapers' keep-alive connections without a
     process each; docs/benchmarks.md has the comparison with runserver and uvicorn.
+    gunicorn's control socket (newer gunicorns) goes in the data folder: its
+    default, one per user (``~/.gunicorn/gunicorn.ctl``), would be shared by
+    every project's ``up`` on the host.
     """
+    from gunicorn.config import KNOWN_SETTINGS
+
+    control = ["--control-socket", str(data_dir / "gunicorn.ctl")]
     return [
         sys.executable, "-m", "gunicorn", "taskdeck.web:application",
         "--bind", address,
@@ -113,6 +119,7 @@ def web_argv(address: str, workers: int) -> list[str]:
         "--worker-class", "gthread", "--threads", "4",
         "--keep-alive", "75",
         "--graceful-timeout", "20",
+        *(control if any(s.name == "control_socket" for s in KNOWN_SETTINGS) else []),
     ]  # fmt: skip
 
 
@@ -165,6 +172,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             _check_broker(app, broker_url)
         fleet.say("taskdeck", f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}")
+        _exposure_warnings(fleet.say, settings, address, web=not args.no_web)
         call_command("migrate", interactive=False, verbosity=0)
         connections.close_all()
         fleet.say("taskdeck", "migrations applied")
@@ -179,7 +187,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             recorder = [python, "-m", "taskdeck.monitor", "monitor", "-A", args.app]
             fleet.start(Spec("monitor", recorder, restart=True), env)
         if not args.no_web:
-            web = web_argv(address, options["WEB_WORKERS"])
+            web = web_argv(address, options["WEB_WORKERS"], data_dir)
             fleet.start(Spec("web", web, ready=lambda: _port_open(address), restart=True), env)
         _wait_for_workers(fleet, app, list(options["WORKERS"]))
         if not args.no_web:
@@ -210,6 +218,25 @@ def _system_checks(say: Callable[[str, str], None]) -> None:
     errors = [m.id for m in messages if m.is_serious()]
     if errors:
         raise TaskdeckError(f"system check errors ({', '.join(map(str, errors))}): fix them and start again")
+
+
+def _exposure_warnings(say: Callable[[str, str], None], settings: Any, address: str, web: bool) -> None:
+    """What ``up`` serves that a stranger could read: said at start, not changed behind the project's back."""
+    if web and settings.DEBUG:
+        say(
+            "taskdeck",
+            f"warning: DEBUG is on and the web server listens on {address}: an error page shows "
+            "settings and source to whoever reaches it; turn DEBUG off outside development",
+        )
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = Path(str(database["NAME"]))
+        if name.exists() and name.stat().st_mode & 0o077:
+            say(
+                "taskdeck",
+                f"warning: the SQLite database {name} can be read by other users of this host "
+                f"(mode {name.stat().st_mode & 0o777:o}): chmod 600 it",
+            )
 
 
 def _private_data(data_dir: Path, database: Any) -> None:

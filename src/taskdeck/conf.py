@@ -7,7 +7,8 @@ Keys
 ----
 ``DATA_DIR``
     Folder for the embedded default's files (Redis socket and append-only
-    file, SQLite database, logs). Default: ``<BASE_DIR>/.taskdeck``.
+    file, SQLite database, logs). Default: the environment's
+    ``TASKDECK_DATA_DIR``, else ``<BASE_DIR>/.taskdeck``.
 ``DEFAULT_QUEUE``
     Name of the queue tasks go to when no route matches. Must equal
     ``CELERY_TASK_DEFAULT_QUEUE``; the system check ``taskdeck.E004`` says so
@@ -239,7 +240,8 @@ def get() -> dict[str, Any]:
     if not lanes_ok(merged["LANES"]):
         merged["LANES"] = DEFAULTS["LANES"]
     if merged["DATA_DIR"] is None:
-        merged["DATA_DIR"] = Path(getattr(settings, "BASE_DIR", Path.cwd())) / ".taskdeck"
+        default = Path(getattr(settings, "BASE_DIR", Path.cwd())) / ".taskdeck"
+        merged["DATA_DIR"] = os.environ.get("TASKDECK_DATA_DIR") or default
     merged["DATA_DIR"] = Path(merged["DATA_DIR"])
     # A nested value that is not a dict leaves the defaults (system check taskdeck.E021 names it).
     merged["MONITOR"] = {**MONITOR_DEFAULTS, **_typed(_dict(user.get("MONITOR")), MONITOR_DEFAULTS)}

@@ -95,6 +95,8 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops_cleanly(embedded_env
         assert f"dashboard: http://127.0.0.1:{port}/taskdeck/" in log
         data = Path(embedded_env["TASKDECK_DATA_DIR"])
         assert (data / "redis.sock").exists() and (data / "db.sqlite3").exists()
+        assert (data / "gunicorn.ctl").exists()  # not ~/.gunicorn, shared by every project on the host
+        assert "warning:" not in log  # DEBUG off, the database private
 
         demo = run(["demo", "--timeout", "150"], embedded_env)
         assert demo.returncode == 0, demo.stdout + demo.stderr
@@ -295,3 +297,29 @@ def test_up_and_worker_name_wrong_settings_and_start_nothing(embedded_env: dict[
     assert worker.returncode == 1
     assert "['typo']['queues'] must be a non-empty list" in worker.stderr
     assert "Traceback" not in worker.stderr
+
+
+def test_up_warns_of_debug_and_of_a_database_others_can_read(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from taskdeck.cli import _exposure_warnings
+
+    database = tmp_path / "db.sqlite3"
+    database.write_bytes(b"")
+    database.chmod(0o644)  # what an adopter's startproject database is
+    said: list[str] = []
+    settings = SimpleNamespace(
+        DEBUG=True, DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}}
+    )
+    _exposure_warnings(lambda _name, line: said.append(line), settings, "0.0.0.0:8000", web=True)
+    assert said == [
+        "warning: DEBUG is on and the web server listens on 0.0.0.0:8000: an error page shows settings "
+        "and source to whoever reaches it; turn DEBUG off outside development",
+        f"warning: the SQLite database {database} can be read by other users of this host (mode 644): "
+        "chmod 600 it",
+    ]
+    database.chmod(0o600)
+    settings.DEBUG = False
+    said.clear()
+    _exposure_warnings(lambda _name, line: said.append(line), settings, "0.0.0.0:8000", web=True)
+    assert said == []
