@@ -16,9 +16,18 @@ Rows, each with a worker ``-P prefork -c 2`` of its own, on a broker of its own
 - ``taskdeck``: the reference project as shipped (``-A core``): results in
   PostgreSQL through taskdeck's backend, task and sent events on, and the
   recorder (``taskdeck monitor``) running and writing them.
+- ``taskdeck-wb``: the same with the write-behind backend (Redis brokers only).
+- ``taskdeck-rec``: the same with one record per task run
+  (``taskdeck.results.record``): no worker task events, the recorder writes
+  results, runs and rollups from the records' stream (on RabbitMQ the stream
+  is in the bench's Redis).
 - ``dramatiq``, ``huey`` (Redis only): the same noop on Dramatiq and Huey,
   two worker processes each, as references (bench/references.py); a
   reference that cannot run is marked with why, and the bench goes on.
+
+Taskdeck rows also print the recorder's lag: for every run of the pass, the
+time from its end (``finished_at``) to its run row's last write
+(``updated_at``), p99 over the passes.
 
 ``--rows bare,taskdeck,huey`` runs a subset (bare always). For each:
 **enqueue** — N noop tasks published by the row's own app in one process
@@ -61,6 +70,7 @@ class Row:
     cpu: list[float] = field(default_factory=list)  # worker CPU ms per task, all its processes
     latencies: list[float] = field(default_factory=list)  # seconds, every round pooled
     errors: list[str] = field(default_factory=list)  # why a reference row's pass did not run
+    lags: list[float] = field(default_factory=list)  # recorder lag per run, seconds, every round pooled
 
 
 ROWS = {
@@ -69,17 +79,26 @@ ROWS = {
     "taskdeck": "taskdeck stack (results in PostgreSQL, events, recorder)",
     "taskdeck-wb": "taskdeck stack, write-behind results (Redis only)",
     **{key: ref.label for key, ref in REFERENCES.items()},
+    "taskdeck-rec": "taskdeck stack, one record per run (results and runs from a Redis stream)",
 }
 #: Rows a broker cannot run: write-behind keeps results in the broker's Redis;
 #: the other queues (bench/references.py) are measured on Redis.
 SKIP = {("rabbitmq", "taskdeck-wb"), *(("rabbitmq", key) for key in REFERENCES)}
 WRITE_BEHIND = "taskdeck.results.writebehind:WriteBehindBackend"
-APPS = {"bare": "bench.bare_defaults", "bare-knobs": "bench.bare", "taskdeck": "core", "taskdeck-wb": "core"}
+RECORD = "taskdeck.results.record:RecordBackend"
+APPS = {
+    "bare": "bench.bare_defaults",
+    "bare-knobs": "bench.bare",
+    "taskdeck": "core",
+    "taskdeck-wb": "core",
+    "taskdeck-rec": "core",
+}
 CLIENT_APPS = {
     "bare": "bench.bare_defaults:app",
     "bare-knobs": "bench.bare:app",
     "taskdeck": "core.celery_app:app",
     "taskdeck-wb": "core.celery_app:app",
+    "taskdeck-rec": "core.celery_app:app",
 }
 
 
@@ -88,15 +107,20 @@ def result_backend(broker_url: str) -> str:
     return broker_url if broker_url.startswith("redis") else "rpc://"
 
 
-def row_env(key: str, broker_url: str, database_url: str, tmp: Path) -> dict[str, str]:
+def row_env(key: str, broker_url: str, database_url: str, tmp: Path, redis_url: str = "") -> dict[str, str]:
     if key.startswith("taskdeck"):
         backend = {"CELERY_BACKEND": WRITE_BEHIND} if key == "taskdeck-wb" else {}
+        # The record row: the project's own event settings for it (worker task events off).
+        events = {"TASKDECK_EVENTS": "1"}
+        if key == "taskdeck-rec":
+            backend = {"CELERY_BACKEND": RECORD}
+            events = {"TASKDECK_RESULTS_REDIS_URL": redis_url} if not broker_url.startswith("redis") else {}
         return child_env(
             CELERY_BROKER=broker_url,
             DATABASE_URL=database_url,
             DJANGO_SETTINGS_MODULE="core.settings",
             TASKDECK_DATA_DIR=str(tmp),
-            TASKDECK_EVENTS="1",
+            **events,
             **backend,
         )
     return child_env(CELERY_BROKER=broker_url, BENCH_RESULT_BACKEND=result_backend(broker_url))
@@ -165,11 +189,12 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
     from bench.brokers import queue_ready
     from bench.results import machine_cpu, tree_cpu
 
-    env = row_env(row.key, url, database_url, args.tmp)
+    env = row_env(row.key, url, database_url, args.tmp, args.redis_url)
     log = args.logs / f"throughput-{row.broker}-{row.key}.log"
     with ExitStack() as stack, Connection(url) as conn:
         procs = []
         if row.key.startswith("taskdeck"):
+            clear_runs(database_url)
             recorder = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
             procs.append(
                 stack.enter_context(running(recorder, env, args.logs / f"recorder-{row.broker}.log"))
@@ -191,7 +216,38 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
         busy, total = (b - a for a, b in zip(cpu, machine_cpu(), strict=True))
         row.drain.append(args.tasks / elapsed)
         row.busy.append(busy / total if total else 0.0)
+        if row.key.startswith("taskdeck"):
+            row.lags += recorder_lags(database_url, args.tasks, procs[0])
         row.latencies += client(row.key, env, "latency", args.latency)
+
+
+def clear_runs(database_url: str) -> None:
+    """No run or result row of an earlier pass (the lag is measured on this pass's rows)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("DELETE FROM taskdeck_taskrun")
+        db.execute("DELETE FROM django_celery_results_taskresult")
+
+
+def recorder_lags(database_url: str, n: int, recorder: Any, timeout: float = 120) -> list[float]:
+    """Once the recorder has all ``n`` runs finished: each run's end to its row's last write, seconds."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as db:
+        while True:
+            done = db.execute("SELECT count(*) FROM taskdeck_taskrun WHERE state = 'SUCCESS'").fetchone()
+            if done and done[0] >= n:
+                break
+            if time.monotonic() > deadline or recorder.poll() is not None:
+                raise SystemExit(f"the recorder wrote {done[0] if done else 0} of {n} runs in {timeout:.0f}s")
+            time.sleep(0.1)
+        rows = db.execute(
+            "SELECT extract(epoch FROM updated_at - finished_at) FROM taskdeck_taskrun "
+            "WHERE state = 'SUCCESS' AND NOT reconstructed"
+        ).fetchall()
+    return [float(lag) for (lag,) in rows]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     started = time.monotonic()
     with redis_db() as redis_url, databases() as urls:
+        args.redis_url = redis_url
         for round_ in range(1, args.rounds + 1):
             for row in rows:
                 run_pass = references.one_pass if row.key in REFERENCES else one_pass
@@ -235,15 +292,15 @@ def report(data: dict[str, Any]) -> list[str]:
         f"worker -P prefork -c 2; round trip: {s['latency']} sequential send + get() per round.",
         "",
         "| broker | configuration | enqueue tasks/s | ratio | drain tasks/s | ratio | worker CPU/task "
-        "| machine busy | round trip p50 | p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| machine busy | round trip p50 | p99 | recorder lag p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in data["rows"]:
         bare = next(r for r in data["rows"] if r["broker"] == row["broker"] and r["key"] == "bare")
         cells = [row["broker"], row["label"]]
         if not row["drain"] or not row["enqueue"]:
             reason = "; ".join(dict.fromkeys(row.get("errors") or ["no pass ran"]))
-            lines.append("| " + " | ".join([*cells, f"failed: {reason}", *[""] * 7]) + " |")
+            lines.append("| " + " | ".join([*cells, f"failed: {reason}", *[""] * 8]) + " |")
             continue
         for metric in ("enqueue", "drain"):
             values = row[metric]
@@ -254,6 +311,7 @@ def report(data: dict[str, Any]) -> list[str]:
         cells.append(f"{statistics.median(row['busy']):.0%}")
         for q in (0.5, 0.99):
             cells.append(f"{percentile(row['latencies'], q) * 1000:.1f} ms" if row["latencies"] else "-")
+        cells.append(f"{percentile(row['lags'], 0.99) * 1000:.0f} ms" if row.get("lags") else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [

@@ -168,6 +168,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER") or f"redis+socket://{DATA_DI
 # CELERY_BACKEND=taskdeck.results.writebehind:WriteBehindBackend the faster
 # write-behind one (results through Redis, rows written in batches).
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND", "taskdeck.results.backend:DatabaseBackend")
+# With taskdeck.results.record:RecordBackend, each run's result and monitor
+# facts go through one Redis stream (docs/results.md, "One record per task run").
+RECORDS = CELERY_RESULT_BACKEND == "taskdeck.results.record:RecordBackend"
 # Without it django-celery-results stores no task name, args, worker or traceback.
 CELERY_RESULT_EXTENDED = True
 # STARTED state and date_started are only recorded with this on.
@@ -257,8 +260,10 @@ TASKS = {
 # Workers send task events without `-E`, and producers a task-sent event, so
 # the recorder sees every run from publish to finish.
 # TASKDECK_EVENTS=0 turns both off (bench/monitor_overhead.py compares the two).
-CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("TASKDECK_EVENTS", "1") == "1"
-CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+# With the record backend the workers' task events are not needed (the records
+# carry the same facts); heartbeats still go out, and producers still send task-sent.
+CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("TASKDECK_EVENTS", "0" if RECORDS else "1") == "1"
+CELERY_TASK_SEND_SENT_EVENT = os.environ.get("TASKDECK_EVENTS", "1") == "1"
 
 # django-celery-beat's scheduler when it is installed; else Celery's own, whose
 # schedule file `taskdeck up` keeps in DATA_DIR (not the project folder).
@@ -290,6 +295,10 @@ TASKDECK = {
 
 # Monitoring (recorder, sampler, API, /metrics, alerts): defaults in
 # taskdeck/conf.py MONITOR_DEFAULTS. API and /metrics tokens from the environment.
+# Results through Redis (write-behind, records) on a broker that is not Redis.
+if os.environ.get("TASKDECK_RESULTS_REDIS_URL"):
+    TASKDECK["RESULTS"] = {"REDIS_URL": os.environ["TASKDECK_RESULTS_REDIS_URL"]}
+
 TASKDECK["MONITOR"] = {
     "TOKENS": [t for t in os.environ.get("TASKDECK_API_TOKENS", "").split(",") if t],
 }

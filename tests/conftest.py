@@ -138,6 +138,36 @@ def start_worker(
 
 
 @pytest.fixture
+def start_recorder(
+    services_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Proc]]:
+    """Start ``python -m taskdeck.monitor monitor -A core``; waits until it has a heartbeat."""
+    from taskdeck.models import RecorderState
+
+    procs: list[Proc] = []
+
+    def start(name: str = "default", env: dict[str, str] | None = None) -> Proc:
+        args = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "--name", name]
+        log = ARTIFACTS / f"{request.node.name}-recorder-{len(procs)}.log"
+        proc = Proc(args, {**services_env, **(env or {})}, log)
+        procs.append(proc)
+        wait_for(
+            lambda: (
+                proc.popen.poll() is not None
+                or RecorderState.objects.filter(pid=proc.pid).exclude(heartbeat_at=None).exists()
+            ),
+            60,
+            "the recorder to listen",
+        )
+        assert proc.popen.poll() is None, f"recorder exited, see {proc.log}"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture
 def staff_client(client: Any, django_user_model: Any) -> Any:
     """A client logged in as the dashboard's read-only role: staff with ``view_dashboard``."""
     from django.contrib.auth.models import Permission

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
@@ -10,7 +11,7 @@ from kombu import Producer, pools
 from kombu.exceptions import EncodeError
 
 from taskdeck.errors import MessageTooLargeError, TaskArgumentError
-from taskdeck.results import FIXUP
+from taskdeck.results import FIXUP, SENT_HEADER
 
 
 def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True, **kwargs: Any) -> Celery:
@@ -114,6 +115,10 @@ class AMQP(CeleryAMQP):
         send = super()._create_task_sender()
 
         def send_task_message(producer: Any, name: str, message: Any, **kwargs: Any) -> Any:
+            if isinstance(message.headers, dict):
+                # The publish time, for the run's wait time (taskdeck.results.record):
+                # in the message itself, so no task-sent event is needed for it.
+                message.headers[SENT_HEADER] = time.time()
             if message.sent_event is not None:
                 # What the task-sent event lacks and the monitor needs: the
                 # group the task belongs to and the priority it was sent with.

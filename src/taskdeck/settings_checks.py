@@ -120,8 +120,18 @@ def check_monitoring(celery_conf: Mapping[str, Any], namespace: str = "CELERY") 
             id=check_id,
         )
         for name, check_id, lost in MONITORING_SETTINGS
-        if not celery_conf.get(name)
+        if not celery_conf.get(name) and not (name == "worker_send_task_events" and _records(celery_conf))
     ]
+
+
+def _records(celery_conf: Mapping[str, Any]) -> bool:
+    """Whether the result backend is the record one: its records carry what task events would."""
+    from taskdeck.results import RECORD
+
+    backend = celery_conf.get("result_backend")
+    return backend == RECORD or (
+        isinstance(backend, str) and backend.replace(":", ".") == RECORD.replace(":", ".")
+    )
 
 
 def check_unknown_keys(user: Mapping[str, Any]) -> list[CheckMessage]:

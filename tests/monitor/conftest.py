@@ -3,44 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.services import ARTIFACTS, Proc, wait_for
-
 EVENTS = json.loads((Path(__file__).parent / "data" / "events.json").read_text())
-
-
-@pytest.fixture
-def start_recorder(
-    services_env: dict[str, str], request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Proc]]:
-    from taskdeck.models import RecorderState
-
-    procs: list[Proc] = []
-
-    def start(name: str = "default") -> Proc:
-        args = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "--name", name]
-        proc = Proc(args, services_env, ARTIFACTS / f"{request.node.name}-recorder-{len(procs)}.log")
-        procs.append(proc)
-        wait_for(
-            lambda: (
-                proc.popen.poll() is not None
-                or RecorderState.objects.filter(pid=proc.pid).exclude(heartbeat_at=None).exists()
-            ),
-            60,
-            "the recorder to listen",
-        )
-        assert proc.popen.poll() is None, f"recorder exited, see {proc.log}"
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.stop()
 
 
 @pytest.fixture

@@ -39,8 +39,10 @@ from django.db.models import F
 from taskdeck import deadletter
 from taskdeck.errors import is_database_outage
 from taskdeck.models import RecorderState
+from taskdeck.monitor import records as record_rows
 from taskdeck.monitor.merge import fact_from_event
 from taskdeck.monitor.reconcile import ResultsSource
+from taskdeck.monitor.records import CLAIM_IDLE, Record, RecordSource
 from taskdeck.monitor.runs import RunWriter, lock_writers
 from taskdeck.monitor.subscribers import Every, Subscriber
 from taskdeck.monitor.validation import BadEvents, check
@@ -169,8 +171,10 @@ class Recorder:
         clock: Callable[[], float] = time.time,
         bad: BadEvents | None = None,
         dead_letter: Callable[..., None] = deadletter.store,
+        records: RecordSource | None = None,
     ) -> None:
         self.source = source
+        self.records = records
         self.runs = runs
         self.subscribers = subscribers
         self.results = results
@@ -181,6 +185,7 @@ class Recorder:
         self.dead_letter = dead_letter
         self.reconcile_every = Every(settings["RECONCILE_INTERVAL"])
         self.heartbeat_every = Every(1.0)
+        self.claim_every = Every(CLAIM_IDLE / 2)
         self.stopping = threading.Event()
         self._next_error_log: dict[str, float] = {}
 
@@ -205,7 +210,14 @@ class Recorder:
         logger.info("recorder %r started (pid %s)", self.name, os.getpid())
         try:
             while not self.stopping.is_set():
-                self.process(self.source.batch(self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"]))
+                if self.records is None:
+                    self.process(
+                        self.source.batch(self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"])
+                    )
+                else:
+                    # Records are the busy source: wait on them, take the events waiting.
+                    self.pump_records(self.settings["FLUSH_INTERVAL"])
+                    self.process(self.source.batch(self.settings["BATCH_SIZE"], 0))
                 self._safely(self.tick, self.clock())
         finally:
             self.source.stop()
@@ -319,6 +331,92 @@ class Recorder:
                     lag=max(now - min(stamps), 0.0),
                 )
 
+    # --- records (taskdeck.results.record) ------------------------------------
+
+    def pump_records(self, wait: float, claim: bool = False) -> int:
+        """Read one batch of records (or claim a dead consumer's) and write it; how many were read."""
+        assert self.records is not None
+        try:
+            if claim:
+                records = self.records.claim(self.settings["BATCH_SIZE"])
+            else:
+                records = self.records.read(self.settings["BATCH_SIZE"], wait)
+        except Exception:  # noqa: BLE001 - Redis down or restarting: the records wait in the stream
+            self._log_error("records.read")
+            self.stopping.wait(max(wait, 0.5))
+            return 0
+        if records:
+            self.process_records(records)
+        return len(records)
+
+    def process_records(self, records: list[Record]) -> None:
+        """Write a batch of records, then acknowledge it; one that does not decode is dead-lettered."""
+        assert self.records is not None
+        good = []
+        for record in records:
+            if record.row is None:
+                self.bad.count("record undecodable")
+                self.dead_letter(
+                    "result",
+                    f"task run record does not decode: {record.error}",
+                    source=f"recorder {self.name}",
+                    body=record.raw,
+                )
+            else:
+                good.append(record)
+        if good and not self._write_records_or_split(good):
+            return  # stopping with the database down: left pending for the next start
+        try:
+            self.records.ack(records)
+        except Exception:  # noqa: BLE001 - left pending: written again (idempotent) by whoever reads it
+            self._log_error("records.ack")
+        reset_queries()
+
+    def _write_records_or_split(self, records: list[Record]) -> bool:
+        try:
+            return self._retrying(self.write_records, records)
+        except Exception as exc:  # noqa: BLE001 - refused: find the record whose row it is
+            if len(records) == 1:
+                row = records[0].row or {}
+                reason = f"the database refused the rows of this record: {type(exc).__name__}: {exc}"
+                logger.error("%s; record dead-lettered: %.300r", reason, records[0].raw, exc_info=exc)
+                self.bad.count("row refused")
+                self.dead_letter(
+                    "row",
+                    reason,
+                    source=f"recorder {self.name}",
+                    body=records[0].raw,
+                    task_id=str(row.get("task_id") or ""),
+                    task=str(row.get("task_name") or ""),
+                )
+                return True
+            middle = len(records) // 2
+            first = self._write_records_or_split(records[:middle])
+            return self._write_records_or_split(records[middle:]) and first
+
+    def write_records(self, records: list[Record]) -> None:
+        """Apply records: the ``TaskResult`` rows, the runs, what subscribers derive, the recorder's mark."""
+        from django_celery_results.models import TaskResult
+
+        from taskdeck.results import upsert
+        from taskdeck.results.flusher import fold, forget
+
+        rows = [record.row for record in records if record.row is not None]
+        limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
+        run_facts = [fact for row in rows for fact in record_rows.facts(row, *limits)]
+        with transaction.atomic():
+            lock_writers()
+            upsert.upsert(TaskResult, forget(TaskResult, fold(record_rows.result_row(row) for row in rows)))
+            changes = self.runs.apply(run_facts)
+            for subscriber in self.subscribers:
+                subscriber.on_changes(changes)
+            now = self.clock()
+            RecorderState.objects.filter(name=self.name).update(
+                events=F("events") + len(records),
+                last_event_at=dt.datetime.fromtimestamp(max(r.timestamp for r in records), dt.UTC),
+                lag=max(now - min(r.timestamp for r in records), 0.0),
+            )
+
     def save_bad_events(self) -> None:
         """Add the bad events counted since the last call to the recorder's row (for /metrics)."""
         counts = self.bad.take()
@@ -344,6 +442,9 @@ class Recorder:
             margin = dt.timedelta(seconds=self.settings["RECONCILE_MARGIN"])
             until = dt.datetime.fromtimestamp(now, dt.UTC) - dt.timedelta(seconds=10)
             self.reconcile(until - margin, until)
+        if self.records is not None and self.claim_every.due(now):
+            while self.pump_records(0, claim=True) and not self.stopping.is_set():
+                pass
         for subscriber in self.subscribers:
             try:
                 subscriber.on_tick(now)
@@ -418,4 +519,5 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
         settings=s,
         name=name,
         bad=bad,
+        records=RecordSource.for_app(app, name),
     )

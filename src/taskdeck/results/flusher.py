@@ -293,7 +293,7 @@ def connect() -> None:
 
 def _start(sender: Any = None, **kwargs: Any) -> None:
     app = getattr(sender, "app", None)
-    if app is None or not isinstance(app.backend, WriteBehindBackend):
+    if app is None or not isinstance(app.backend, WriteBehindBackend) or not app.backend.uses_flusher:
         return
     process = FlusherProcess(app)
     process.start()

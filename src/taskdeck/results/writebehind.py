@@ -122,6 +122,9 @@ def decode_row(raw: bytes | str) -> dict[str, Any]:
 class WriteBehindBackend(DatabaseBackend):
     """Results to Redis at once, to django-celery-results' table in batches (see the module docstring)."""
 
+    #: Whether workers run a :mod:`~taskdeck.results.flusher` beside them for this backend.
+    uses_flusher = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client: Any = None

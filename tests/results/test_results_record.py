@@ -1,0 +1,98 @@
+"""One record per task run, with real workers, Redis, a recorder and the PostgreSQL test database.
+
+The worker writes each run's record (result key + stream entry) once; the
+recorder writes the ``TaskResult`` rows, the ``TaskRun`` rows and the rollups
+from the stream. Results are readable at once; nothing is lost when the
+worker or the recorder is killed.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import redis
+from celery.result import AsyncResult
+from django_celery_results.models import TaskResult
+
+from taskdeck.models import TaskRollup, TaskRun
+from taskdeck.results import RECORD
+from taskdeck.results.record import RecordBackend
+from tests.results import checks
+from tests.results.conftest import TASKS, run_checks
+from tests.results.tasks import add, fail
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENV = {"CELERY_BACKEND": RECORD}
+STREAM = "taskdeck:results:records"
+
+
+def test_get_canvas_retries_and_started(start_worker, start_recorder, services_env):
+    start_recorder(env=ENV)
+    worker = start_worker(["default"], args=TASKS, env=ENV)
+    run_checks({**services_env, **ENV}, worker.hostname)
+
+
+def test_runs_and_rollups_come_from_the_records_alone(start_worker, start_recorder, broker):
+    from celery import current_app
+
+    worker = start_worker(["default"], args=TASKS, env={**ENV, "TASKDECK_EVENTS": "0"})
+    ok = [add.delay(i, 1) for i in range(5)]
+    bad = fail.delay("boom")
+    backend = RecordBackend(app=current_app)
+    assert [AsyncResult(r.id, backend=backend).get(timeout=checks.TIMEOUT) for r in ok] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        AsyncResult(bad.id, backend=backend).get(timeout=checks.TIMEOUT)
+    # Not written before a recorder reads the stream: the records wait there.
+    assert not TaskRun.objects.exists() and not TaskResult.objects.exists()
+    assert redis.Redis.from_url(broker).xlen(STREAM) >= 6
+
+    start_recorder(env={**ENV, "TASKDECK_EVENTS": "0"})
+    ids = [r.id for r in ok]
+    wait_for(lambda: TaskRun.objects.filter(state="SUCCESS").count() == 5, 60, "the runs")
+    wait_for(lambda: TaskResult.objects.filter(task_id__in=ids).count() == 5, 60, "the result rows")
+    run = TaskRun.objects.get(task_id=ok[2].id)
+    assert (run.name, run.queue, run.worker, run.result) == (
+        "tests.results.tasks.add",
+        "default",
+        worker.hostname,
+        "3",
+    )
+    assert run.args == "(2, 1)" and not run.reconstructed
+    assert run.sent_at is not None and run.started_at is not None and run.wait_time is not None
+    assert run.runtime is not None
+    wait_for(lambda: TaskRun.objects.filter(task_id=bad.id, state="FAILURE").exists(), 60, "the failed run")
+    failed = TaskRun.objects.get(task_id=bad.id)
+    assert failed.exception == "ValueError('boom')" and "ValueError: boom" in failed.traceback
+    minute = TaskRollup.objects.filter(name="tests.results.tasks.add")
+    assert sum(r.succeeded for r in minute) == 5
+    wait_for(lambda: redis.Redis.from_url(broker).xlen(STREAM) == 0, 60, "the stream to be emptied")
+
+
+def test_a_killed_worker_and_a_killed_recorder_lose_nothing(start_worker, start_recorder, broker):
+    from celery import current_app
+
+    client = redis.Redis.from_url(broker)
+    worker = start_worker(["default"], args=TASKS, env=ENV)
+    sent = [add.delay(i, i) for i in range(30)]
+    backend = RecordBackend(app=current_app)
+    got = [AsyncResult(r.id, backend=backend).get(timeout=checks.TIMEOUT) for r in sent]
+    assert got == [i + i for i in range(30)]
+    worker.popen.send_signal(signal.SIGKILL)  # no shutdown: the records are in Redis already
+    worker.popen.wait(60)
+
+    recorder = start_recorder(env=ENV)
+    recorder.popen.send_signal(signal.SIGKILL)  # maybe mid-batch: read, not acknowledged
+    recorder.popen.wait(60)
+    start_recorder(env=ENV)  # the same consumer name: reads what it left pending first
+    ids = [r.id for r in sent]
+    wait_for(
+        lambda: TaskResult.objects.filter(task_id__in=ids, status="SUCCESS").count() == 30,
+        120,
+        "the killed worker's results in the table",
+    )
+    wait_for(lambda: TaskRun.objects.filter(task_id__in=ids, state="SUCCESS").count() == 30, 120, "the runs")
+    assert sum(r.succeeded for r in TaskRollup.objects.filter(name="tests.results.tasks.add")) == 30
+    wait_for(lambda: client.xlen(STREAM) == 0, 60, "the stream to be emptied")
