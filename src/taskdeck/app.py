@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from celery import Celery
@@ -49,8 +50,33 @@ def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True,
     else:
         app.config_from_object("django.conf:settings", namespace=namespace)
     add_worker_steps(app)
+    if namespace:
+        app.on_after_configure.connect(partial(_namespaced_settings_are_current, f"{namespace}_"), weak=False)
     app.autodiscover_tasks()
     return app
+
+
+def _namespaced_settings_are_current(prefix: str, sender: Celery, source: Any = None, **kwargs: Any) -> None:
+    """Keep a worker from warning that ``CELERY_TASK_SERIALIZER`` & co. are Celery 3 settings.
+
+    Under the ``CELERY`` namespace, ``CELERY_TASK_SERIALIZER`` is how Django
+    spells ``task_serializer``. It is also the Celery 3 name of that
+    setting, so Celery lists it as deprecated and prints a warning per key at
+    every worker start, telling the user to run ``celery upgrade settings``,
+    which would break the project. Only the keys that the namespace reads as
+    current names are left out; a real Celery 3 name (``CELERY_ALWAYS_EAGER``)
+    is still reported.
+    """
+    from celery.app.defaults import DEFAULTS
+
+    conf = source if source is not None else sender.conf
+    deprecated = getattr(conf, "deprecated_settings", None)
+    if deprecated:
+        conf.deprecated_settings = {
+            key
+            for key in deprecated
+            if not (key.startswith(prefix) and key[len(prefix) :].lower() in DEFAULTS)
+        }
 
 
 def add_worker_steps(app: Celery) -> None:

@@ -49,6 +49,9 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     "celery.fixups.django.DjangoWorkerFixup.on_task_postrun": "(self, sender: 'Task', **kwargs: Any) -> None",
     "celery.fixups.django.DjangoWorkerFixup.on_worker_process_init": "(self, **kwargs: Any) -> None",
     "celery.fixups.django.DjangoWorkerFixup.close_cache": "(self) -> None",
+    # taskdeck.app.create_celery_app: namespaced settings are not reported as Celery 3 names.
+    "celery.app.utils.Settings.maybe_warn_deprecated_settings": "(self)",
+    "celery.app.defaults.DEFAULTS": None,
     # taskdeck.results.backend and .writebehind: the upsert and write-behind result paths.
     "django_celery_results.backends.database.DatabaseBackend._store_result": (
         "(self, task_id, result, status, traceback=None, request=None, using=None)"
