@@ -1,5 +1,5 @@
 """The monitor's tables in Django's admin: read-only views of what the recorder wrote, the audit
-log, and API tokens (issued here, shown once)."""
+log, API tokens (issued here, shown once) and access scopes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from taskdeck.models import (
+    AccessScope,
     AlertIncident,
     ApiToken,
     AuditEntry,
@@ -116,8 +117,8 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Add a token by name; its value is shown once, in the message after saving."""
 
-    list_display = ("name", "created_at")
-    fields = ("name",)
+    list_display = ("name", "owner", "created_at")
+    fields = ("name", "owner")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -137,3 +138,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "kind", "task", "task_id", "source", "reason", "body_size")
     list_filter = ("kind",)
     search_fields = ("task_id", "task")
+
+
+@admin.register(AccessScope)
+class AccessScopeAdmin(admin.ModelAdmin):
+    """Scopes per group or user: a bad pattern is a form error here, never an error on a page later."""
+
+    list_display = ("group", "user", "tasks", "queues")
+    list_filter = ("group",)
+    fields = ("group", "user", "tasks", "queues")

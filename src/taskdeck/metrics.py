@@ -21,12 +21,19 @@ from taskdeck import conf
 from taskdeck.errors import first_line
 from taskdeck.models import QueueSample, RecorderState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
-from taskdeck.policy import metrics_allowed
+from taskdeck.policy import Scope, metrics_scope, rollups_q
 
 
 class MonitorCollector:
-    def __init__(self, buckets: list[float]) -> None:
+    """Every family on each scrape; task and queue series only those ``scope`` admits.
+
+    Series without a task or queue label (workers online, the recorder, processes)
+    are the whole deployment's health, the same for every scraper.
+    """
+
+    def __init__(self, buckets: list[float], scope: Scope | None = None) -> None:
         self.buckets = buckets
+        self.scope = scope or Scope.everything()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._tasks()
@@ -92,7 +99,7 @@ class MonitorCollector:
         wait = HistogramMetricFamily(
             "taskdeck_task_wait_seconds", "Time from publish to start of task runs.", labels=["name", "queue"]
         )
-        rows = list(TaskTotal.objects.order_by("id"))
+        rows = list(TaskTotal.objects.filter(rollups_q(self.scope)).order_by("id"))
         limit = conf.monitor()["METRICS_MAX_LABEL_VALUES"]
         names, queues = _capped([r.name for r in rows], limit), _capped([r.queue for r in rows], limit)
         counts: dict[tuple[str, str, str], int] = {}
@@ -146,6 +153,8 @@ class MonitorCollector:
             labels=["queue"],
         )
         for sample in QueueSample.objects.latest_per_queue():
+            if not self.scope.allows_queue(sample.queue):
+                continue
             if sample.by_priority:
                 for priority, count in sample.by_priority.items():
                     ready.add_metric([sample.queue, str(priority)], count)
@@ -175,22 +184,23 @@ def _capped(values: list[str], limit: int) -> Callable[[str], str]:
     return lambda value: value if value in kept else OTHER
 
 
-def render() -> bytes:
+def render(scope: Scope | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(list(conf.monitor()["METRICS_BUCKETS"])))
+    registry.register(MonitorCollector(list(conf.monitor()["METRICS_BUCKETS"]), scope))
     return generate_latest(registry)
 
 
 @require_GET
 def view(request: HttpRequest) -> HttpResponse:
     try:
-        if not metrics_allowed(request):
+        scope = metrics_scope(request)
+        if scope is None:
             return HttpResponse(
                 "forbidden: a token or an address in TASKDECK['MONITOR']['METRICS_NETWORKS']\n",
                 status=403,
                 content_type="text/plain",
             )
-        return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)
+        return HttpResponse(render(scope), content_type=CONTENT_TYPE_LATEST)
     except (OperationalError, InterfaceError) as exc:
         # A failed scrape (Prometheus' `up` goes to 0) that says why, not a 500.
         line = first_line(exc)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from taskdeck.policy.scope import split_patterns, validate_patterns
 from taskdeck.querysets import (
     DeadLetterQuerySet,
     QueueSampleQuerySet,
@@ -324,11 +326,24 @@ class AlertIncident(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token for the JSON API and ``/metrics``; only its SHA-256 is stored."""
+    """A bearer token for the JSON API and ``/metrics``; only its SHA-256 is stored.
+
+    A token with an owner sees what its owner's scope admits (:class:`AccessScope`),
+    and stops working when the owner is made inactive; one without an owner sees everything.
+    """
 
     name = models.CharField("name", max_length=128, unique=True)
     digest = models.CharField("SHA-256", max_length=64, unique=True)
     created_at = models.DateTimeField("created at", auto_now_add=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name="owner",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="taskdeck_tokens",
+        help_text="The token sees what this user's access scope admits. Empty: everything.",
+    )
 
     class Meta:
         verbose_name = "API token"
@@ -342,11 +357,70 @@ class ApiToken(models.Model):
         return hashlib.sha256(token.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, name: str) -> str:
-        """Create a token named ``name`` and return it; it cannot be shown again."""
+    def issue(cls, name: str, owner: Any = None) -> str:
+        """Create a token named ``name`` (with ``owner``'s scope) and return it; it cannot be shown again."""
         token = secrets.token_urlsafe(32)
-        cls.objects.create(name=name, digest=cls.hash(token))
+        cls.objects.create(name=name, digest=cls.hash(token), owner=owner)
         return token
+
+
+PATTERN_HELP = "Comma or line separated; * any characters, ? one (case-sensitive)"
+
+
+class AccessScope(models.Model):
+    """What the members of a group (or one user) see and act on: runs of matching task names or queues.
+
+    A user's scope is the union of their rows and their groups' rows
+    (:mod:`taskdeck.policy.scope`); a user with no row sees everything, as
+    does a superuser. A run is in scope when its task name matches a task
+    pattern or its queue a queue pattern; a queue (its page, depth and purge)
+    when its name matches a queue pattern.
+    """
+
+    group = models.ForeignKey(
+        "auth.Group",
+        verbose_name="group",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="taskdeck_scopes",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name="user",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="taskdeck_scopes",
+    )
+    tasks = models.TextField(
+        "task name patterns", blank=True, default="", validators=[validate_patterns], help_text=PATTERN_HELP
+    )
+    queues = models.TextField(
+        "queue patterns", blank=True, default="", validators=[validate_patterns], help_text=PATTERN_HELP
+    )
+
+    class Meta:
+        verbose_name = "access scope"
+        verbose_name_plural = "access scopes"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(group__isnull=False, user__isnull=True)
+                | models.Q(group__isnull=True, user__isnull=False),
+                name="taskdeck_scope_group_or_user",
+                violation_error_message="An access scope is for one group or one user: choose one.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        who = f"group {self.group}" if self.group_id else f"user {self.user}"
+        return f"{who}: {self.tasks or '-'} / {self.queues or '-'}".replace("\n", " ")
+
+    def clean(self) -> None:
+        if not split_patterns(self.tasks) and not split_patterns(self.queues):
+            raise ValidationError(
+                "Give at least one task name or queue pattern: an empty scope admits nothing."
+            )
 
 
 class AuditEntry(models.Model):

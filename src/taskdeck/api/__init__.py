@@ -2,7 +2,9 @@
 
 Thin functions: each reads through a queryset method or
 :mod:`taskdeck.monitor.health` and returns a schema. Every endpoint, the
-schema and the docs need an API token, or the session of a user the dashboard admits.
+schema and the docs need an API token, or the session of a user the dashboard admits;
+what each one sees is its scope (:mod:`taskdeck.policy.scope`): runs, queues, stats and
+dead letters are read through it. Workers and health are the whole fleet's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
 from taskdeck.monitor.merge import FINAL
-from taskdeck.policy import PERMISSIONS, audit_refusal
+from taskdeck.policy import PERMISSIONS, audit_refusal, dead_letters_for, refuse_outside, runs_for, scope_of
 
 api = NinjaAPI(
     title="taskdeck",
@@ -71,14 +73,15 @@ def list_tasks(request, filters: Query[TaskFilters]):
     limit = max(1, min(filters.limit, 500))
     params = filters.dict(exclude={"after", "limit"})
     params["since"], params["until"] = _utc(filters.since), _utc(filters.until)
-    rows = TaskRun.objects.search_page(filters.after, limit + 1, **params)
+    rows = runs_for(request).search_page(filters.after, limit + 1, **params)
     return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
 
 
 @api.get("/tasks/{task_id}", response=schemas.TaskDetail, summary="One task with its timeline and workflow")
 def get_task(request, task_id: str):
-    run = get_object_or_404(TaskRun, task_id=task_id)
-    flow = TaskRun.objects.workflow(run)
+    runs = runs_for(request)
+    run: TaskRun = get_object_or_404(runs, task_id=task_id)
+    flow = runs.workflow(run)
     timeline = [
         {"state": state, "at": at}
         for state, at in (
@@ -96,11 +99,14 @@ def get_task(request, task_id: str):
 
 @api.get("/queues", response=list[schemas.QueueOut], summary="Latest depth of each queue")
 def list_queues(request):
-    return [_queue(s) for s in QueueSample.objects.latest_per_queue()]
+    scope = scope_of(request)
+    return [_queue(s) for s in QueueSample.objects.latest_per_queue() if scope.allows_queue(s.queue)]
 
 
 @api.get("/queues/{name}/samples", response=list[schemas.QueueOut], summary="Depth over time of one queue")
 def queue_samples(request, name: str, since: dt.datetime | None = None, limit: int = 500):
+    if not scope_of(request).allows_queue(name):
+        raise Http404(f"no queue {name!r} in your scope")
     rows = QueueSample.objects.filter(queue=name)
     if since:
         rows = rows.filter(sampled_at__gte=_utc(since))
@@ -140,12 +146,14 @@ def list_workers(request):
 
 @api.get("/stats", response=schemas.Stats, summary="Throughput, failure rate and percentiles over a window")
 def stats(request, window: int = 300, name: str | None = None, queue: str | None = None):
-    return health_.window_stats(max(60, min(window, 90 * 86400)), name=name, queue=queue)
+    scope = scope_of(request)
+    return health_.window_stats(max(60, min(window, 90 * 86400)), name=name, queue=queue, scope=scope)
 
 
 @api.get("/series", response=schemas.Series, summary="Finished runs and latency per time bucket, for charts")
 def series(request, window: int = 3600, name: str | None = None, queue: str | None = None):
-    return series_.window_series(max(300, min(window, 30 * 86400)), name=name, queue=queue)
+    scope = scope_of(request)
+    return series_.window_series(max(300, min(window, 30 * 86400)), name=name, queue=queue, scope=scope)
 
 
 @api.get("/health", response=schemas.Health, summary="Broker, database, recorder lag and workers")
@@ -171,7 +179,7 @@ class DeadLetterFilters(Schema):
 @api.get("/dead-letters", response=schemas.DeadLetterPage, summary="Dead letters, newest first")
 def list_dead_letters(request, filters: Query[DeadLetterFilters]):
     limit = max(1, min(filters.limit, 500))
-    rows = DeadLetter.objects.search(kind=filters.kind, task=filters.task, task_id=filters.task_id)
+    rows = dead_letters_for(request).search(kind=filters.kind, task=filters.task, task_id=filters.task_id)
     if filters.after is not None:
         rows = rows.filter(id__lt=filters.after)
     page = list(rows.newest_first().defer("body", "headers", "properties")[: limit + 1])
@@ -180,7 +188,7 @@ def list_dead_letters(request, filters: Query[DeadLetterFilters]):
 
 @api.get("/dead-letters/{letter_id}", response=schemas.DeadLetterDetail, summary="One dead letter, raw")
 def get_dead_letter(request, letter_id: str):
-    letter = get_object_or_404(DeadLetter, pk=_letter_pk(letter_id))
+    letter: DeadLetter = get_object_or_404(dead_letters_for(request), pk=_letter_pk(letter_id))
     body = None if letter.body is None else bytes(letter.body)
     letter.body_base64 = None if body is None else base64.b64encode(body).decode()  # type: ignore[attr-defined]
     letter.body_text = None if body is None else body.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]
@@ -218,7 +226,11 @@ def _act(request: HttpRequest, letter_id: str, action: str) -> HttpResponse:
         audit_refusal(request, action, f"dead letter {letter_id}", message, permission=permission)
         needs = f"needs the permission {PERMISSIONS['deadletters']!r}"
         return api.create_response(request, {"ok": False, "message": needs, "detail": {}}, status=403)
-    letter = get_object_or_404(DeadLetter, pk=_letter_pk(letter_id))
+    letter = dead_letters_for(request).filter(pk=_letter_pk(letter_id)).first()
+    if letter is None:
+        if scope_of(request).limited:
+            refuse_outside(request, action, f"dead letter {letter_id}")
+        return api.create_response(request, {"detail": "Not Found"}, status=404)
     actions = Actions(current_app, request.user, remote_addr=request.META.get("REMOTE_ADDR") or None)
     outcome = getattr(actions, action)(letter)
     body = {"ok": outcome.ok, "message": outcome.message, "detail": outcome.detail}

@@ -12,12 +12,14 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja.security import HttpBearer, SessionAuth
 
-from taskdeck.policy import bearer, can_view, token_valid
+from taskdeck.policy import bearer, can_view, find_token, token_valid
 
 
 class TokenAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> str | None:
-        return "token" if token_valid(token) else None
+    """``request.auth`` becomes the token's holder: an ApiToken (its owner's scope), or a settings token."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        return find_token(token)
 
 
 class DashboardSession(SessionAuth):

@@ -25,7 +25,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
 from taskdeck.errors import first_line
-from taskdeck.policy import PERMISSIONS, audit_refusal, can_view
+from taskdeck.policy import PERMISSIONS, audit_refusal, can_view, refuse_outside
 
 View = Callable[..., HttpResponse]
 
@@ -118,6 +118,15 @@ def action_view(action: str) -> Callable[[View], View]:
         return dashboard_view(require_POST(csrf_protect(checked)))
 
     return decorate
+
+
+def outside_scope(request: HttpRequest, action: str, target: str) -> HttpResponse:
+    """An action on a run, queue or dead letter outside the user's scope: audited, and Django's 404 page."""
+    from django.http import Http404
+    from django.views.defaults import page_not_found
+
+    refuse_outside(request, action, target)
+    return page_not_found(request, Http404(f"no {target!r} in your scope"))
 
 
 def database_down(request: HttpRequest, exc: Exception) -> HttpResponse:

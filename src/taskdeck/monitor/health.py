@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from taskdeck import conf
 from taskdeck.models import RecorderState, TaskRollup, Worker
+from taskdeck.policy.scope import Scope, rollups_q
 from taskdeck.windows import window_name
 
 
@@ -71,14 +72,19 @@ def health(app: Any) -> dict[str, Any]:
     return {"ok": all(part["ok"] for part in parts.values()), **parts}
 
 
-def window_stats(window: int, name: str | None = None, queue: str | None = None) -> dict[str, Any]:
+def window_stats(
+    window: int, name: str | None = None, queue: str | None = None, scope: Scope | None = None
+) -> dict[str, Any]:
     """Throughput, failure rate and percentiles of runs finished in the last ``window`` seconds.
 
-    Read from the per-minute rollups: the window is rounded out to whole minutes.
+    Read from the per-minute rollups: the window is rounded out to whole minutes. With
+    ``scope``, only its task names and queues are counted.
     """
     now = timezone.now()
     since = (now - dt.timedelta(seconds=window)).replace(second=0, microsecond=0)
     rows = TaskRollup.objects.window(since, name=name, queue=queue)
+    if scope is not None:
+        rows = rows.filter(rollups_q(scope))
     stats = rows.stats()
     series = [
         {"minute": r["minute"], "succeeded": r["s"] or 0, "failed": r["f"] or 0}

@@ -24,11 +24,13 @@ import math
 from typing import Any
 
 from django.core.cache import caches
+from django.db.models import Q
 from django.utils import timezone
 
 from taskdeck import conf
 from taskdeck.models import ROLLUPS, Rollup
 from taskdeck.monitor import histogram
+from taskdeck.policy.scope import Scope, rollups_q
 from taskdeck.windows import window_name
 
 #: (longest window, step) in seconds: the first step whose window covers the request is used.
@@ -52,16 +54,23 @@ def step_for(window: int) -> int:
 
 
 def window_series(
-    window: int, name: str | None = None, queue: str | None = None, now: dt.datetime | None = None
+    window: int,
+    name: str | None = None,
+    queue: str | None = None,
+    now: dt.datetime | None = None,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
-    """Buckets of the last ``window`` seconds (the newest one still open) and the window's totals."""
+    """Buckets of the last ``window`` seconds (the newest one still open) and the window's totals.
+
+    With ``scope``, only its task names and queues are counted (cached apart per scope).
+    """
     settings = conf.monitor()
     now = now or timezone.now()
     step = step_for(window)
     end = math.ceil(now.timestamp() / step) * step
     starts = list(range(end - math.ceil(window / step) * step, end, step))
     settled = now.timestamp() - settings["SERIES_SETTLE"]
-    buckets = _cached_buckets(starts, step, settled, name, queue, settings)
+    buckets = _cached_buckets(starts, step, settled, name, queue, settings, scope or Scope.everything())
     points = []
     total: dict[str, Any] = {**dict.fromkeys(COUNTS, 0), "runtime": {}, "wait": {}}
     for start in starts:
@@ -102,6 +111,7 @@ def _cached_buckets(
     name: str | None,
     queue: str | None,
     settings: dict[str, Any],
+    scope: Scope,
 ) -> dict[int, dict[str, Any]]:
     """Every bucket of ``starts``: settled ones from the cache where present, the rest from the rollups.
 
@@ -110,11 +120,11 @@ def _cached_buckets(
     a dict of the buckets of it settled so far.
     """
     cache = caches[settings["SERIES_CACHE"]]
-    scope = hashlib.sha1(f"{name or ''}\0{queue or ''}".encode()).hexdigest()[:16]
+    filters = hashlib.sha1(f"{name or ''}\0{queue or ''}".encode()).hexdigest()[:16]
     span = step * CHUNK
 
     def key(chunk: int) -> str:
-        return f"taskdeck:series:3:{step}:{chunk}:{scope}"
+        return f"taskdeck:series:3:{step}:{chunk}:{filters}:{scope.key()}"
 
     chunks = sorted({start - start % span for start in starts})
     found = cache.get_many([key(c) for c in chunks])
@@ -123,8 +133,9 @@ def _cached_buckets(
     for entry in found.values():
         buckets.update((start, bucket) for start, bucket in entry.items() if start in wanted)
     missing = [start for start in starts if start not in buckets]
+    limit = rollups_q(scope) if missing else None
     for lo, hi in _ranges(missing, step):
-        buckets.update(_read(lo, hi, step, name, queue))
+        buckets.update(_read(lo, hi, step, name, queue, limit))
     changed: dict[str, dict[int, dict[str, Any]]] = {}
     for start in missing:
         if start + step <= settled:
@@ -155,13 +166,22 @@ def _empty() -> dict[str, Any]:
     return {**dict.fromkeys(COUNTS, 0), "runtime": {}, "wait": {}}
 
 
-def _read(lo: int, hi: int, step: int, name: str | None, queue: str | None) -> dict[int, dict[str, Any]]:
+def _read(
+    lo: int, hi: int, step: int, name: str | None, queue: str | None, limit: Q | None = None
+) -> dict[int, dict[str, Any]]:
     """Sums of the rollup rows of the buckets in [lo, hi), every bucket present (empty ones too)."""
     out = {start: _empty() for start in range(lo, hi, step)}
     model = table_for(step)
-    rows = model.objects.window(
-        dt.datetime.fromtimestamp(lo, dt.UTC), dt.datetime.fromtimestamp(hi, dt.UTC), name=name, queue=queue
-    ).values_list(model.period_field, *COUNTS, "runtime_hist", "wait_hist")
+    rows = (
+        model.objects.window(
+            dt.datetime.fromtimestamp(lo, dt.UTC),
+            dt.datetime.fromtimestamp(hi, dt.UTC),
+            name=name,
+            queue=queue,
+        )
+        .filter(limit or Q())
+        .values_list(model.period_field, *COUNTS, "runtime_hist", "wait_hist")
+    )
     for period, *counts, runtime, wait in rows.iterator(chunk_size=5000):
         start = lo + int((period.timestamp() - lo) // step) * step
         bucket = out[start]

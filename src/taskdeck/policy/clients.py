@@ -16,15 +16,29 @@ from django.http import HttpRequest
 
 from taskdeck import conf
 
+#: Who a token of ``TASKDECK["MONITOR"]["TOKENS"]`` is: no owner, so no scope.
+SETTINGS_TOKEN = "settings token"
 
-def token_valid(token: str | None) -> bool:
+
+def find_token(token: str | None) -> Any:
+    """The holder of ``token``: :data:`SETTINGS_TOKEN`, an :class:`~taskdeck.models.ApiToken`, or None.
+
+    An ApiToken whose owner is no longer active admits no one.
+    """
     if not token:
-        return False
+        return None
     from taskdeck.models import ApiToken
 
     if any(hmac.compare_digest(token, allowed) for allowed in configured_tokens(conf.monitor()["TOKENS"])):
-        return True
-    return ApiToken.objects.filter(digest=ApiToken.hash(token)).exists()
+        return SETTINGS_TOKEN
+    found = ApiToken.objects.select_related("owner").filter(digest=ApiToken.hash(token)).first()
+    if found is None or (found.owner is not None and not found.owner.is_active):
+        return None
+    return found
+
+
+def token_valid(token: str | None) -> bool:
+    return find_token(token) is not None
 
 
 def bearer(request: HttpRequest) -> str | None:
@@ -39,6 +53,8 @@ FORWARDING_HEADERS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP"
 
 def metrics_allowed(request: HttpRequest) -> bool:
     """/metrics: a valid token, or a client address inside ``METRICS_NETWORKS``.
+
+    (:func:`taskdeck.policy.metrics_scope` says what such a client sees.)
 
     Behind a reverse proxy on the same host every peer is 127.0.0.1: a request
     that carries a forwarding header is admitted by address only when its peer

@@ -15,7 +15,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from taskdeck import conf
-from taskdeck.policy import abilities
+from taskdeck.policy import abilities, scope_of
 
 
 def page(
@@ -26,7 +26,7 @@ def page(
     status: int = 200,
 ) -> TemplateResponse:
     """``template`` with the dashboard's common context, or one of its ``fragments`` for htmx."""
-    can = abilities(request.user)
+    can = abilities(request.user, scope_of(request))
     settings = conf.dashboard()
     full = {
         "can": can,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 from celery import current_app
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
 from taskdeck import conf
-from taskdeck.dashboard.access import action_view, dashboard_view
+from taskdeck.dashboard.access import action_view, dashboard_view, outside_scope
 from taskdeck.dashboard.views import page
-from taskdeck.models import DeadLetter, DeadLetterKind
+from taskdeck.models import DeadLetterKind
+from taskdeck.policy import dead_letters_for, scope_of
 
 #: Characters of a body shown on its page; the API gives it whole.
 BODY_PREVIEW = 65536
@@ -21,7 +22,7 @@ BODY_PREVIEW = 65536
 @dashboard_view
 def dead_letters(request: HttpRequest) -> HttpResponse:
     kind = request.GET.get("kind", "")
-    rows = DeadLetter.objects.search(kind=kind if kind in DeadLetterKind.values else None)
+    rows = dead_letters_for(request).search(kind=kind if kind in DeadLetterKind.values else None)
     letters = rows.newest_first().defer("body", "headers", "properties")[: conf.dashboard()["PAGE_SIZE"]]
     context = {"letters": letters, "kinds": DeadLetterKind.choices, "kind": kind}
     return page(request, "taskdeck/dead_letters.html", context)
@@ -31,7 +32,7 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
 def dead_letter(request: HttpRequest, pk: int) -> HttpResponse:
     from taskdeck.guard import requeue_problem
 
-    letter = get_object_or_404(DeadLetter, pk=pk)
+    letter = get_object_or_404(dead_letters_for(request), pk=pk)
     body = None if letter.body is None else bytes(letter.body)
     text = None if body is None else body.decode("utf-8", "backslashreplace")
     context = {
@@ -49,7 +50,9 @@ def dead_letter(request: HttpRequest, pk: int) -> HttpResponse:
 def requeue(request: HttpRequest, pk: int) -> HttpResponse:
     from taskdeck.dashboard.views.commands import _actions, _say
 
-    letter = get_object_or_404(DeadLetter, pk=pk)
+    letter = dead_letters_for(request).filter(pk=pk).first()
+    if letter is None:
+        return _missing(request, "requeue", pk)
     outcome = _actions(request).requeue(letter)
     _say(request, outcome)
     if outcome.ok:
@@ -61,6 +64,14 @@ def requeue(request: HttpRequest, pk: int) -> HttpResponse:
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     from taskdeck.dashboard.views.commands import _actions, _say
 
-    letter = get_object_or_404(DeadLetter, pk=pk)
+    letter = dead_letters_for(request).filter(pk=pk).first()
+    if letter is None:
+        return _missing(request, "delete_letter", pk)
     _say(request, _actions(request).delete_letter(letter))
     return HttpResponseRedirect(reverse("taskdeck:dead-letters"))
+
+
+def _missing(request: HttpRequest, action: str, pk: int) -> HttpResponse:
+    if scope_of(request).limited:
+        return outside_scope(request, action, f"dead letter {pk}")
+    raise Http404(f"no dead letter {pk}")

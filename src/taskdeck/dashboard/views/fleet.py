@@ -15,12 +15,20 @@ from taskdeck.dashboard.actions import RESIZABLE_POOLS
 from taskdeck.dashboard.views import page
 from taskdeck.models import AuditEntry, QueueSample, Worker
 from taskdeck.monitor.sampler import configured_queues
+from taskdeck.policy import audit_for, scope_of
 
 
-def queue_rows() -> list[dict[str, Any]]:
-    """Every declared queue with its newest sample (None before the first one), and sampled queues beyond."""
-    samples = {s.queue: s for s in QueueSample.objects.latest_per_queue()}
-    names = list(dict.fromkeys([*configured_queues(current_app, conf.monitor()["QUEUES"])(), *samples]))
+def queue_rows(request: HttpRequest) -> list[dict[str, Any]]:
+    """Every declared queue with its newest sample (None before the first one), and sampled queues beyond.
+
+    Only the queues in the request's scope.
+    """
+    scope = scope_of(request)
+    samples = {s.queue: s for s in QueueSample.objects.latest_per_queue() if scope.allows_queue(s.queue)}
+    declared = [
+        q for q in configured_queues(current_app, conf.monitor()["QUEUES"])() if scope.allows_queue(q)
+    ]
+    names = list(dict.fromkeys([*declared, *samples]))
     return [{"name": name, "sample": samples.get(name)} for name in names]
 
 
@@ -53,13 +61,16 @@ def consumers(wait: bool = True) -> dict[str, list[str]] | None:
 @dashboard_view
 def queues(request: HttpRequest) -> HttpResponse:
     # The first render does not wait for the workers: its rows ask again at once.
-    context = {"rows": queue_rows(), "consumers": consumers(wait=request.GET.get("fragment") == "live")}
+    context = {
+        "rows": queue_rows(request),
+        "consumers": consumers(wait=request.GET.get("fragment") == "live"),
+    }
     return page(request, "taskdeck/queues.html", context, {"live": "taskdeck/partials/queue_rows.html"})
 
 
 @dashboard_view
 def purge_confirm(request: HttpRequest, name: str) -> HttpResponse:
-    rows = {row["name"]: row for row in queue_rows()}
+    rows = {row["name"]: row for row in queue_rows(request)}
     if name not in rows:
         raise Http404(f"no queue {name!r}")
     return page(request, "taskdeck/confirm_purge.html", {"row": rows[name]})
@@ -74,6 +85,8 @@ def workers(request: HttpRequest) -> HttpResponse:
 
 @dashboard_view
 def shutdown_confirm(request: HttpRequest, hostname: str) -> HttpResponse:
+    if scope_of(request).limited:  # it names the queues the worker serves; only the unlimited may act
+        raise Http404("worker control needs access to every queue")
     worker = get_object_or_404(Worker, hostname=hostname)
     serving = consumers() or {}
     mine = sorted(q for q, hosts in serving.items() if hostname in hosts)
@@ -83,7 +96,7 @@ def shutdown_confirm(request: HttpRequest, hostname: str) -> HttpResponse:
 
 @dashboard_view
 def audit(request: HttpRequest) -> HttpResponse:
-    entries = AuditEntry.objects.order_by("-at")
+    entries = audit_for(request).order_by("-at")
     action = request.GET.get("action", "")
     if action in AuditEntry.Action.values:
         entries = entries.filter(action=action)

@@ -9,8 +9,9 @@ from django.shortcuts import render
 from taskdeck.dashboard.access import dashboard_view
 from taskdeck.dashboard.views import page
 from taskdeck.dashboard.views.fleet import queue_rows
-from taskdeck.models import TaskRun, Worker
+from taskdeck.models import Worker
 from taskdeck.monitor.health import broker_health, recorder_health
+from taskdeck.policy import runs_for
 from taskdeck.windows import window_name, windows
 
 #: Chart windows offered: label -> seconds.
@@ -22,7 +23,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     window = request.GET.get("window", "1h")
     if window not in WINDOWS:
         window = "1h"
-    queues = [row["sample"] for row in queue_rows() if row["sample"]]  # the queue page's order
+    queues = [row["sample"] for row in queue_rows(request) if row["sample"]]  # the queue page's order
     workers = list(Worker.objects.order_by("-online", "hostname")[:100])
     online = [w for w in workers if w.online]
     context = {
@@ -37,7 +38,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "online": len(online),
         "active": sum(w.active for w in online),
         "capacity": sum(w.concurrency or 0 for w in online),
-        "failures": TaskRun.objects.filter(state="FAILURE")
+        "failures": runs_for(request)
+        .filter(state="FAILURE")
         .defer("traceback", "args", "kwargs", "result")
         .order_by("-id")[:8],
     }

@@ -17,6 +17,7 @@ from taskdeck.dashboard.views import page
 from taskdeck.errors import ActionRefused
 from taskdeck.models import AuditEntry, TaskRun, TaskState, Worker
 from taskdeck.monitor.merge import FINAL
+from taskdeck.policy import runs_for, scope_of
 from taskdeck.windows import windows
 
 #: "Since" choices of the task list and the failures page: label -> seconds.
@@ -43,9 +44,13 @@ def task_list(request: HttpRequest) -> HttpResponse:
     }
     after = get.get("after", "")
     size = conf.dashboard()["PAGE_SIZE"]
-    rows = TaskRun.objects.defer(*LIST_DEFER).search_page(
-        int(after) if after.isdigit() else None, size + 1, **filters
+    scope = scope_of(request)
+    rows = (
+        runs_for(request)
+        .defer(*LIST_DEFER)
+        .search_page(int(after) if after.isdigit() else None, size + 1, **filters)
     )
+    queues = set(TaskRun.objects.distinct_values("queue")) | set(_configured_queues())
     context = {
         "rows": rows[:size],
         "next": rows[size - 1].id if len(rows) > size else None,
@@ -53,8 +58,8 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "filtered": any(v for v in filters.values()),
         "states": TaskState.values,
         "selected_states": states,
-        "names": TaskRun.objects.distinct_values("name"),
-        "queues": sorted(set(TaskRun.objects.distinct_values("queue")) | set(_configured_queues())),
+        "names": [n for n in TaskRun.objects.distinct_values("name") if scope.allows_name(n)],
+        "queues": sorted(q for q in queues if scope.allows_queue(q)),
         "workers": list(Worker.objects.order_by("hostname").values_list("hostname", flat=True)),
         "since_choices": list(SINCE),
         "since": get.get("since", ""),
@@ -70,10 +75,11 @@ def _configured_queues() -> list[str]:
 
 @dashboard_view
 def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
-    run = TaskRun.objects.filter(task_id=task_id).first()
+    runs = runs_for(request)
+    run = runs.filter(task_id=task_id).first()
     if run is None:
         return _not_recorded_yet(request, task_id)
-    flow = TaskRun.objects.workflow(run, limit=50)
+    flow = runs.workflow(run, limit=50)
     history = list(AuditEntry.objects.filter(target=run.task_id).order_by("-at")[:20])
     retries = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True)
     retry_of = retries.filter(detail__task_id=run.task_id).first()
@@ -95,7 +101,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
 def _not_recorded_yet(request: HttpRequest, task_id: str) -> HttpResponse:
     """A task the dashboard just sent (a retry) that the recorder has not written yet: wait for it."""
     sent = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True, detail__task_id=task_id).first()
-    if sent is None:
+    if sent is None or not runs_for(request).filter(task_id=sent.target).exists():
         raise Http404(f"no task {task_id!r} was recorded")
     fragments = {"live": "taskdeck/partials/task_pending.html"}
     return page(request, "taskdeck/task_pending.html", {"task_id": task_id, "sent": sent}, fragments)
@@ -154,8 +160,8 @@ def progress(run: TaskRun) -> dict[str, Any] | None:
 
 @dashboard_view
 def workflow(request: HttpRequest, task_id: str) -> HttpResponse:
-    run = get_object_or_404(TaskRun, task_id=task_id)
-    runs = TaskRun.objects.defer("traceback", "args", "kwargs", "result").graph(run)
+    run = get_object_or_404(runs_for(request), task_id=task_id)
+    runs = runs_for(request).defer("traceback", "args", "kwargs", "result").graph(run)
     drawn = graph.build(runs)
     context = {
         "run": run,
@@ -175,9 +181,9 @@ def _counts(runs: list[TaskRun]) -> list[tuple[str, int]]:
     return sorted(counts.items())
 
 
-def _failures(since_key: str) -> Any:
+def _failures(request: HttpRequest, since_key: str) -> Any:
     retried = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True).values("target")
-    return TaskRun.objects.exclude(task_id__in=retried), _since(since_key)
+    return runs_for(request).exclude(task_id__in=retried), _since(since_key)
 
 
 @dashboard_view
@@ -185,7 +191,7 @@ def failures(request: HttpRequest) -> HttpResponse:
     since_key = request.GET.get("since", "24h")
     if since_key not in SINCE:
         since_key = "24h"
-    runs, since = _failures(since_key)
+    runs, since = _failures(request, since_key)
     groups = runs.failure_groups(since=since)
     latest = TaskRun.objects.filter(id__in=[g["last_id"] for g in groups]).only("id", "task_id", "exception")
     samples = {r.id: r for r in latest}
@@ -201,22 +207,30 @@ def failures(request: HttpRequest) -> HttpResponse:
     return page(request, "taskdeck/failures.html", context, {"live": "taskdeck/partials/failure_groups.html"})
 
 
-def failure_group_runs(since_key: str, name: str, exc_type: str, limit: int) -> list[TaskRun]:
-    """The failed runs of one group, newest first, not retried yet."""
+def failure_group_runs(
+    request: HttpRequest, since_key: str, name: str, exc_type: str, limit: int
+) -> list[TaskRun]:
+    """The failed runs of one group in the request's scope, newest first, not retried yet.
+
+    A group with runs, none of them in scope, is not found (404).
+    """
     if since_key not in SINCE:
         raise Http404("unknown window")
-    runs, since = _failures(since_key)
-    return list(
+    runs, since = _failures(request, since_key)
+    found = list(
         runs.filter(state="FAILURE", name=name, finished_at__gte=since)
         .exception_type()
         .filter(exc_type=exc_type)
         .defer("traceback", "result")
         .order_by("-id")[:limit]
     )
+    if not found and scope_of(request).limited and not scope_of(request).allows_name(name):
+        raise Http404(f"no failures of {name!r} in your scope")
+    return found
 
 
 @dashboard_view
 def failure_group(request: HttpRequest) -> HttpResponse:
     get = request.GET
-    runs = failure_group_runs(get.get("since", "24h"), get.get("name", ""), get.get("exc", ""), 20)
+    runs = failure_group_runs(request, get.get("since", "24h"), get.get("name", ""), get.get("exc", ""), 20)
     return page(request, "taskdeck/partials/failure_runs.html", {"runs": runs})

@@ -1,0 +1,383 @@
+"""Scoped access: a team that owns ``billing.*`` sees and acts on those runs only, on every page and API call.
+
+The URLs are read from the URLconf (the dashboard's namespace, as the
+accessibility test does) and from the API's own OpenAPI schema, so a page or
+an operation added later is checked here without a change to this file: asked
+for another team's run, queue or dead letter, each one answers 404 (or 403),
+or a page with nothing of it in it; each action is refused and audited. The
+same URLs asked by a user without a scope find the other team's things, so
+each 404 here is the scope's doing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.core.cache import caches
+from django.test import Client
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from taskdeck import conf
+from taskdeck.api import api
+from taskdeck.models import (
+    AccessScope,
+    ApiToken,
+    AuditEntry,
+    DeadLetter,
+    QueueSample,
+    TaskRollup,
+    TaskRun,
+    TaskTotal,
+    Worker,
+)
+from taskdeck.policy.scope import Scope, split_patterns, validate_patterns
+from tests.dashboard.a11y import dashboard_routes, url_of
+from tests.dashboard.conftest import PASSWORD
+
+#: Text that only the other team's things carry: none of it may reach a billing user.
+FOREIGN = ("zz-foreign", "zz_secret")
+MINE = "billing.charge"
+ACTION_PERMISSIONS = ("view_dashboard", "retry_task", "revoke_task", "purge_queue", "control_worker")
+
+
+@dataclass
+class World:
+    mine: dict[str, str]
+    foreign: dict[str, str]
+    scoped: Any
+    unscoped: Any
+
+
+def _run(task_id: str, name: str, queue: str, now: dt.datetime, **fields: Any) -> TaskRun:
+    return TaskRun.objects.create(
+        task_id=task_id,
+        name=name,
+        queue=queue,
+        state=fields.pop("state", "FAILURE"),
+        state_at=now.timestamp(),
+        first_seen_at=now,
+        sent_at=now,
+        finished_at=fields.pop("finished_at", now),
+        exception=fields.pop("exception", "ValueError('card declined')"),
+        args="('x',)",
+        kwargs="{}",
+        **fields,
+    )
+
+
+@pytest.fixture
+def world(db: Any, django_user_model: Any) -> World:
+    """Runs, queues, rollups, totals, dead letters and audit entries of two teams; billing's scope."""
+    now = timezone.now()
+    minute = now.replace(second=0, microsecond=0)
+    _run("mine-run-1", MINE, "billing", now)
+    _run("mine-run-2", "billing.refund", "billing", now, state="STARTED", finished_at=None)
+    _run("zz-foreign-run", "foreign.tasks.zz_secret", "zz-foreign-q", now, exception="KeyError('zz_secret')")
+    for name, queue in ((MINE, "billing"), ("foreign.tasks.zz_secret", "zz-foreign-q")):
+        QueueSample.objects.create(sampled_at=now, queue=queue, ready=3, by_priority={"0": 3})
+        TaskRollup.objects.create(minute=minute, name=name, queue=queue, succeeded=5, failed=1)
+        TaskTotal.objects.create(name=name, queue=queue, state="SUCCESS", count=5)
+    letters = {
+        kind: DeadLetter.objects.create(
+            created_at=now,
+            kind="message",
+            reason=f"{kind} letter: body is not valid JSON",
+            source="w1@host",
+            task=task,
+            task_id=f"{kind}-letter-task",
+            properties={"routing_key": queue},
+            body=b"{not json",
+        )
+        for kind, task, queue in (
+            ("mine", MINE, "billing"),
+            ("zz-foreign", "foreign.tasks.zz_secret", "zz-foreign-q"),
+        )
+    }
+    Worker.objects.create(hostname="w1@host", online=True, pool="prefork", concurrency=2)
+    AuditEntry.objects.create(
+        username="someone", action="revoke", target="zz-foreign-run", message="foreign.tasks.zz_secret: ok"
+    )
+    caches[conf.dashboard()["CACHE"]].set(
+        "taskdeck:dashboard:consumers", {"billing": ["w1@host"], "zz-foreign-q": ["w1@host"]}, 30
+    )
+
+    perms = Permission.objects.filter(content_type__app_label="taskdeck")
+    team = Group.objects.create(name="billing-team")
+    team.permissions.set(perms)
+    AccessScope.objects.create(group=team, tasks="billing.*", queues="billing")
+    # No password: hashing one costs a second a test; the clients log in without it.
+    billing = django_user_model.objects.create_user("billing", is_staff=True)
+    billing.groups.add(team)
+    ops = django_user_model.objects.create_user("ops", is_staff=True)
+    ops.user_permissions.set(perms)  # no scope row: everything
+    scoped, unscoped = Client(), Client()
+    scoped.force_login(billing)
+    unscoped.force_login(ops)
+    samples = {"hostname": "w1@host"}
+    return World(
+        mine={**samples, "task_id": "mine-run-1", "name": "billing", "pk": str(letters["mine"].pk)},
+        foreign={
+            **samples,
+            "task_id": "zz-foreign-run",
+            "name": "zz-foreign-q",
+            "pk": str(letters["zz-foreign"].pk),
+        },
+        scoped=scoped,
+        unscoped=unscoped,
+    )
+
+
+def _query(route: str, name: str) -> str:
+    """The query a route reads its target from (a failure group: task name and exception)."""
+    if route in ("failure-group", "retry-group-confirm"):
+        exc = "KeyError" if "zz" in name else "ValueError"
+        return f"?since=24h&name={name}&exc={exc}"
+    return ""
+
+
+#: Form data an action reads its target from.
+POSTED = {"retry-group": lambda name: {"since": "24h", "name": name, "exc": "KeyError"}, "pool": None}
+#: POST-only URLs that act on nothing of a team's.
+NOT_ACTIONS = {"logout"}
+#: Worker pages: workers serve every queue; a limited scope does not control them.
+FLEET = {"shutdown-confirm", "pool", "shutdown"}
+
+
+def _foreign_leaks(text: str) -> list[str]:
+    return [marker for marker in FOREIGN if marker in text]
+
+
+@pytest.mark.parametrize("route", dashboard_routes(), ids=lambda route: route.name)
+def test_every_dashboard_url_keeps_a_scoped_user_inside_the_scope(route: Any, world: World) -> None:
+    foreign_name = "foreign.tasks.zz_secret"
+    url = url_of(route, world.foreign) + _query(route.name, foreign_name)
+    answer = world.scoped.get(url)
+    if answer.status_code == 405:  # an action: POST only
+        if route.name in NOT_ACTIONS:
+            return
+        data = {"delta": "1", "since": "24h", "name": foreign_name, "exc": "KeyError"}
+        before = set(AuditEntry.objects.values_list("id", flat=True))
+        answer = world.scoped.post(url, data)
+        assert answer.status_code in (403, 404), (route.name, answer.status_code)
+        assert not _foreign_leaks(answer.content.decode())
+        new = list(AuditEntry.objects.exclude(id__in=before))
+        assert [(e.action, e.ok, e.username) for e in new] == [("refused", False, "billing")], route.name
+        assert "scope" in new[0].message or "every queue" in new[0].message, new[0].message
+        return
+    assert answer.status_code in (200, 302, 403, 404), (route.name, answer.status_code)
+    body = answer.content.decode()
+    assert not _foreign_leaks(body), (route.name, _foreign_leaks(body))
+    if route.params and route.name not in FLEET:
+        assert answer.status_code == 404, (route.name, answer.status_code)
+        # Without a scope the same URL finds it: the 404 above is the scope's.
+        assert world.unscoped.get(url).status_code == 200, route.name
+        mine = world.scoped.get(url_of(route, world.mine) + _query(route.name, MINE))
+        assert mine.status_code == 200, (route.name, mine.status_code)
+
+
+def test_list_pages_show_the_scope_and_only_it(world: World) -> None:
+    from django.urls import reverse
+
+    for name in ("overview", "tasks", "failures", "queues", "dead-letters"):
+        mine = world.scoped.get(reverse(f"taskdeck:{name}")).content.decode()
+        everyone = world.unscoped.get(reverse(f"taskdeck:{name}")).content.decode()
+        assert "billing" in mine and not _foreign_leaks(mine), name
+        assert _foreign_leaks(everyone), name  # the page shows them to a user without a scope
+    audit = world.scoped.get(reverse("taskdeck:audit")).content.decode()
+    assert not _foreign_leaks(audit)
+    workers = world.scoped.get(reverse("taskdeck:workers")).content.decode()
+    assert "w1@host" in workers and "Shut down" not in workers  # the fleet, without its controls
+
+
+def _api_operations() -> list[tuple[str, str]]:
+    schema = api.get_openapi_schema(path_prefix="/taskdeck/api")
+    return sorted((method.upper(), path) for path, ops in schema["paths"].items() for method in ops)
+
+
+def _api_url(path: str, samples: dict[str, str]) -> str:
+    values = {"task_id": samples["task_id"], "name": samples["name"], "letter_id": samples["pk"]}
+
+    def value(match: re.Match[str]) -> str:
+        param = match.group(1)
+        assert param in values, (
+            f"the API path {path} takes {param!r}: add a sample value to {__file__} (_api_url)"
+        )
+        return values[param]
+
+    return re.sub(r"\{([^}]+)\}", value, path)
+
+
+@pytest.fixture
+def scoped_token(world: World, django_user_model: Any) -> str:
+    return ApiToken.issue("billing-scraper", owner=django_user_model.objects.get(username="billing"))
+
+
+@pytest.mark.parametrize(("method", "path"), _api_operations(), ids=lambda v: v)
+@pytest.mark.parametrize("who", ["session", "token"])
+def test_every_api_operation_keeps_a_scoped_caller_inside_the_scope(
+    method: str, path: str, who: str, world: World, scoped_token: str
+) -> None:
+    url = _api_url(path, world.foreign)
+    if who == "token":
+        client, auth = Client(), {"HTTP_AUTHORIZATION": f"Bearer {scoped_token}"}
+    else:
+        client, auth = world.scoped, {}
+    before = set(AuditEntry.objects.values_list("id", flat=True))
+    answer = getattr(client, method.lower())(url, **auth)
+    assert not _foreign_leaks(answer.content.decode()), (method, path, answer.content[:300])
+    if method != "GET":
+        if who == "token":  # tokens only read
+            assert answer.status_code == 401
+            return
+        assert answer.status_code == 404, (method, path, answer.status_code)
+        new = list(AuditEntry.objects.exclude(id__in=before))
+        assert [(e.action, e.ok) for e in new] == [("refused", False)], (method, path)
+        return
+    assert answer.status_code in (200, 404), (method, path, answer.status_code)
+    if "{" in path:
+        assert answer.status_code == 404, (method, path)
+        assert world.unscoped.get(url).status_code == 200, path  # found without a scope
+        assert client.get(_api_url(path, world.mine), **auth).status_code == 200, path
+
+
+def test_api_counts_come_from_the_scope_and_metrics_too(world: World, scoped_token: str) -> None:
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {scoped_token}"}
+    for path in ("/taskdeck/api/stats", "/taskdeck/api/series"):
+        mine = Client().get(path, **auth).json()
+        everyone = world.unscoped.get(path).json()
+        finished = [(answer.get("summary") or answer)["finished"] for answer in (mine, everyone)]
+        assert finished == [6, 12], (path, finished)  # billing's 5 + 1, then both teams'
+    tasks = Client().get("/taskdeck/api/tasks", **auth).json()["items"]
+    assert sorted(t["task_id"] for t in tasks) == ["mine-run-1", "mine-run-2"]
+    metrics = Client().get("/metrics", REMOTE_ADDR="192.0.2.1", **auth).content.decode()
+    assert 'name="billing.charge"' in metrics and 'queue="billing"' in metrics
+    assert not _foreign_leaks(metrics), _foreign_leaks(metrics)
+    # A token without an owner, and a scraper on an allowed network: everything.
+    everything = ApiToken.issue("prometheus")
+    full = Client().get("/metrics", REMOTE_ADDR="192.0.2.1", HTTP_AUTHORIZATION=f"Bearer {everything}")
+    assert _foreign_leaks(full.content.decode()) == list(FOREIGN)
+    assert _foreign_leaks(Client().get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode())
+
+
+def test_a_token_of_an_inactive_owner_admits_no_one(world: World, scoped_token: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.filter(username="billing").update(is_active=False)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {scoped_token}"}
+    assert Client().get("/taskdeck/api/tasks", **auth).status_code == 401
+    assert Client().get("/metrics", REMOTE_ADDR="192.0.2.1", **auth).status_code == 403
+
+
+def test_scopes_add_up_over_groups_and_the_user_and_a_superuser_has_none(world: World) -> None:
+    from django.contrib.auth import get_user_model
+
+    from taskdeck.policy import scope_for
+
+    billing = get_user_model().objects.get(username="billing")
+    AccessScope.objects.create(user=billing, tasks="reports:*")
+    scope = scope_for(get_user_model().objects.get(username="billing"))
+    assert scope.allows_name("billing.charge") and scope.allows_name("reports:weekly")
+    assert scope.allows_queue("billing") and not scope.allows_queue("reports")
+    assert not scope.allows_run("foreign.tasks.zz_secret", "zz-foreign-q")
+    billing.is_superuser = True
+    assert not scope_for(billing).limited
+    ops = get_user_model().objects.get(username="ops")
+    assert not scope_for(ops).limited  # no row for them or their groups: no limit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_chromium_a_billing_user_sees_billing_runs_only_and_a_404_on_another_teams_run(
+    page: Any, live_server: Any, login: Any, django_user_model: Any, shoot: Any
+) -> None:
+    now = timezone.now()
+    for i in range(3):
+        _run(f"mine-run-{i}", MINE, "billing", now + dt.timedelta(seconds=i))
+        _run(f"zz-foreign-run-{i}", "foreign.tasks.zz_secret", "billing", now + dt.timedelta(seconds=i))
+    team = Group.objects.create(name="billing-team")
+    team.permissions.add(Permission.objects.get(codename="view_dashboard"))
+    AccessScope.objects.create(group=team, tasks="billing.*")  # by name: the other team shares the queue
+    user = django_user_model.objects.create_user("billing", password=PASSWORD, is_staff=True)
+    user.groups.add(team)
+
+    login(page, "billing")
+    page.goto(f"{live_server.url}/taskdeck/tasks/")
+    rows = page.locator("#rows tr[data-task]")
+    rows.first.wait_for()
+    shown = sorted(rows.evaluate_all("rows => rows.map(r => r.dataset.task)"))
+    assert shown == ["mine-run-0", "mine-run-1", "mine-run-2"]
+    assert not _foreign_leaks(page.content())
+    page.fill("input[name=q]", "zz-foreign-run-1")  # a search by the other team's id finds nothing
+    page.press("input[name=q]", "Enter")
+    page.wait_for_url("**q=zz-foreign-run-1**")
+    assert page.locator("#rows tr[data-task]").count() == 0
+    shoot(page, "scope-task-list")
+    answer = page.goto(f"{live_server.url}/taskdeck/tasks/zz-foreign-run-1/")
+    assert answer is not None and answer.status == 404
+    assert not _foreign_leaks(page.content())
+    answer = page.goto(f"{live_server.url}/taskdeck/tasks/mine-run-1/")
+    assert answer is not None and answer.status == 200 and MINE in page.content()
+
+
+# --- Patterns ------------------------------------------------------------------------------------
+
+PATTERN_TEXT = st.text(alphabet=st.sampled_from("ab.:_-*?"), max_size=8)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(pattern=PATTERN_TEXT, name=st.text(alphabet=st.sampled_from("ab.:_-*?[]\n"), max_size=10))
+def test_a_pattern_matches_as_fnmatch_does(pattern: str, name: str) -> None:
+    if not pattern:
+        return
+    validate_patterns(pattern)
+    assert Scope(tasks=(pattern,)).allows_name(name) == fnmatchcase(name, pattern), (pattern, name)
+
+
+@hypothesis_settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tasks=st.one_of(st.text(max_size=60), PATTERN_TEXT),
+    queues=st.one_of(st.text(max_size=60), st.sampled_from(["billing", "", "bill ing", "[abc]", "a\x00b"])),
+)
+def test_any_pattern_in_the_admin_is_saved_or_refused_never_a_500(
+    world: World, django_user_model: Any, tasks: str, queues: str
+) -> None:
+    """The admin's form names a bad pattern; a saved one never breaks a page or the API later."""
+    AccessScope.objects.all().delete()
+    team = Group.objects.get(name="billing-team")
+    admin = django_user_model.objects.get_or_create(
+        username="root", defaults={"is_staff": True, "is_superuser": True}
+    )[0]
+    browser = Client(raise_request_exception=False)
+    browser.force_login(admin)
+    answer = browser.post(
+        "/admin/taskdeck/accessscope/add/", {"group": team.pk, "user": "", "tasks": tasks, "queues": queues}
+    )
+    assert answer.status_code in (200, 302), answer.status_code
+    saved = AccessScope.objects.first()
+    usable = all(c not in p and p.isprintable() for p in split_patterns(tasks + " " + queues) for c in "[]")
+    if answer.status_code == 200:  # the form again, with the error
+        assert saved is None
+        body = answer.content.decode()
+        assert "errornote" in body or "errorlist" in body
+    else:
+        assert saved is not None and usable, (tasks, queues)
+    for path in ("/taskdeck/tasks/", "/taskdeck/api/tasks", "/taskdeck/api/series", "/taskdeck/queues/"):
+        reply = Client(raise_request_exception=False)
+        reply.force_login(django_user_model.objects.get(username="billing"))
+        assert reply.get(path).status_code == 200, (path, tasks, queues)
+
+
+def test_a_bad_pattern_stored_behind_the_admins_back_grants_nothing(world: World) -> None:
+    AccessScope.objects.filter(group__name="billing-team").update(tasks="billing.[ab]*, ok.\x01", queues="")
+    answer = world.scoped.get("/taskdeck/api/tasks")
+    assert answer.status_code == 200 and answer.json()["items"] == []
