@@ -42,7 +42,6 @@ from hypothesis import strategies as st
 from taskdeck import conf
 from taskdeck.api import api
 from taskdeck.models import ApiToken, AuditEntry, DeadLetter, TaskRun
-from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
 from tests.support.ledger import LEDGER_ARGS, Ledger, work
 from tests.support.services import wait_for
 

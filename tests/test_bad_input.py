@@ -33,7 +33,6 @@ from kombu.exceptions import EncodeError
 from orders.tasks import charge_payment
 from reports.tasks import collect_sales, render_report
 from taskdeck.errors import MessageTooLargeError, TaskArgumentError
-from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
 from tests.support.probe import PROBE_ARGS, record
 from tests.support.services import ROOT, wait_for
 

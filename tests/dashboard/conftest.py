@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
 from tests.support.services import ARTIFACTS, ROOT
 
 CHROMIUM = os.environ.get("TASKDECK_CHROMIUM", "/usr/bin/chromium")

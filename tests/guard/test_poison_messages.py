@@ -20,7 +20,6 @@ from django_celery_results.models import TaskResult
 
 from taskdeck.models import DeadLetter, TaskRun
 from tests.guard.conftest import Bus
-from tests.monitor.conftest import start_recorder  # noqa: F401  (a fixture, shared)
 from tests.support.messages import call_body, publish, redis_depth, task_headers
 from tests.support.probe import record
 from tests.support.services import wait_for
