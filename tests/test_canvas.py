@@ -16,11 +16,12 @@ import pytest
 import redis
 from celery import chain, chord, group
 from celery.exceptions import ChordError
-from celery.result import AsyncResult
+from celery.result import AsyncResult, GroupResult
 from django_celery_results.models import ChordCounter, TaskResult
 
 from catalog.tasks import build_gallery, resize_all
 from reports.tasks import collect_sales, daily_report, render_report
+from taskdeck.results import WRITE_BEHIND
 from tests.support.probe import PROBE_ARGS
 from tests.support.services import wait_for
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 QUEUES = ["default", "high_priority", "medium_priority", "low_priority", "notifications"]
 DAY = "2024-03-01"
+DIRECT = "taskdeck.results.backend:DatabaseBackend"
 
 
 @pytest.fixture
@@ -239,3 +241,33 @@ def test_group_chained_after_a_failed_task_fails_each_of_its_tasks(canvas_worker
     with pytest.raises(ValueError, match="before the group"):
         res.get(timeout=60)
     assert [r.state for r in res.results] == ["FAILURE", "FAILURE"]
+
+
+@pytest.mark.parametrize("backend_path", [DIRECT, WRITE_BEHIND], ids=["direct", "writebehind"])
+def test_group_get_raises_a_revoked_task_while_another_still_runs(start_worker, broker, backend_path):
+    from celery import current_app
+    from celery.exceptions import TaskRevokedError
+    from celery.utils.imports import symbol_by_name
+
+    from tests.results.tasks import add, wait_for_key
+
+    start_worker(
+        ["default"],
+        concurrency=2,
+        args=["-I", "tests.canvas_tasks,tests.results.tasks"],
+        env={"CELERY_BACKEND": backend_path},
+    )
+    backend = symbol_by_name(backend_path)(app=current_app)
+    key = f"release-{uuid.uuid4().hex}"
+    revoked = add.si(1, 1).set(task_id=str(uuid.uuid4()))
+    AsyncResult(revoked.id, backend=backend).revoke(wait=True, timeout=10)
+    res = group(wait_for_key.si(key), revoked, add.si(2, 2)).apply_async()
+    res = GroupResult(res.id, [AsyncResult(r.id, backend=backend) for r in res.results])
+    # The group can no longer succeed: get() reports the REVOKED member as soon as it is
+    # stored, as Celery's Redis backend does, not after the members before it have finished.
+    with pytest.raises(TaskRevokedError):
+        res.get(timeout=60)
+    assert res.results[0].state in ("PENDING", "STARTED")  # still waiting for its key
+    redis.Redis.from_url(broker).set(key, 1)
+    assert res.get(timeout=60, propagate=False)[::2] == ["released", 4]
+    assert isinstance(res.results[1].result, TaskRevokedError)

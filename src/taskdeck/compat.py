@@ -64,6 +64,13 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     "celery.backends.base.Backend._fail_chain": (
         "(self, chain, exc, traceback=None, store_result=True, state='FAILURE')"
     ),
+    # taskdeck.results.waiting.WaitingBackend.get_many: GroupResult.get() joins as results finish
+    # (iter_native calls get_many as the key-value backends define it).
+    "celery.backends.base.SyncBackendMixin.iter_native": (
+        "(self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None)"
+    ),
+    "celery.backends.base.BaseKeyValueStoreBackend.get_many": None,  # its default set prints in any order
+    "celery.backends.base.BaseBackend._ensure_not_eager": "(self)",
     # taskdeck.brokers.redis: queue depth per priority step.
     "kombu.transport.redis.Channel._q_for_pri": "(self, queue, pri)",
     # taskdeck.demo and taskdeck.monitor.cli.

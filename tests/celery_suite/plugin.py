@@ -20,7 +20,8 @@ What it plugs in, through the extension points the suite itself offers:
   channel is a real Redis server of the run's own, and :func:`pytest_sessionstart`
   fails the run unless the alias resolved to taskdeck's backend class;
 - :data:`EXPECTED`: the differences from Celery's Redis backend, each an
-  ``xfail(strict=True)`` with its reason (docs/canvas.md has them all).
+  ``xfail(strict=True)`` with its reason (docs/canvas.md has them all);
+- :data:`TIME_LIMITS`: a test's own time limit raised, with its reason.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ SUBSET: tuple[str, ...] = tuple(
         "test_tasks.py::test_tasks::test_task_accepted",
         "test_tasks.py::test_tasks::test_retry",
         "test_tasks.py::test_tasks::test_revoked",
+        "test_tasks.py::test_tasks::test_revoked_by_headers_complex_canvas",
         "test_tasks.py::test_tasks::test_task_retried_once",
     ]
 )
@@ -121,13 +123,14 @@ EXPECTED: dict[str, tuple[str, bool]] = {
     ),
 }
 
-
-#: Known differences in tests made of subtests, whose failures an xfail does not
-#: cover: deselected by name, each listed with its reason at the end of the run.
-NOT_RUN: dict[str, str] = {
+#: Time limits raised, by test node id: (seconds, reason). The test's own limit
+#: (``pytest.mark.timeout``) covers its setup and teardown too; a hang still
+#: fails, at the raised limit. docs/canvas.md has the figures.
+TIME_LIMITS: dict[str, tuple[int, str]] = {
     "test_tasks.py::test_tasks::test_revoked_by_headers_complex_canvas": (
-        "of its eleven canvases, each with a task revoked by stamped header, one never has its result "
-        "ready on taskdeck's backends: get() without a timeout waits (not fixed; docs/canvas.md)"
+        60,
+        "20 s for eleven canvases twice and, in teardown, the sleeping tasks they queued on one worker "
+        "process; Celery's own Redis backend took 20.1 s here",
     ),
 }
 
@@ -210,10 +213,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, left_out = [], []
     for item in items:
         test = item.nodeid.removeprefix("t/integration/")
-        if test in NOT_RUN:
-            _not_run.append((test, NOT_RUN[test]))
-            left_out.append(item)
-        elif subset and not item.nodeid.startswith(SUBSET):
+        if subset and not item.nodeid.startswith(SUBSET):
             left_out.append(item)
         else:
             keep.append(item)
@@ -225,11 +225,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if expected:
             reason, strict = expected
             item.add_marker(pytest.mark.xfail(strict=strict, reason=f"taskdeck: {reason}"))
-
-
-_not_run: list[tuple[str, str]] = []
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for test, reason in _not_run:
-        terminalreporter.write_line(f"NOT RUN (expected difference) {test}: {reason}")
+        if test in TIME_LIMITS:  # before the test's own marker: the closest one counts
+            item.add_marker(pytest.mark.timeout(TIME_LIMITS[test][0]), append=False)

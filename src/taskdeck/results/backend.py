@@ -25,7 +25,9 @@ Rows, models, admin, ``AsyncResult``, groups and chords (on the
 - ``AsyncResult.get()`` polls after 5 ms, then twice as long each time up to
   its ``interval`` (0.5 s by default), instead of every ``interval`` from the
   start: a short task's result is seen in milliseconds, and a long wait
-  costs no more queries than before.
+  costs no more queries than before; ``GroupResult.get()`` polls all its
+  members in one query and raises the first failure as soon as it is
+  stored (:mod:`taskdeck.results.waiting`).
 """
 
 from __future__ import annotations
@@ -41,16 +43,15 @@ from django_celery_results.backends.database import DatabaseBackend as DjangoDat
 
 from taskdeck import conf
 from taskdeck.results import started, upsert
-from taskdeck.results.canvas import FINAL_STATES, CanvasBackend
+from taskdeck.results.canvas import CanvasBackend
+from taskdeck.results.waiting import FINAL_STATES, FIRST_POLL, WaitingBackend
 
-#: First pause of ``AsyncResult.get()``; doubled up to its ``interval``.
-FIRST_POLL = 0.005
 #: The key of ``TaskResult.meta`` that holds taskdeck's own fields (queue,
 #: retries): a task's ``request.meta`` is stored beside it, as it is.
 META_KEY = "_taskdeck"
 
 
-class DatabaseBackend(CanvasBackend, DjangoDatabaseBackend):
+class DatabaseBackend(CanvasBackend, WaitingBackend, DjangoDatabaseBackend):
     """django-celery-results' ``DatabaseBackend`` storing each state with one upsert."""
 
     def _store_result(

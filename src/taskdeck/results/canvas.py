@@ -31,21 +31,6 @@ ready and was never sent, and ``get()`` waited forever. Here the counter
 starts at the number of tasks that complete the chord (a group's tasks
 each count), as Celery's Redis backend counts them.
 
-``get()`` of a chain's result, whose parent failed: Celery's own backends
-look at the parents once per ``interval`` (and when the result is ready),
-and at the result itself in between, so the parent's error is raised once
-the failure has reached the result. Polling every few milliseconds, the
-parent's failure was seen long before it reached the result (one commit per
-chained step): ``get()`` raised while the result was still PENDING. Here the
-parents are looked at once per ``interval`` and when the result failed, and
-when a parent failed the result is given up to ``interval`` more to be
-stored (never longer: a result that cannot finish is reported, not waited for).
-
-``get()`` of a message the worker refused (stored REJECTED by
-:mod:`taskdeck.rejections`) raises its ``MessageRejected`` instead of
-waiting forever: Celery counts REJECTED among the unready states, since it
-never stores it itself.
-
 A generator header is not unrolled: Celery sends its tasks as the generator
 yields them, and completions are counted before the size is known: the
 counter starts unsized (:data:`UNSIZED`) and takes the size Celery computes
@@ -59,8 +44,7 @@ import copy
 import json
 import logging
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from celery import states
@@ -73,17 +57,11 @@ from django.db import router, transaction
 from django.db.models import F
 from django_celery_results.models import ChordCounter
 
-from taskdeck.errors import MessageRejected
-
 logger = logging.getLogger("taskdeck.results")
 
 #: ``ChordCounter.count`` of a chord whose size is not known yet: completions
 #: count down from it; ``set_chord_size`` takes away the difference.
 UNSIZED = 2**30
-#: States after which a task's state never changes: Celery's ready states, and
-#: REJECTED, which taskdeck stores for a message the worker discarded without
-#: running it (:mod:`taskdeck.rejections`; Celery itself never stores it).
-FINAL_STATES = states.READY_STATES | {states.REJECTED}
 #: ``ChordCounter.sub_tasks`` key of a generator header's completions.
 LAZY = "completed"
 
@@ -229,73 +207,6 @@ class CanvasBackend(Backend):
             done = sorted(parts[LAZY], key=lambda part: (part[0] is None, part[0] or 0))
             return GroupResult(group_id, [AsyncResult(tid, app=self.app) for _, tid in done], app=self.app)
         return GroupResult(group_id, [result_from_tuple(r, app=self.app) for r in parts], app=self.app)
-
-    def wait_for_pending(
-        self,
-        result: Any,
-        timeout: float | None = None,
-        interval: float = 0.5,
-        no_ack: bool = True,
-        on_message: Any = None,
-        on_interval: Any = None,
-        callback: Any = None,
-        propagate: bool = True,
-    ) -> Any:
-        if on_message is not None:
-            return super().wait_for_pending(
-                result, timeout, interval, no_ack, on_message, on_interval, callback, propagate
-            )
-        parents = ParentCheck(self, result.id, interval, on_interval) if on_interval else None
-        meta = self.wait_for(result.id, timeout, interval, no_ack, parents)
-        if meta["status"] == states.REJECTED:
-            # Never run and never will be: reported, where Celery would wait forever.
-            error = self.rejection(meta["result"])
-            if propagate:
-                raise error
-            return error
-        if parents and meta["status"] in states.PROPAGATE_STATES:
-            on_interval()  # a failed parent's own error first, as Celery's Redis backend does
-        result._maybe_set_cache(meta)
-        return result.maybe_throw(propagate=propagate, callback=callback)
-
-    def rejection(self, stored: Any) -> BaseException:
-        """The exception stored with a REJECTED state (``MessageRejected``), as an exception."""
-        if isinstance(stored, BaseException):
-            return stored
-        if isinstance(stored, dict) and "exc_type" in stored:
-            return self.exception_to_python(stored)
-        return MessageRejected(f"the worker refused the message: {stored!r}")
-
-
-class ParentCheck:
-    """``get()``'s look at a result's parents: once per ``interval``; a failure waits for the result.
-
-    ``check`` raises the error of a failed parent. Before it is raised, the
-    result gets up to ``interval`` seconds to be stored failed too.
-    """
-
-    def __init__(self, backend: Backend, task_id: str, interval: float, check: Callable[[], Any]) -> None:
-        self.backend, self.task_id, self.interval, self.check = backend, task_id, interval, check
-        self.next = time.monotonic() + interval
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now < self.next:
-            return
-        self.next = now + self.interval
-        try:
-            self.check()
-        except Exception:
-            self.settle(now + self.interval)
-            raise
-
-    def settle(self, until: float) -> None:
-        nap = 0.005
-        while time.monotonic() < until:
-            if self.backend.get_state(self.task_id) in states.READY_STATES:
-                return
-            time.sleep(nap)
-            nap = min(nap * 2, 0.1)
 
 
 def _with_members(chain: Any) -> Iterator[Any]:

@@ -64,6 +64,7 @@ from taskdeck import conf
 from taskdeck.errors import ConfigurationError
 from taskdeck.results import started, upsert
 from taskdeck.results.backend import DatabaseBackend
+from taskdeck.results.waiting import FINAL_STATES
 
 #: Row fields that are datetimes (ISO 8601 strings in Redis).
 DATETIMES = ("date_created", "date_started", "date_done")
@@ -219,6 +220,22 @@ class WriteBehindBackend(DatabaseBackend):
         if raw is None:
             return super()._get_task_meta_for(task_id)
         return self.meta_from_row(decode_row(raw))
+
+    def final_metas(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The meta of each of ``task_ids`` whose state is final: Redis first, then the table."""
+        metas, missing = {}, []
+        for task_id, raw in zip(
+            task_ids, self.redis().mget([self.meta_key(t) for t in task_ids]), strict=True
+        ):
+            if raw is None:
+                missing.append(task_id)
+                continue
+            meta = self.meta_from_row(decode_row(raw))
+            if meta["status"] in FINAL_STATES:
+                metas[task_id] = meta
+        if missing:
+            metas.update(super().final_metas(missing))
+        return metas
 
     def meta_from_row(self, row: dict[str, Any]) -> Any:
         """Celery's meta of a row, as django-celery-results builds it from a ``TaskResult``."""
