@@ -3,6 +3,7 @@
     throughput   plain Celery vs the taskdeck stack: enqueue, drain, round trip (bench/throughput.py)
     priority     a high task behind a low backlog, per configuration; starvation (bench/priority.py)
     all          throughput, then priority (``--quick`` is passed to both)
+    profile      where a worker's CPU goes per task, by process and by function (bench/profile.py)
     results      results in the Django database vs bare Celery (bench/results.py)
     monitor      the recorder's overhead, lag and memory (bench/monitor_overhead.py)
     webserver    runserver, gunicorn and uvicorn under keep-alive load (bench/webserver.py)
@@ -27,6 +28,12 @@ def _throughput(argv: list[str]) -> None:
 
 def _priority(argv: list[str]) -> None:
     from bench.priority import main
+
+    main(argv)
+
+
+def _profile(argv: list[str]) -> None:
+    from bench.profile import main
 
     main(argv)
 
@@ -59,6 +66,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "throughput": _throughput,
     "priority": _priority,
     "all": _all,
+    "profile": _profile,
     "results": _with_argv("results", "bench.results"),
     "monitor": _with_argv("monitor", "bench.monitor_overhead"),
     "soak": _soak,
