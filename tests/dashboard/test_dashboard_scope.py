@@ -124,11 +124,18 @@ def world(db: Any, django_user_model: Any) -> World:
     unscoped.force_login(ops)
     samples = {"hostname": "w1@host"}
     return World(
-        mine={**samples, "task_id": "mine-run-1", "name": "billing", "pk": str(letters["mine"].pk)},
+        mine={
+            **samples,
+            "task_id": "mine-run-1",
+            "name": "billing",
+            "queue": "billing",
+            "pk": str(letters["mine"].pk),
+        },
         foreign={
             **samples,
             "task_id": "zz-foreign-run",
             "name": "zz-foreign-q",
+            "queue": "zz-foreign-q",
             "pk": str(letters["zz-foreign"].pk),
         },
         scoped=scoped,
@@ -204,7 +211,7 @@ def _api_operations() -> list[tuple[str, str]]:
 
 
 def _api_url(path: str, samples: dict[str, str]) -> str:
-    values = {"task_id": samples["task_id"], "name": samples["name"], "letter_id": samples["pk"]}
+    values = {**samples, "letter_id": samples["pk"]}
 
     def value(match: re.Match[str]) -> str:
         param = match.group(1)
