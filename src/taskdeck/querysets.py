@@ -105,15 +105,23 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         row of both states through the (state, id) index and sort them (a
         second at a million runs); a keyset page per value, merged, reads at
         most ``limit`` rows of each. A search ``q`` that is not a task id is
-        such a list of names.
+        such a list of names. ``keep_name``: a predicate a name must pass to be searched
+        (:func:`taskdeck.policy.scope.names_in_scope`).
         """
         states = [s.strip().upper() for s in (filters.pop("state", None) or "").split(",") if s.strip()]
         names: list[str | None] = [filters.pop("name", None) or None]
+        keep = filters.pop("keep_name", None)
         q = (filters.pop("q", None) or "").strip()
         if q and self.is_task_id(q):
             filters["q"] = q
         elif q:
             names = [n for n in self.names_containing(q) if names == [None] or n in names]
+            if not names:
+                return []
+        if keep is not None and names != [None]:
+            # A name with no run in this queryset (outside an access scope) would be a page
+            # that reads every run of that name to find none.
+            names = [n for n in names if n is not None and keep(n)]
             if not names:
                 return []
         combos = [(s, n) for s in dict.fromkeys(states or [None]) for n in names]

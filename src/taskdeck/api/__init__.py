@@ -27,7 +27,15 @@ from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
 from taskdeck.monitor.merge import FINAL
-from taskdeck.policy import PERMISSIONS, audit_refusal, dead_letters_for, refuse_outside, runs_for, scope_of
+from taskdeck.policy import (
+    PERMISSIONS,
+    audit_refusal,
+    dead_letters_for,
+    names_in_scope,
+    refuse_outside,
+    runs_for,
+    scope_of,
+)
 
 api = NinjaAPI(
     title="taskdeck",
@@ -73,7 +81,8 @@ def list_tasks(request, filters: Query[TaskFilters]):
     limit = max(1, min(filters.limit, 500))
     params = filters.dict(exclude={"after", "limit"})
     params["since"], params["until"] = _utc(filters.since), _utc(filters.until)
-    rows = runs_for(request).search_page(filters.after, limit + 1, **params)
+    keep = names_in_scope(request)
+    rows = runs_for(request).search_page(filters.after, limit + 1, keep_name=keep, **params)
     return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
 
 

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -212,10 +212,30 @@ def runs_for(request: HttpRequest) -> TaskRunQuerySet:
     runs = TaskRun.objects.all()
     if not scope.limited:
         return runs
+    names, queues = known_runs(request)
     # "": a run whose name or queue was not recorded (distinct_values leaves it out).
-    names = ["", *TaskRun.objects.distinct_values("name", limit=KNOWN_LIMIT)]
-    queues = ["", *TaskRun.objects.distinct_values("queue", limit=KNOWN_LIMIT)]
-    return runs.filter(scope.q(names, queues))
+    return runs.filter(scope.q(["", *names], ["", *queues]))
+
+
+def known_runs(request: HttpRequest) -> tuple[list[str], list[str]]:
+    """The distinct task names and queues of the runs (one index probe each), once per request."""
+    from taskdeck.models import TaskRun
+
+    cached = getattr(request, "_taskdeck_known_runs", None)
+    if cached is None:
+        names = TaskRun.objects.distinct_values("name", limit=KNOWN_LIMIT)
+        cached = (names, TaskRun.objects.distinct_values("queue", limit=KNOWN_LIMIT))
+        request._taskdeck_known_runs = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def names_in_scope(request: HttpRequest) -> Callable[[str], bool] | None:
+    """For searches by task name (``search_page(keep_name=…)``): the names that can have runs in scope.
+
+    None when any name can (no limit, or queue patterns, which admit runs of every name).
+    """
+    scope = scope_of(request)
+    return scope.allows_name if scope.limited and not scope.queues else None
 
 
 def rollups_q(scope: Scope) -> Q:

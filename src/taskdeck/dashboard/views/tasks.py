@@ -17,7 +17,7 @@ from taskdeck.dashboard.views import page
 from taskdeck.errors import ActionRefused
 from taskdeck.models import AuditEntry, TaskRun, TaskState, Worker
 from taskdeck.monitor.merge import FINAL
-from taskdeck.policy import runs_for, scope_of
+from taskdeck.policy.scope import known_runs, names_in_scope, runs_for, scope_of
 from taskdeck.windows import windows
 
 #: "Since" choices of the task list and the failures page: label -> seconds.
@@ -48,9 +48,11 @@ def task_list(request: HttpRequest) -> HttpResponse:
     rows = (
         runs_for(request)
         .defer(*LIST_DEFER)
-        .search_page(int(after) if after.isdigit() else None, size + 1, **filters)
+        .search_page(
+            int(after) if after.isdigit() else None, size + 1, keep_name=names_in_scope(request), **filters
+        )
     )
-    queues = set(TaskRun.objects.distinct_values("queue")) | set(_configured_queues())
+    names, queues = known_runs(request)
     context = {
         "rows": rows[:size],
         "next": rows[size - 1].id if len(rows) > size else None,
@@ -58,8 +60,8 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "filtered": any(v for v in filters.values()),
         "states": TaskState.values,
         "selected_states": states,
-        "names": [n for n in TaskRun.objects.distinct_values("name") if scope.allows_name(n)],
-        "queues": sorted(q for q in queues if scope.allows_queue(q)),
+        "names": [n for n in names if scope.allows_name(n)],
+        "queues": sorted(q for q in {*queues, *_configured_queues()} if scope.allows_queue(q)),
         "workers": list(Worker.objects.order_by("hostname").values_list("hostname", flat=True)),
         "since_choices": list(SINCE),
         "since": get.get("since", ""),
