@@ -14,8 +14,8 @@ running, as in the throughput bench). Two kinds of pass:
   during the drain, from /proc, per task: the worker's main process, its
   pool processes, the recorder, and the PostgreSQL backends serving the
   bench's database. CPU time, unlike a rate, does not count the time a
-  process waits for a core the machine's other work holds, so it repeats
-  better on a busy machine. Each ``--variant`` (a changed setting, or the
+  process waits for a core the machine's other work holds; it still grows
+  on a loaded machine, so compare the columns of one run only. Each ``--variant`` (a changed setting, or the
   worker's flags as ``taskdeck up`` gives them) is a column of its own.
 - **profiled** (one per row, skipped with ``--no-profile``): cProfile on the
   thread's CPU clock in the main process (from ``worker_ready``) and in each
