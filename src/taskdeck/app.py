@@ -33,7 +33,9 @@ def create_celery_app(main: str, namespace: str = "CELERY", preset: bool = True,
     a worker step that refuses messages that cannot become a task call
     instead of letting them stop the worker (:mod:`taskdeck.guard`), one that
     records the messages a worker refuses (:mod:`taskdeck.rejections`), one
-    that publishes task events in batches (:mod:`taskdeck.events`), and
+    that publishes task events in batches (:mod:`taskdeck.events`), one that
+    gives a Redis worker's task channel one redis-py client
+    (:mod:`taskdeck.brokers.redis_client`), and
     taskdeck's Django fix-up, with which workers keep their database
     connections between tasks instead of opening one per task
     (:mod:`taskdeck.results.connections`; ``TASKDECK["WORKER_DB_CONNECTIONS"]``).
@@ -80,7 +82,9 @@ def _namespaced_settings_are_current(prefix: str, sender: Celery, source: Any = 
 
 
 def add_worker_steps(app: Celery) -> None:
-    """taskdeck's consumer steps: malformed task messages guarded, refusals recorded, events batched."""
+    """taskdeck's consumer steps: malformed task messages guarded, refusals recorded, events batched,
+    and on Redis one client for the acknowledgement bookkeeping instead of two per task."""
+    from taskdeck.brokers.redis_client import ReuseRedisClient
     from taskdeck.events import BatchTaskEvents
     from taskdeck.guard import GuardGossip, GuardTaskMessages
     from taskdeck.rejections import RecordDecodeErrors
@@ -89,6 +93,7 @@ def add_worker_steps(app: Celery) -> None:
     app.steps["consumer"].add(GuardGossip)
     app.steps["consumer"].add(RecordDecodeErrors)
     app.steps["consumer"].add(BatchTaskEvents)
+    app.steps["consumer"].add(ReuseRedisClient)
 
 
 class TaskProducer(Producer):

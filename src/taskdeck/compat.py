@@ -73,6 +73,11 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     "celery.backends.base.BaseBackend._ensure_not_eager": "(self)",
     # taskdeck.brokers.redis: queue depth per priority step.
     "kombu.transport.redis.Channel._q_for_pri": "(self, queue, pri)",
+    # taskdeck.brokers.redis_client.ReuseRedisClient: one client per task channel, not two per task.
+    "kombu.transport.redis.Channel._create_client": "(self, asynchronous=False)",
+    "kombu.transport.redis.Channel.conn_or_acquire": "(self, client=None)",
+    "kombu.transport.redis.Channel.pool": None,
+    "celery.worker.consumer.tasks.Tasks": None,
     # taskdeck.demo and taskdeck.monitor.cli.
     "celery.result.AsyncResult._get_task_meta": "(self)",
     "celery.local.Proxy._get_current_object": "(self)",

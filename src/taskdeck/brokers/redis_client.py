@@ -1,0 +1,58 @@
+"""Redis workers: one redis-py client per channel for the acknowledgement bookkeeping, not two per task.
+
+kombu's Redis channel makes a new ``redis.Redis`` client, on its one
+connection pool, for each command it sends outside its consumer loop; a
+worker's main process does that twice per task: when a message is
+delivered (recorded in the ``unacked`` hash) and when it is acknowledged
+(the record removed). redis-py 8's client fills a table of 169 response
+callbacks, with an upper-cased copy of each name, in its constructor:
+626 µs per client measured on the project's 2-core machine under load, more
+than the rest of a noop task's bookkeeping in that process
+(docs/benchmarks.md, "Where the worker's time goes").
+
+:class:`ReuseRedisClient` gives the task consumer's channel one client,
+made the first time one is needed and made again if the channel's pool is
+replaced. A client holds no connection of its own: each command takes one
+from the pool and gives it back, as with a new client, so nothing else
+changes; the channel's asynchronous client (the consumer loop's
+``BRPOP``) is kombu's, untouched. Other transports are left alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import bootsteps
+
+
+def reuse_client(channel: Any) -> bool:
+    """Make ``channel`` (a kombu Redis channel) reuse one synchronous client; False if it is not one."""
+    from kombu.transport.redis import Channel
+
+    if not isinstance(channel, Channel) or "_create_client" in vars(channel):
+        return False
+    create = channel._create_client  # kombu's, bound
+    cached: list[Any] = []
+
+    def _create_client(asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return create(asynchronous=True)
+        if not cached or cached[0].connection_pool is not channel.pool:
+            cached[:] = [create()]
+        return cached[0]
+
+    channel._create_client = _create_client  # type: ignore[method-assign]
+    return True
+
+
+class ReuseRedisClient(bootsteps.StartStopStep):
+    """Consumer step: the task consumer's Redis channel reuses one client (see the module)."""
+
+    name = "taskdeck.brokers.redis_client.ReuseRedisClient"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        # The Tasks step makes a new consumer and channel on each (re)connection; this step starts after it.
+        consumer = getattr(c, "task_consumer", None)
+        if consumer is not None:
+            reuse_client(consumer.channel)

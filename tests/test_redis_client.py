@@ -1,0 +1,71 @@
+"""Redis workers reuse one redis-py client for acknowledgement bookkeeping (taskdeck.brokers.redis_client)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from taskdeck.brokers.redis_client import reuse_client
+
+
+def _deliver_and_ack(url: str, n: int, reuse: bool) -> tuple[int, int, Any]:
+    """Publish ``n`` messages and consume and ack them on one channel; (clients made, delivered, unacked)."""
+    queue = Queue("reuse", Exchange("reuse", type="direct"), routing_key="reuse")
+    with Connection(url) as conn:
+        producer = Producer(conn.channel())
+        for i in range(n):
+            producer.publish({"i": i}, exchange=queue.exchange, routing_key="reuse", declare=[queue])
+        channel = conn.channel()
+        made = []
+        client_class = channel.Client
+
+        def counting_client(**kwargs: Any) -> Any:
+            made.append(kwargs)
+            return client_class(**kwargs)
+
+        channel.Client = counting_client
+        if reuse:
+            assert reuse_client(channel)
+        delivered: list[int] = []
+
+        def on_message(body: Any, message: Any) -> None:
+            delivered.append(body["i"])
+            message.ack()
+
+        with Consumer(channel, [queue], callbacks=[on_message], prefetch_count=2):
+            while len(delivered) < n:
+                conn.drain_events(timeout=10)
+        unacked = redis.Redis.from_url(url).hlen("unacked")
+        return len(made), len(delivered), unacked
+
+
+def test_a_redis_channel_makes_one_client_for_every_delivery_and_ack(broker: str) -> None:
+    made, delivered, unacked = _deliver_and_ack(broker, 20, reuse=True)
+    assert delivered == 20
+    assert unacked == 0  # every ack removed its record
+    assert made == 1
+
+
+def test_without_it_kombu_makes_clients_per_message(broker: str) -> None:
+    """The control: kombu's own channel makes a client per delivery and per ack."""
+    made, delivered, unacked = _deliver_and_ack(broker, 20, reuse=False)
+    assert delivered == 20 and unacked == 0
+    assert made >= 40
+
+
+def test_other_transports_are_left_alone() -> None:
+    with Connection("memory://") as conn:
+        channel = conn.channel()
+        assert not reuse_client(channel)
+        assert "_create_client" not in vars(channel)
+
+
+def test_a_channel_is_wrapped_once(broker: str) -> None:
+    with Connection(broker) as conn:
+        channel = conn.channel()
+        assert reuse_client(channel)
+        assert not reuse_client(channel)
+        assert channel._create_client() is channel._create_client()
+        assert channel._create_client(asynchronous=True) is not channel._create_client()
