@@ -7,6 +7,7 @@
     results      results in the Django database vs bare Celery (bench/results.py)
     monitor      the recorder's overhead, lag and memory (bench/monitor_overhead.py)
     webserver    runserver, gunicorn and uvicorn under keep-alive load (bench/webserver.py)
+    payloads     apply_async() with payload capture, without it, and plain Celery (bench/payloads.py)
     soak         N tasks through `taskdeck up`'s whole stack, memory per process (bench/soak.py)
 
 ``python -m bench COMMAND --help`` lists each one's options. Every bench
@@ -71,6 +72,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "monitor": _with_argv("monitor", "bench.monitor_overhead"),
     "soak": _soak,
     "webserver": _with_argv("webserver", "bench.webserver"),
+    "payloads": _with_argv("payloads", "bench.payloads"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from functools import partial
 from typing import Any
@@ -122,11 +123,50 @@ class TaskProducer(Producer):
         return prepared
 
 
+#: Key of a task-sent event, removed before it is published, saying the caller gave its own reprs.
+_MASKED = "_taskdeck_masked"
+#: The repr text of arguments whose redaction failed.
+NOT_SHOWN = "'[not shown: the payload capture failed]'"
+
+
 class AMQP(CeleryAMQP):
-    """Celery's publisher, with errors that say which task and argument failed."""
+    """Celery's publisher, with errors that say which task and argument failed, and payload capture."""
 
     Producer = TaskProducer
     _producer_pool: Any = None
+    _params: dict[str, tuple[str, ...]] | None = None
+
+    def as_task_v2(
+        self, task_id: Any, name: Any, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any
+    ) -> Any:
+        message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
+        argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+        if message.sent_event is not None and (argsrepr is not None or kwargsrepr is not None):
+            # The caller's own repr text may hide a secret: the capture must not show it.
+            message.sent_event[_MASKED] = (_custom_repr(argsrepr, args), _custom_repr(kwargsrepr, kwargs))
+        return message
+
+    def positional_names(self, name: str) -> tuple[str, ...]:
+        """Names of the positional parameters of task ``name`` if registered here (for redaction)."""
+        if self._params is None:
+            self._params = {}
+        names = self._params.get(name)
+        if names is None:
+            names = ()
+            task = self.app.tasks.get(name)
+            if task is not None:
+                try:
+                    signature = inspect.signature(task.run)
+                except (TypeError, ValueError):
+                    pass
+                else:
+                    names = tuple(
+                        p.name
+                        for p in signature.parameters.values()
+                        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    )
+            self._params[name] = names
+        return names
 
     @property
     def producer_pool(self) -> Any:
@@ -155,6 +195,8 @@ class AMQP(CeleryAMQP):
                 # group the task belongs to and the priority it was sent with.
                 headers = message.headers or {}
                 message.sent_event.update(group_id=headers.get("group"), priority=kwargs.get("priority"))
+                masked = message.sent_event.pop(_MASKED, (False, False))
+                _capture(self, name, message, _queue_name(kwargs), masked)
             try:
                 return send(producer, name, message, **kwargs)
             except TaskArgumentError:
@@ -165,6 +207,59 @@ class AMQP(CeleryAMQP):
                 raise _argument_error(name, message.body, exc) from exc
 
         return send_task_message
+
+
+def _capture(amqp: AMQP, name: str, message: Any, queue: str | None, masked: tuple[bool, bool]) -> None:
+    """Put the call's payload in its task-sent event; an error is counted and logged, never raised."""
+    from taskdeck import payloads
+
+    try:
+        policy = payloads.policy()
+        if not policy.applies(name, queue) or not isinstance(message.body, tuple):
+            return
+        args, kwargs, _ = message.body
+        found = payloads.redact(name, args, kwargs, policy, amqp.positional_names(name), masked)
+    except Exception as exc:  # noqa: BLE001 - capture must never stop a publish
+        # What is secret is not known: no view may show the arguments' repr.
+        for key in ("args", "kwargs"):
+            message.headers[f"{key}repr"] = message.sent_event[key] = NOT_SHOWN
+        payloads.ERRORS.add(name, exc)
+        return
+    try:
+        if found.redacted:
+            # The repr text travels in the headers (to the worker's events and the
+            # results table) and in the task-sent event: it must not show what the payload hides.
+            for key, value, limit in (
+                ("args", found.args, amqp.argsrepr_maxsize),
+                ("kwargs", found.kwargs, amqp.kwargsrepr_maxsize),
+            ):
+                if value is not None:
+                    message.headers[f"{key}repr"] = message.sent_event[key] = payloads.redacted_repr(
+                        value, limit
+                    )
+        message.sent_event["payload"] = payloads.encode(found, policy)
+    except Exception as exc:  # noqa: BLE001 - an argument the JSON encoder refuses, say
+        payloads.ERRORS.add(name, exc)
+
+
+def _queue_name(options: dict[str, Any]) -> str | None:
+    queue = options.get("queue")
+    if queue is None:
+        return options.get("routing_key")
+    return queue if isinstance(queue, str) else getattr(queue, "name", None)
+
+
+def _custom_repr(text: Any, value: Any) -> bool:
+    """Whether ``text`` is not simply the repr of ``value`` (then it is a caller's mask)."""
+    if text is None:
+        return False
+    try:
+        candidates = {repr(value)}
+        if isinstance(value, list | tuple):
+            candidates |= {repr(list(value)), repr(tuple(value))}
+        return text not in candidates
+    except Exception:  # noqa: BLE001 - a value whose repr fails: treat the text as a mask
+        return True
 
 
 def _argument_error(task: str, body: Any, exc: Exception) -> EncodeError:

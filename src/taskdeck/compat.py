@@ -30,6 +30,17 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     "celery.app.amqp.AMQP.producer_pool": None,
     "celery.app.amqp.AMQP.publisher_pool": None,
     "celery.app.amqp.AMQP.Producer": None,
+    # taskdeck.app.AMQP: payload capture (a caller's own argsrepr/kwargsrepr seen; reprs redacted).
+    "celery.app.amqp.AMQP.as_task_v2": (
+        "(self, task_id, name, args=None, kwargs=None, countdown=None, eta=None, group_id=None, "
+        "group_index=None, expires=None, retries=0, chord=None, callbacks=None, errbacks=None, "
+        "reply_to=None, time_limit=None, soft_time_limit=None, create_sent_event=False, root_id=None, "
+        "parent_id=None, shadow=None, chain=None, now=None, timezone=None, origin=None, "
+        "ignore_result=False, argsrepr=None, kwargsrepr=None, stamped_headers=None, "
+        "replaced_task_nesting=0, **options)"
+    ),
+    "celery.app.amqp.AMQP.argsrepr_maxsize": None,
+    "celery.app.amqp.AMQP.kwargsrepr_maxsize": None,
     # taskdeck.events.BatchTaskEvents: task events flushed on a timer.
     "celery.worker.consumer.consumer.Consumer._flush_events": "(self)",
     "celery.worker.consumer.events.Events": None,

@@ -70,6 +70,9 @@ Keys
 ``DASHBOARD``
     The web dashboard (``taskdeck.dashboard``); a dict merged over
     :data:`DASHBOARD_DEFAULTS`, whose comments document each key.
+``PAYLOADS``
+    Arguments captured at publish (:mod:`taskdeck.payloads`); a dict merged
+    over :data:`PAYLOADS_DEFAULTS`, whose comments document each key.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ DEFAULTS: dict[str, Any] = {
     "RESULTS": {},
     "MONITOR": {},
     "DASHBOARD": {},
+    "PAYLOADS": {},
 }
 
 RESULTS_DEFAULTS: dict[str, Any] = {
@@ -218,6 +222,35 @@ DASHBOARD_DEFAULTS: dict[str, Any] = {
     "LOGIN_CACHE": "default",
 }
 
+PAYLOADS_DEFAULTS: dict[str, Any] = {
+    # Apps made by create_celery_app capture each published task's args and
+    # kwargs as JSON into its task-sent event; the recorder stores them on the run
+    # and the dashboard's retry sends them again (taskdeck.payloads).
+    "ENABLED": True,
+    # Largest payload kept whole (bytes of its JSON); a larger one is cut and
+    # marked truncated, and cannot be retried.
+    "MAX_BYTES": 16384,
+    # Regular expressions searched (case-insensitively) in every dict key of the
+    # arguments and in the names of positional parameters: a match's value is
+    # replaced by "[redacted]" in the payload and in the repr text events carry.
+    "REDACT_KEYS": [
+        "passw",
+        "token",
+        "secret",
+        "api[-_]?key",
+        "authorization",
+        "credential",
+        "private[-_]?key",
+    ],
+    # Dotted path to hook(task_name, args, kwargs) -> (args, kwargs) or None,
+    # called after the key rules; what it returns replaces the arguments and
+    # marks the payload redacted.
+    "REDACT_HOOK": None,
+    # Task names and queue names (globs, e.g. "billing.*") whose payload is not captured.
+    "EXCLUDE_TASKS": [],
+    "EXCLUDE_QUEUES": [],
+}
+
 WORKER_DEFAULTS: dict[str, Any] = {
     "queues": [],
     "concurrency": 2,
@@ -247,6 +280,7 @@ def get() -> dict[str, Any]:
     merged["MONITOR"] = {**MONITOR_DEFAULTS, **_typed(_dict(user.get("MONITOR")), MONITOR_DEFAULTS)}
     merged["RESULTS"] = {**RESULTS_DEFAULTS, **_typed(_dict(user.get("RESULTS")), RESULTS_DEFAULTS)}
     merged["DASHBOARD"] = {**DASHBOARD_DEFAULTS, **_typed(_dict(user.get("DASHBOARD")), DASHBOARD_DEFAULTS)}
+    merged["PAYLOADS"] = {**PAYLOADS_DEFAULTS, **_typed(_dict(user.get("PAYLOADS")), PAYLOADS_DEFAULTS)}
     merged["WORKERS"] = {
         name: {**WORKER_DEFAULTS, **group}
         for name, group in _dict(merged["WORKERS"]).items()
@@ -367,6 +401,11 @@ def dashboard() -> dict[str, Any]:
     return dict(get()["DASHBOARD"])
 
 
+def payloads() -> dict[str, Any]:
+    """The effective ``TASKDECK["PAYLOADS"]`` settings."""
+    return dict(get()["PAYLOADS"])
+
+
 def results() -> dict[str, Any]:
     """The effective ``TASKDECK["RESULTS"]`` settings."""
     return dict(get()["RESULTS"])
@@ -376,3 +415,6 @@ def results() -> dict[str, Any]:
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:
     if setting == "TASKDECK":
         get.cache_clear()
+        from taskdeck import payloads
+
+        payloads.policy.cache_clear()

@@ -80,6 +80,18 @@ class TaskRun(models.Model):
         default=False,
         help_text="Final state read from django-celery-results: its event was missed.",
     )
+    payload = models.TextField(
+        "payload",
+        blank=True,
+        default="",
+        help_text="Args and kwargs captured at publish, as JSON (taskdeck.payloads).",
+    )
+    attempts = models.JSONField(
+        "attempts",
+        default=list,
+        blank=True,
+        help_text="Start and end of each attempt (taskdeck.monitor.attempts).",
+    )
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
     objects = TaskRunQuerySet.as_manager()

@@ -53,6 +53,7 @@ NESTED = {
     "MONITOR": conf.MONITOR_DEFAULTS,
     "RESULTS": conf.RESULTS_DEFAULTS,
     "DASHBOARD": conf.DASHBOARD_DEFAULTS,
+    "PAYLOADS": conf.PAYLOADS_DEFAULTS,
 }
 
 
@@ -72,6 +73,7 @@ def check_adoption(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         + check_types(getattr(settings, "TASKDECK", None) or {})
         + _check_apps(app.conf)
         + check_access()
+        + check_payloads()
     )
 
 
@@ -108,6 +110,90 @@ def check_access() -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def check_payloads() -> list[CheckMessage]:
+    """``PAYLOADS``: a bad value would make every publish log a capture error (the tasks still go)."""
+    import re
+
+    from django.utils.module_loading import import_string
+
+    user = getattr(settings, "TASKDECK", None) or {}
+    if not isinstance(user, Mapping) or not isinstance(user.get("PAYLOADS", {}), Mapping):
+        return []  # taskdeck.E021
+    given = conf.payloads()
+    problems: list[tuple[str, str, str]] = []
+    size = given.get("MAX_BYTES")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 64:
+        problems.append(
+            ("MAX_BYTES", f"must be a whole number of bytes, at least 64, got {size!r:.60}", "e.g. 16384")
+        )
+    keys = given.get("REDACT_KEYS")
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) and k for k in keys):
+        problems.append(
+            (
+                "REDACT_KEYS",
+                f"must be a list of non-empty regular expressions, got {keys!r:.60}",
+                'e.g. ["passw", "token"]',
+            )
+        )
+    else:
+        for pattern in keys:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(
+                    (
+                        "REDACT_KEYS",
+                        f"has {pattern!r:.60}, not a regular expression ({exc})",
+                        "Escape it with re.escape().",
+                    )
+                )
+    hook = given.get("REDACT_HOOK")
+    if hook is not None:
+        if not isinstance(hook, str):
+            problems.append(
+                (
+                    "REDACT_HOOK",
+                    f"must be a dotted path or None, got {hook!r:.60}",
+                    '"myproject.payloads.redact"',
+                )
+            )
+        else:
+            try:
+                found = import_string(hook)
+            except ImportError as exc:
+                problems.append(
+                    (
+                        "REDACT_HOOK",
+                        f"{hook!r} cannot be imported ({exc})",
+                        "A dotted path to hook(task_name, args, kwargs).",
+                    )
+                )
+            else:
+                if not callable(found):
+                    problems.append(
+                        (
+                            "REDACT_HOOK",
+                            f"{hook!r} is not callable",
+                            "A dotted path to hook(task_name, args, kwargs).",
+                        )
+                    )
+    for key in ("EXCLUDE_TASKS", "EXCLUDE_QUEUES"):
+        value = given.get(key)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            problems.append(
+                (key, f"must be a list of names or globs, got {value!r:.60}", 'e.g. ["billing.*"]')
+            )
+    return [
+        Error(
+            f"TASKDECK['PAYLOADS'][{key!r}] {what}: every publish would fail to capture its payload "
+            "(the task is still sent, and cannot be retried from the dashboard).",
+            hint=hint,
+            id="taskdeck.E027",
+        )
+        for key, what, hint in problems
+    ]
 
 
 def check_monitoring(celery_conf: Mapping[str, Any], namespace: str = "CELERY") -> list[CheckMessage]:

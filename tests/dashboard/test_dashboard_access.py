@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import io
+import json
 
 import pytest
 from celery import current_app
@@ -36,6 +38,12 @@ def failed_run(task_id: str = "t-1", **fields) -> TaskRun:
         "finished_at": now,
         **fields,
     }
+    if "payload" not in fields:
+        # As the publisher captures it (taskdeck.payloads): the arguments as JSON.
+        args, kwargs = ast.literal_eval(values["args"]), ast.literal_eval(values["kwargs"] or "{}")
+        values["payload"] = json.dumps(
+            {"args": list(args), "kwargs": kwargs, "truncated": False, "redacted": False}
+        )
     return TaskRun.objects.create(task_id=task_id, **values)
 
 

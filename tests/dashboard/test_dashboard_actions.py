@@ -54,13 +54,13 @@ def test_purge_empties_every_priority_sub_queue(broker, accounts):
 
 
 def test_retry_refuses_arguments_that_were_cut(broker, accounts):
-    long_args = "('" + "x" * 1100 + "',)"
-    run = failed_run(args=long_args)
+    cut = '{"args": ["xxx…"], "kwargs": {}, "truncated": true, "redacted": false}'
+    run = failed_run(args="('" + "x" * 1100 + "',)", payload=cut)
     operator = logged_in("operator")
     page = operator.get(reverse("taskdeck:task", args=[run.task_id])).content.decode()
-    assert "may have been cut" in page
+    assert "cut to fit" in page
     response = operator.post(reverse("taskdeck:retry", args=[run.task_id]), follow=True)
-    assert any("may have been cut" in m for m in messages_of(response))
+    assert any("cut to fit" in m for m in messages_of(response))
     assert AuditEntry.objects.get(action="retry").ok is False
     assert redis.Redis.from_url(broker).llen("default") == 0  # nothing was sent
 

@@ -1,4 +1,4 @@
-"""The dashboard's parts without a browser: recorded arguments, the workflow layout, chart series, search."""
+"""The dashboard's parts without a browser: the workflow layout, chart series, search."""
 
 from __future__ import annotations
 
@@ -9,61 +9,18 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from celery.utils.saferepr import saferepr
 from django.core.cache import caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from taskdeck import conf
-from taskdeck.dashboard import arguments, graph
-from taskdeck.errors import ActionRefused
+from taskdeck.dashboard import graph
 from taskdeck.models import TaskRollup, TaskRollupHour, TaskRollupQuarter, TaskRun
 from taskdeck.monitor import histogram, series
 from taskdeck.monitor.rollups import Rollups
 from taskdeck.monitor.subscribers import RunChange
 from tests.dashboard.test_dashboard_access import failed_run
-
-
-@pytest.mark.parametrize(
-    "args, kwargs",
-    [
-        ((1001, 4999), {"gateway_failures": 2}),
-        (("a'b\"c", None, True, 1.5, [1, {"k": "v"}]), {}),
-        (([{"sku": "SKU-1", "quantity": 3}],), {"title": "Sales 2026-11-24"}),
-        ((), {}),
-    ],
-)
-def test_arguments_come_back_exactly_from_their_repr(args, kwargs):
-    # What Celery records: saferepr of the tuple and dict, as the task-sent event carries them.
-    parsed = arguments.recorded("t", saferepr(args, 1024), saferepr(kwargs, 1024))
-    assert parsed == (list(args), kwargs)
-
-
-@pytest.mark.parametrize(
-    "args_text, reason",
-    [
-        (saferepr(("x" * 1100,), 1024), "may have been cut"),  # Celery cut it, and it still parses
-        ("('abc…", "may have been cut"),  # the recorder clipped it
-        (saferepr(([[[[1]]]],), 1024), "abbreviated"),  # deeper than Celery's repr levels
-        ("(datetime.datetime(2026, 1, 1),)", "not plain JSON"),
-        ("('<redacted>'", "not plain JSON"),
-        ("", "were not recorded"),
-        ("{'a': 1}", "not a list"),
-        ("('***',)", "looks like a mask"),
-        ("(7, '<redacted>')", "looks like a mask"),
-        ("('[FILTERED]',)", "looks like a mask"),
-    ],
-)
-def test_arguments_that_may_differ_are_refused(args_text, reason):
-    with pytest.raises(ActionRefused, match=reason):
-        arguments.recorded("t", args_text, "{}")
-
-
-def test_a_masked_keyword_argument_is_refused():
-    with pytest.raises(ActionRefused, match="looks like a mask"):
-        arguments.recorded("t", "(7, 0)", "{'api_key': '***'}")
-    assert arguments.recorded("t", "('<p>hi</p>',)", "{}") == (["<p>hi</p>"], {})  # markup is a value
 
 
 def run(task_id, parent="", group="", state="SUCCESS", name="t"):

@@ -12,6 +12,8 @@ queue unless told otherwise):
 - ``work(n, ms)`` sleeps ``ms`` milliseconds, then appends one record (its
   id, ``n``, the worker and process) — one line per *completed execution*, so
   a task run twice has two lines and a task lost has none;
+- ``keep(*args, **kwargs)`` appends its id and the arguments exactly as it
+  got them (JSON), so a test can compare a retry's arguments with the first call's;
 - ``poison(key)`` always raises, retried with exponential backoff and full
   jitter, until the test calls :meth:`Ledger.fix` with ``key``; each attempt
   appends its retry number, its ETA and the time it raised.
@@ -32,6 +34,7 @@ from celery import shared_task
 ENV = "TASKDECK_LEDGER_REDIS"
 DONE = "taskdeck:ledger:done"
 ATTEMPTS = "taskdeck:ledger:attempts"
+KEPT = "taskdeck:ledger:kept"
 FIXED = "taskdeck:ledger:fixed:"
 #: Extra ``celery worker`` arguments that load the ledger.
 LEDGER_ARGS = ["--include", "tests.support.ledger"]
@@ -64,6 +67,12 @@ def work(self: Any, n: int, ms: int = 0, **kwargs: Any) -> int:
     }
     _ledger().rpush(DONE, json.dumps(record))
     return n
+
+
+@shared_task(bind=True, name="tests.support.ledger.keep")
+def keep(self: Any, *args: Any, **kwargs: Any) -> str:
+    _ledger().rpush(KEPT, json.dumps({"id": self.request.id, "args": args, "kwargs": kwargs}))
+    return "kept"
 
 
 class PoisonError(Exception):
@@ -102,7 +111,7 @@ class Ledger:
     def __init__(self, redis_url: str) -> None:
         self.url = redis_url
         self.client = redis.Redis.from_url(redis_url)
-        self.client.delete(DONE, ATTEMPTS)
+        self.client.delete(DONE, ATTEMPTS, KEPT)
 
     @property
     def env(self) -> dict[str, str]:
@@ -117,6 +126,10 @@ class Ledger:
 
     def unique_done(self) -> int:
         return len({r["id"] for r in self.done()})
+
+    def kept(self) -> dict[str, dict[str, Any]]:
+        """What each ``keep`` run got, by task id."""
+        return {r["id"]: r for r in (json.loads(raw) for raw in self.client.lrange(KEPT, 0, -1))}
 
     def attempts(self) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.client.lrange(ATTEMPTS, 0, -1)]

@@ -47,6 +47,9 @@ api = NinjaAPI(
 )
 
 
+#: Columns only one task's answer shows: not read for lists.
+DETAIL_ONLY = ("payload", "attempts")
+
 #: Longest name, queue, worker or search accepted: the columns' size.
 TEXT_LIMIT = 255
 
@@ -82,7 +85,9 @@ def list_tasks(request, filters: Query[TaskFilters]):
     params = filters.dict(exclude={"after", "limit"})
     params["since"], params["until"] = _utc(filters.since), _utc(filters.until)
     keep = names_in_scope(request)
-    rows = runs_for(request).search_page(filters.after, limit + 1, keep_name=keep, **params)
+    rows = (
+        runs_for(request).defer(*DETAIL_ONLY).search_page(filters.after, limit + 1, keep_name=keep, **params)
+    )
     return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
 
 
@@ -90,7 +95,7 @@ def list_tasks(request, filters: Query[TaskFilters]):
 def get_task(request, task_id: str):
     runs = runs_for(request)
     run: TaskRun = get_object_or_404(runs, task_id=task_id)
-    flow = runs.workflow(run)
+    flow = runs.defer(*DETAIL_ONLY).workflow(run)
     timeline = [
         {"state": state, "at": at}
         for state, at in (

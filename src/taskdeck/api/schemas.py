@@ -53,10 +53,59 @@ class Workflow(Schema):
     tree: list[TaskOut]
 
 
+class PayloadOut(Schema):
+    """The arguments captured at publish (``captured`` false: none were, and a retry is refused)."""
+
+    captured: bool
+    #: As JSON values, as kombu encoded them (a datetime is ``{"__type__": "datetime", ...}``).
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    #: Cut to ``TASKDECK["PAYLOADS"]["MAX_BYTES"]``: not the whole arguments.
+    truncated: bool
+    #: Values replaced by ``"[redacted]"`` (or dropped, null): not the arguments as sent.
+    redacted: bool
+
+
+class AttemptOut(Schema):
+    """One execution of the task id: the first, then one per retry (``number`` counts those kept)."""
+
+    number: int
+    #: The message's retry count (0 for the first), when its task-received event was seen.
+    retries: int | None
+    worker: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    #: STARTED while it runs; RETRY, FAILURE, SUCCESS or REVOKED once it ended; LOST when its
+    #: message was started again (redelivered) before it ended.
+    state: str
+    runtime: float | None
+    exception: str
+
+
 class TaskDetail(TaskOut):
     traceback: str
     timeline: list[TimelineEntry]
     workflow: Workflow
+    payload: PayloadOut
+    attempts: list[AttemptOut]
+
+    @staticmethod
+    def resolve_payload(run: Any) -> dict[str, Any]:
+        from taskdeck import payloads
+
+        return payloads.shown(run.payload).as_dict()
+
+    @staticmethod
+    def resolve_attempts(run: Any) -> list[dict[str, Any]]:
+        from taskdeck.monitor.attempts import attempts
+
+        out = []
+        for attempt in attempts(run.attempts):
+            for key in ("started_at", "finished_at"):
+                at = attempt[key]
+                attempt[key] = None if at is None else dt.datetime.fromtimestamp(at, dt.UTC)
+            out.append(attempt)
+        return out
 
 
 class QueueOut(Schema):

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskdeck import conf
-from taskdeck.dashboard import arguments
+from taskdeck import conf, payloads
 from taskdeck.errors import ActionRefused
 from taskdeck.models import AuditEntry, DeadLetter, TaskRun, Worker
 from taskdeck.monitor.merge import FINAL
@@ -48,7 +47,10 @@ class Actions:
     # --- tasks -------------------------------------------------------------
 
     def retry(self, run: TaskRun) -> Outcome:
-        """Send ``run``'s task again with the same arguments to the same queue (a new task id)."""
+        """Send ``run``'s task again with its arguments captured at publish, to its queue (a new task id).
+
+        Refused unless the captured payload is whole and unredacted (:func:`taskdeck.payloads.refusal`).
+        """
 
         def send() -> tuple[str, dict[str, Any]]:
             if run.state not in FINAL:
@@ -57,9 +59,11 @@ class Actions:
                 )
             if not run.name:
                 raise ActionRefused(f"task {run.task_id}: its name was never recorded")
-            args, kwargs = arguments.recorded(
-                run.name, run.args, run.kwargs, getattr(self.app.amqp, "argsrepr_maxsize", 1024)
-            )
+            payload = payloads.read(run.payload)
+            refused = payloads.refusal(run.name, payload)
+            if refused is not None:
+                raise ActionRefused(refused)
+            args, kwargs = payload.args or [], payload.kwargs or {}
             options: dict[str, Any] = {}
             if run.queue:
                 options["queue"] = run.queue

@@ -22,12 +22,19 @@ The rules make the result independent of arrival order and of duplicates:
 * **Attempt** fields (worker, result, exception, traceback, runtime) belong to
   the final attempt: once a final fact wins they are exactly its values.
 * ``retries`` is the maximum seen.
+* **Payload** (arguments captured at publish, :mod:`taskdeck.payloads`): the
+  one of the earliest task-sent event that carried one, so a retry of the
+  task (sent again under its id) does not replace what the caller sent.
+* **Attempts** are marks folded by :func:`taskdeck.monitor.attempts.add`,
+  which keeps them in time order without duplicates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from taskdeck.monitor import attempts
 
 FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED"})
 RANK = {
@@ -52,6 +59,15 @@ EVENT_KINDS: dict[str, tuple[str, str | None]] = {
     "task-rejected": ("REJECTED", None),
 }
 IDENTITY = ("name", "args", "kwargs", "queue", "routing_key", "parent_id", "root_id", "group_id")
+#: Event type → the attempt mark it makes (:mod:`taskdeck.monitor.attempts`).
+MARKS = {
+    "task-received": "received",
+    "task-started": "started",
+    "task-retried": "retried",
+    "task-failed": "failed",
+    "task-succeeded": "succeeded",
+    "task-revoked": "revoked",
+}
 ATTEMPT = ("worker", "result", "exception", "traceback", "runtime")
 
 
@@ -70,6 +86,10 @@ class RunFact:
     attempt: dict[str, Any] = field(default_factory=dict)
     retries: int | None = None
     priority: int | None = None
+    #: The payload's JSON text (task-sent events of apps that capture it).
+    payload: str | None = None
+    #: The attempt mark this fact makes, if any.
+    mark: dict[str, Any] | None = None
 
     def key(self) -> tuple[bool, bool, float, int]:
         return (self.state in FINAL, self.source == "events", self.timestamp, RANK[self.state])
@@ -95,7 +115,9 @@ def storable(value: str) -> str:
     return value
 
 
-def fact_from_event(event: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) -> RunFact | None:
+def fact_from_event(
+    event: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384, payload_limit: int = 65536
+) -> RunFact | None:
     """The :class:`RunFact` of a Celery task event, or None for any other event."""
     kind = EVENT_KINDS.get(event.get("type", ""))
     task_id = event.get("uuid")
@@ -124,6 +146,22 @@ def fact_from_event(event: dict[str, Any], repr_limit: int = 1024, tb_limit: int
             traceback=clip(event.get("traceback"), tb_limit),
         )
     retries = event.get("retries")
+    payload = None
+    if state == "SENT" and "payload" in event:
+        from taskdeck.payloads import storable as storable_payload
+
+        payload = storable_payload(event["payload"], payload_limit)
+    mark = None
+    if event["type"] in MARKS and (state != "REVOKED" or event.get("hostname")):
+        # A revoke sent by a client, not a worker, ends no attempt.
+        mark = attempts.mark(
+            MARKS[event["type"]],
+            round(float(event.get("timestamp") or 0.0), 6),
+            attempt.get("worker", ""),
+            attempt.get("exception", ""),
+            event.get("runtime") if state == "SUCCESS" else None,
+            retries if state == "RECEIVED" and isinstance(retries, int) else None,
+        )
     return RunFact(
         task_id=str(task_id),
         state=state,
@@ -134,6 +172,8 @@ def fact_from_event(event: dict[str, Any], repr_limit: int = 1024, tb_limit: int
         attempt=attempt,
         retries=int(retries) if isinstance(retries, int) else None,
         priority=event.get("priority") if isinstance(event.get("priority"), int) else None,
+        payload=payload,
+        mark=mark,
     )
 
 
@@ -154,6 +194,8 @@ def empty_row(task_id: str) -> dict[str, Any]:
         **dict.fromkeys(IDENTITY, ""),
         **dict.fromkeys(ATTEMPT, ""),
         "runtime": None,
+        "payload": "",
+        "attempts": [],
     }
 
 
@@ -176,6 +218,12 @@ def _min(a: float | None, b: float | None) -> float | None:
 def apply(row: dict[str, Any] | None, fact: RunFact) -> dict[str, Any]:
     """``row`` with ``fact`` folded in; ``row`` is not modified."""
     new = dict(row) if row is not None else empty_row(fact.task_id)
+    if fact.payload is not None and (
+        not new["payload"] or new["sent_ts"] is None or fact.timestamp < new["sent_ts"]
+    ):
+        new["payload"] = fact.payload
+    if fact.mark is not None:
+        new["attempts"] = attempts.add(new["attempts"], fact.mark)
     new["first_seen_ts"] = _min(new["first_seen_ts"], fact.timestamp)
     if fact.column:
         new[fact.column] = _min(new[fact.column], fact.timestamp)

@@ -311,7 +311,7 @@ class Recorder:
 
     def write(self, events: list[dict[str, Any]]) -> None:
         """Apply checked events: the runs, what subscribers derive, the recorder's mark."""
-        limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
+        limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"], payload_limit())
         facts = [fact for event in events if (fact := fact_from_event(event, *limits)) is not None]
         # One transaction for the runs, what the subscribers derive from them and the
         # recorder's mark: a recorder killed (or a database error) mid-batch leaves none
@@ -473,6 +473,16 @@ class Recorder:
             RecorderState.objects.filter(name=self.name).update(reconciled=F("reconciled") + filled)
             logger.info("reconstructed %d runs from the results table", filled)
         return filled
+
+
+def payload_limit() -> int:
+    """Largest payload text the recorder keeps: what producers with the same settings send, and room."""
+    from taskdeck import conf
+
+    size = conf.payloads()["MAX_BYTES"]
+    if not isinstance(size, int) or size <= 0:  # taskdeck.E027 names it
+        size = conf.PAYLOADS_DEFAULTS["MAX_BYTES"]
+    return 2 * size + 1024
 
 
 def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default") -> Recorder:

@@ -37,6 +37,8 @@ PLAIN = (
     "runtime",
     *merge.IDENTITY,
     *(name for name in merge.ATTEMPT if name != "runtime"),
+    "payload",
+    "attempts",
 )
 #: The PostgreSQL advisory lock every transaction that writes runs holds (see :func:`lock_writers`).
 WRITERS_LOCK = 0x7464_7275  # "tdru"
@@ -62,8 +64,9 @@ def model_from_row(row: dict[str, Any]) -> TaskRun:
     fields = {name: row[name] for name in PLAIN}
     for key, field in TIMESTAMPS.items():
         fields[field] = to_datetime(row[key])
-    for name in (*merge.IDENTITY, "worker", "result", "exception", "traceback"):
+    for name in (*merge.IDENTITY, "worker", "result", "exception", "traceback", "payload"):
         fields[name] = fields[name] or ""
+    fields["attempts"] = fields["attempts"] or []
     return TaskRun(**fields)
 
 

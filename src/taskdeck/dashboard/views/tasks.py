@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from celery import current_app
@@ -10,12 +11,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from taskdeck import conf
-from taskdeck.dashboard import arguments, graph
+from taskdeck import conf, payloads
+from taskdeck.dashboard import graph
 from taskdeck.dashboard.access import dashboard_view
 from taskdeck.dashboard.views import page
-from taskdeck.errors import ActionRefused
 from taskdeck.models import AuditEntry, TaskRun, TaskState, Worker
+from taskdeck.monitor import attempts
 from taskdeck.monitor.merge import FINAL
 from taskdeck.policy.scope import known_runs, names_in_scope, runs_for, scope_of
 from taskdeck.windows import windows
@@ -23,7 +24,7 @@ from taskdeck.windows import windows
 #: "Since" choices of the task list and the failures page: label -> seconds.
 SINCE = windows(900, 3600, 86400, 7 * 86400)
 #: Columns the list does not show: not read for a page of 50 rows.
-LIST_DEFER = ("traceback", "result", "routing_key", "parent_id", "root_id", "group_id")
+LIST_DEFER = ("traceback", "result", "routing_key", "parent_id", "root_id", "group_id", "payload", "attempts")
 
 
 def _since(key: str | None) -> dt.datetime | None:
@@ -96,6 +97,8 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         "final": run.state in FINAL,
         "retry_refused": _retry_refused(run),
         "progress": progress(run) if run.state not in FINAL else None,
+        "payload": shown_payload(run),
+        "attempts": attempt_rows(run),
     }
     return page(request, "taskdeck/task.html", context, {"live": "taskdeck/partials/task_live.html"})
 
@@ -126,15 +129,33 @@ def timeline(run: TaskRun) -> list[dict[str, Any]]:
     return out
 
 
+def shown_payload(run: TaskRun) -> dict[str, Any] | None:
+    """The captured arguments as indented JSON text, with their flags; None when not captured."""
+    payload = payloads.shown(run.payload)
+    if not payload.captured:
+        return None
+    return {
+        "args": json.dumps(payload.args, indent=2, ensure_ascii=False),
+        "kwargs": json.dumps(payload.kwargs, indent=2, ensure_ascii=False),
+        "truncated": payload.truncated,
+        "redacted": payload.redacted,
+    }
+
+
+def attempt_rows(run: TaskRun) -> list[dict[str, Any]]:
+    """The run's attempts, oldest first, with datetimes (none for a run that never started)."""
+    rows = attempts.attempts(run.attempts)
+    for row in rows:
+        for key in ("started_at", "finished_at"):
+            row[key] = None if row[key] is None else dt.datetime.fromtimestamp(row[key], dt.UTC)
+    return rows
+
+
 def _retry_refused(run: TaskRun) -> str | None:
     """Why this run cannot be retried with the same arguments, or None."""
     if run.state not in FINAL:
         return "still running: revoke it first"
-    try:
-        arguments.recorded(run.name, run.args, run.kwargs)
-    except ActionRefused as exc:
-        return str(exc)
-    return None
+    return payloads.refusal(run.name, payloads.read(run.payload))
 
 
 def progress(run: TaskRun) -> dict[str, Any] | None:
