@@ -4,6 +4,8 @@ Deterministic (seeded). Runs are spread over the last ``days`` days, newest
 last (ids grow with time, as the recorder's inserts do); the rollups are the
 sums of exactly those runs per minute, quarter hour and hour (every rollup
 table the recorder writes), so the overview's charts and the task list agree.
+One workflow is large: a task that fanned out a group of ``GROUP_SIZE``
+image resizes a third of the way in (the workflow page of a big group).
 PostgreSQL is filled with ``COPY``, SQLite with ``executemany``.
 """
 
@@ -61,6 +63,10 @@ TRACEBACK = (
     "    raise {exc}\n"
     "{exc}\n"
 )
+#: The big workflow: its group id and how many runs it holds.
+GROUP_ID = "6b1f2a7e-9c3d-4e5f-8a6b-000000002000"
+GROUP_SIZE = 2000
+
 COLUMNS = [
     "task_id", "name", "state", "state_at", "queue", "routing_key", "priority", "worker", "args", "kwargs",
     "result", "exception", "traceback", "retries", "first_seen_at", "sent_at", "received_at", "started_at",
@@ -76,8 +82,13 @@ def runs(count: int, days: float, now: dt.datetime, seed: int = 7) -> Iterator[t
     by_name = {t[0]: t for t in TASKS}
     span = days * 86400
     start = now.timestamp() - span
+    group_at = count // 3 if count >= 6 * GROUP_SIZE else -GROUP_SIZE - 1
+    fanned_out = ""
     for i in range(count):
         name = rng.choices(names, weights)[0]
+        in_group = group_at <= i < group_at + GROUP_SIZE
+        if in_group:
+            name = "catalog.tasks.resize_image"
         _, queue, _, fail_rate, median = by_name[name]
         sent = start + span * (i / count) + rng.random() * 0.5
         wait = rng.lognormvariate(math.log(0.02), 1.0)
@@ -103,6 +114,8 @@ def runs(count: int, days: float, now: dt.datetime, seed: int = 7) -> Iterator[t
             result = f"{{'id': {n}, 'ok': True}}"
         retries = rng.choice([0, 0, 0, 1, 2]) if name.endswith("charge_payment") else 0
         task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if i == group_at - 1:
+            fanned_out = task_id
         worker = rng.choice(WORKERS[queue]) if state != "SENT" else ""
         last = finished or (started if state == "STARTED" else received if state == "RECEIVED" else sent)
         yield (
@@ -127,9 +140,9 @@ def runs(count: int, days: float, now: dt.datetime, seed: int = 7) -> Iterator[t
             _dt(finished) if finished else None,
             round(wait, 6) if state not in ("SENT", "RECEIVED") else None,
             round(runtime, 6) if finished else None,
-            "",
-            task_id,
-            "",
+            fanned_out if in_group else "",
+            fanned_out if in_group else task_id,
+            GROUP_ID if in_group else "",
             False,
             _dt(last),
         )

@@ -1,4 +1,4 @@
-"""The migrations match the models; 0003 fills the coarse rollups from the minutes recorded before it."""
+"""The migrations match the models; 0003 and `rebuild-rollups` fill the coarse rollups from the minutes."""
 
 from __future__ import annotations
 
@@ -51,3 +51,38 @@ def test_the_coarse_rollups_are_filled_from_the_minutes_recorded_before():
         executor.migrate(executor.loader.graph.leaf_nodes("taskdeck"))
     rollups.assert_coarse_rows_add_up()
     assert len(rollups.rows(TaskRollupHour)) == 5  # a and b at 9:00 and 10:00, a at 11:00
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rebuild_rollups_recomputes_the_coarse_rows_from_the_minutes(capsys):
+    from taskdeck.models import TaskRollup, TaskRollupQuarter
+    from taskdeck.monitor.cli import main
+
+    # Minutes written by a recorder that wrote no coarse rows, over four hours; one coarse row wrong.
+    hour = dt.datetime(2026, 11, 24, 9, tzinfo=dt.UTC)
+    for i, minutes in enumerate((50, 61, 75, 119, 130, 200, 201, 239)):
+        TaskRollup.objects.create(
+            minute=hour + dt.timedelta(minutes=minutes),
+            name="a" if i % 3 else "b",
+            queue="q",
+            succeeded=i + 1,
+            failed=i % 2,
+            runtime_hist={"10": 1, str(20 + i): i + 1},
+            wait_hist={"5": i + 1},
+        )
+    TaskRollupQuarter.objects.create(quarter=hour + dt.timedelta(hours=2), name="a", queue="q", succeeded=99)
+    oldest = TaskRollupHour.objects.create(hour=hour, name="b", queue="q", succeeded=7)  # pruned minutes
+
+    assert main(["rebuild-rollups"]) == 0
+    assert "rebuilt 3 hours: 7 quarter-hour rows, 5 hour rows" in capsys.readouterr().out
+    # The hour of the oldest minute is left as it was: retention may have cut its minutes.
+    assert list(TaskRollupHour.objects.filter(hour=hour).values_list("succeeded", flat=True)) == [7]
+    oldest.delete()
+    TaskRollup.objects.filter(minute__lt=hour + dt.timedelta(hours=1)).delete()
+    TaskRollupQuarter.objects.filter(quarter__lt=hour + dt.timedelta(hours=1)).delete()
+    rollups.assert_coarse_rows_add_up()
+    # From a given hour on only; again gives the same rows.
+    before = rollups.rows(TaskRollupHour)
+    assert main(["rebuild-rollups", "--since", "2026-11-24T12:00"]) == 0
+    assert "rebuilt 1 hours" in capsys.readouterr().out
+    assert rollups.rows(TaskRollupHour) == before

@@ -318,7 +318,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _monitor_cli(name: str) -> Any:
     from taskdeck.monitor import cli
 
-    return {"status": cli.status_main, "top": cli.top_main, "monitor": cli.monitor_main}[name]
+    return cli.COMMANDS[name]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -343,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", "broker, queues, workers, recent failures"),
         ("top", "live terminal view: queues, workers, recent runs"),
         ("monitor", "run the recorder"),
+        ("rebuild-rollups", "recompute the quarter-hour and hour rollups from the minute rows"),
     ]:
         command = sub.add_parser(name, help=text, add_help=False)
         command.add_argument("rest", nargs=argparse.REMAINDER)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import F, Q
 
 from taskdeck.policy.scope import split_patterns, validate_patterns
 from taskdeck.querysets import (
@@ -45,8 +46,8 @@ FINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKE
 class TaskRun(models.Model):
     """One task id as the recorder saw it, retries included (Celery keeps the id on retry)."""
 
-    task_id = models.CharField("task id", max_length=255, unique=True)
-    name = models.CharField("task name", max_length=255, blank=True, default="", db_index=True)
+    task_id = models.CharField("task id", max_length=255, help_text="Unique: see Meta.constraints.")
+    name = models.CharField("task name", max_length=255, blank=True, default="")
     state = models.CharField("state", max_length=16, choices=TaskState.choices)
     state_at = models.FloatField(
         "state changed at", help_text="Event timestamp (epoch seconds) of the event that set the state."
@@ -99,18 +100,42 @@ class TaskRun(models.Model):
     class Meta:
         verbose_name = "task run"
         verbose_name_plural = "task runs"
+        # Every index is paid on each write of the recorder: each one here is
+        # read by a request measured at a million runs (docs/benchmarks.md,
+        # "Indexes of the run table"). Keyset pagination is newest first by id;
+        # filters narrow it.
+        constraints = [
+            # One index for the id: equality (the recorder's upsert, every
+            # lookup) and, by its operator class, an id's first characters
+            # (LIKE 'abc%') whatever the database's collation.
+            models.UniqueConstraint(
+                fields=["task_id"], name="taskdeck_run_task_id", opclasses=["varchar_pattern_ops"]
+            ),
+        ]
         indexes = [
-            # Keyset pagination is newest first by id; filters narrow it.
+            models.Index(fields=["name"], name="taskdeck_run_name"),
             models.Index(fields=["first_seen_at"], name="taskdeck_run_seen"),
-            models.Index(fields=["state", "-id"], name="taskdeck_run_state"),
+            # Rare states only: a page of SUCCESS runs (most of them) is the newest rows by id.
+            models.Index(fields=["state", "-id"], name="taskdeck_run_state", condition=~Q(state="SUCCESS")),
             models.Index(fields=["queue", "-id"], name="taskdeck_run_queue"),
             models.Index(fields=["worker", "-id"], name="taskdeck_run_worker"),
-            models.Index(fields=["finished_at"], name="taskdeck_run_finished"),
-            # The dashboard's failures page: failed runs of the last hours or days.
-            models.Index(fields=["state", "finished_at"], name="taskdeck_run_state_finished"),
-            models.Index(fields=["parent_id"], name="taskdeck_run_parent"),
-            models.Index(fields=["root_id"], name="taskdeck_run_root"),
-            models.Index(fields=["group_id"], name="taskdeck_run_group"),
+            # The failures page: failed runs of the last hours or days (2% of the rows).
+            # Its condition names finished_at, so only a query bounding finished_at
+            # reads it: a page of failures by id reads the state index instead of
+            # sorting every failure this one would find.
+            models.Index(
+                fields=["finished_at"],
+                name="taskdeck_run_failed",
+                condition=Q(state="FAILURE", finished_at__isnull=False),
+            ),
+            # Workflows: only the runs that have a parent, a group, or a root
+            # other than themselves (most runs have none of them). Queries
+            # repeat the condition (``workflow_runs``) so any database uses them.
+            models.Index(fields=["parent_id", "id"], name="taskdeck_run_parent", condition=~Q(parent_id="")),
+            models.Index(
+                fields=["root_id", "id"], name="taskdeck_run_root", condition=~Q(root_id=F("task_id"))
+            ),
+            models.Index(fields=["group_id", "id"], name="taskdeck_run_group", condition=~Q(group_id="")),
         ]
 
     def __str__(self) -> str:

@@ -149,3 +149,109 @@ def test_search_by_id_or_part_of_a_name():
         ("catalog.tasks.import_feed", "ValueError", 1),
         ("notifications:send_sms", "ValueError", 1),
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_id_prefix_finds_its_run_and_nothing_else():
+    failed_run("5f3a9c1e-0b7d-4c2e-9a41-7d2b8e6f0c11")
+    failed_run("5f3a9c1e-ffff-4c2e-9a41-7d2b8e6f0c12", name="notifications:send_sms")
+    failed_run("5f3b0000-0b7d-4c2e-9a41-7d2b8e6f0c13")
+    failed_run("50%_off-1")
+    failed_run("50xyoff-2")
+
+    def found(q, **filters):
+        return {r.task_id for r in TaskRun.objects.search_page(None, 50, q=q, **filters)}
+
+    assert found("5f3a9c1e") == {
+        "5f3a9c1e-0b7d-4c2e-9a41-7d2b8e6f0c11",
+        "5f3a9c1e-ffff-4c2e-9a41-7d2b8e6f0c12",
+    }
+    assert found("5f3a9c1e-ff") == {"5f3a9c1e-ffff-4c2e-9a41-7d2b8e6f0c12"}
+    assert found("5f3a9c1e", name="notifications:send_sms") == {"5f3a9c1e-ffff-4c2e-9a41-7d2b8e6f0c12"}
+    assert found("5F3A9C1E") == set()  # ids are compared as they are written
+    assert found("5f3") == set()  # under ID_PREFIX_MIN characters: a name's part only
+    assert found("50%_") == {"50%_off-1"}  # LIKE's wildcards are plain characters
+    # The id prefix and the name part of one search, merged newest first.
+    failed_run("send-0001", name="catalog.tasks.resize_image")
+    assert found("send") == {"5f3a9c1e-ffff-4c2e-9a41-7d2b8e6f0c12", "send-0001"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_id_prefix_search_from_the_dashboard_and_the_api(admin_client):
+    failed_run("5f3a9c1e-0b7d-4c2e-9a41-7d2b8e6f0c11")
+    page = admin_client.get("/taskdeck/tasks/", {"q": "5f3a9c1e"}).content.decode()
+    assert "5f3a9c1e-0b7d-4c2e-9a41-7d2b8e6f0c11" in page
+    items = admin_client.get("/taskdeck/api/tasks", {"q": "5f3a9c1e"}).json()["items"]
+    assert [r["task_id"] for r in items] == ["5f3a9c1e-0b7d-4c2e-9a41-7d2b8e6f0c11"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workflow_and_graph_read_parent_root_and_group():
+    # A task that sent a chord: three header tasks (group g), a callback, then a chain link after it.
+    failed_run("top", state="SUCCESS", root_id="top")
+    for i in range(3):
+        failed_run(f"h{i}", state="SUCCESS", parent_id="top", root_id="top", group_id="g")
+    failed_run("cb", state="SUCCESS", parent_id="h2", root_id="top", group_id="g")
+    failed_run("after", parent_id="cb", root_id="top")
+    failed_run("alone", state="SUCCESS", root_id="alone")  # its own root: in no workflow
+    runs = TaskRun.objects
+    flow = runs.workflow(runs.get(task_id="h1"))
+    assert [r.task_id for r in flow["parent"]] == ["top"]
+    assert [r.task_id for r in flow["group"]] == ["h0", "h1", "h2", "cb"]
+    assert [r.task_id for r in flow["tree"]] == ["top", "h0", "h1", "h2", "cb", "after"]
+    assert [r.task_id for r in runs.workflow(runs.get(task_id="top"))["children"]] == ["h0", "h1", "h2"]
+    assert [r.task_id for r in runs.workflow(runs.get(task_id="alone"))["tree"]] == ["alone"]
+    assert [r.task_id for r in runs.graph(runs.get(task_id="after"))] == [
+        "top",
+        "h0",
+        "h1",
+        "h2",
+        "cb",
+        "after",
+    ]
+    # Past the limit: the oldest runs of the workflow.
+    assert [r.task_id for r in runs.graph(runs.get(task_id="h2"), limit=3)] == ["top", "h0", "h1"]
+    assert [r.task_id for r in runs.workflow(runs.get(task_id="h2"), limit=2)["tree"]] == ["top", "h0"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failure_groups_of_settled_hours_come_from_the_cache_and_leave_on_retry(django_assert_num_queries):
+    from taskdeck.models import AuditEntry
+    from taskdeck.monitor import failures
+
+    caches[conf.monitor()["SERIES_CACHE"]].clear()
+    now = timezone.now()
+    rng = random.Random(5)
+    for i in range(120):
+        at = now - dt.timedelta(minutes=rng.randrange(0, 3 * 24 * 60))
+        exception = rng.choice(["ValueError('bad')", "KeyError('k')", "TimeLimitExceeded(300.0)"])
+        failed_run(f"f-{i}", name=rng.choice(["a", "b"]), exception=exception, finished_at=at)
+    since = now - dt.timedelta(days=2)
+
+    def uncached():
+        retried = AuditEntry.objects.filter(action="retry", ok=True).values("target")
+        groups = TaskRun.objects.exclude(task_id__in=retried).failure_groups(since=since)
+        return [{k: g[k] for k in ("name", "exc_type", "count", "last_id", "last_at")} for g in groups]
+
+    expected = uncached()
+    assert sum(g["count"] for g in expected) > 50
+    assert failures.failure_groups(since, now=now) == expected
+    with django_assert_num_queries(3):  # the retries' version, the first part-hour, the open hour
+        assert failures.failure_groups(since, now=now) == expected
+    # A retried run leaves its group at once, settled hour or not.
+    oldest = TaskRun.objects.filter(finished_at__gte=since).order_by("finished_at").first()
+    AuditEntry.objects.create(username="u", action="retry", target=oldest.task_id, ok=True)
+    after = failures.failure_groups(since, now=now)
+    assert after == uncached() != expected
+    assert sum(g["count"] for g in after) == sum(g["count"] for g in expected) - 1
+
+
+def test_workflow_nodes_are_escaped_links_named_with_their_state():
+    from taskdeck.templatetags.taskdeck_ui import workflow_nodes
+
+    runs = [run("a&1", name='x.tasks:<b>"bold"</b>'), run("b", parent="a&1", state="FAILURE", name="")]
+    out = workflow_nodes(graph.build(runs), "b")
+    assert "<b>" not in out and "&lt;b&gt;&quot;bold&quot;&lt;/b&gt;" in out
+    assert 'href="/taskdeck/tasks/a%261/"' in out and 'data-task="a&amp;1"' in out
+    assert out.count('aria-current="page"') == 1 and 'aria-label="(unknown) failure' in out
+    assert 'data-state="FAILURE"' in out and "s-bad" in out

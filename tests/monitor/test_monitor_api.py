@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.core.cache import caches
 from django.test import override_settings
 from django.utils import timezone
 from rich.console import Console
@@ -114,3 +115,22 @@ def test_retention_prunes_in_batches(recorded):
     assert not TaskRun.objects.filter(name__startswith="catalog.").exists()
     assert TaskRun.objects.count() == 4
     assert Worker.objects.count() == 1
+
+
+def test_stats_read_the_charts_steps_from_the_coarse_rollups(staff_client, recorded):
+    finished = TaskRun.objects.filter(state__in=["SUCCESS", "FAILURE", "REVOKED", "REJECTED"]).count()
+    for window, step, table in ((300, 60, "minute"), (86400, 900, "quarter"), (7 * 86400, 3600, "hour")):
+        stats = staff_client.get("/taskdeck/api/stats", {"window": window}).json()
+        assert (stats["step"], stats["finished"]) == (step, finished), table
+        points = stats["series"]
+        assert window // step <= len(points) <= window // step + 1
+        assert sum(p["succeeded"] + p["failed"] for p in points) == stats["succeeded"] + stats["failed"]
+        assert dt.datetime.fromisoformat(stats["since"]) <= timezone.now() - dt.timedelta(seconds=window)
+    # The longest window, 90 days, in days: 91 points, not 130k minutes.
+    stats = staff_client.get("/taskdeck/api/stats", {"window": 10**9}).json()
+    assert (stats["window"], stats["step"], len(stats["series"])) == (90 * 86400, 86400, 91)
+    assert stats["finished"] == finished
+    # Only the coarse tables are read past 6 hours: without the minutes, the week's count is the same.
+    ROLLUPS[0].objects.all().delete()
+    caches["default"].clear()
+    assert staff_client.get("/taskdeck/api/stats", {"window": 7 * 86400}).json()["finished"] == finished

@@ -61,7 +61,11 @@ class TaskFilters(Schema):
     worker: str | None = Field(None, max_length=TEXT_LIMIT)
     since: dt.datetime | None = None
     until: dt.datetime | None = None
-    q: str | None = Field(None, max_length=TEXT_LIMIT)
+    q: str | None = Field(
+        None,
+        max_length=TEXT_LIMIT,
+        description="A task id, its first characters (4 or more), or part of a task name",
+    )
     after: int | None = None
     limit: int = 50
 
@@ -158,7 +162,17 @@ def list_workers(request):
     return list(Worker.objects.order_by("-online", "hostname"))
 
 
-@api.get("/stats", response=schemas.Stats, summary="Throughput, failure rate and percentiles over a window")
+@api.get(
+    "/stats",
+    response=schemas.Stats,
+    summary="Throughput, failure rate and percentiles over a window, with the window's chart",
+    description=(
+        "Runs finished in the last `window` seconds (60 to 90 days), counted as the chart of that window"
+        " counts them: `series` holds one point per `step` (1 h in minutes, 24 h in quarter hours,"
+        " 7 d in hours, longer windows in 4 hours or days), the window rounded out to whole steps"
+        " from `since`."
+    ),
+)
 def stats(request, window: int = 300, name: str | None = None, queue: str | None = None):
     scope = scope_of(request)
     return health_.window_stats(max(60, min(window, 90 * 86400)), name=name, queue=queue, scope=scope)

@@ -167,7 +167,13 @@ class Stats(SeriesSummary):
     window: int
     #: The window as the dashboard and the terminal views name it: "last 5m".
     window_name: str
-    series: list[dict[str, Any]]
+    #: Seconds per point of ``series``: the step of the window's chart.
+    step: int
+    #: Start of the first step: the window rounded out to whole steps.
+    since: dt.datetime
+    until: dt.datetime
+    #: The window's chart: one point per step, the newest one still open.
+    series: list[SeriesPoint]
 
 
 class Series(Schema):

@@ -1,4 +1,4 @@
-"""``python -m taskdeck.monitor {monitor,status,top}`` (needs DJANGO_SETTINGS_MODULE)."""
+"""``python -m taskdeck.monitor {monitor,status,top,rebuild-rollups}`` (needs DJANGO_SETTINGS_MODULE)."""
 
 import sys
 

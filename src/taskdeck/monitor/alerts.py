@@ -29,8 +29,9 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from taskdeck.errors import ConfigurationError
-from taskdeck.models import AlertIncident, QueueSample, RecorderState, TaskRollup, Worker
+from taskdeck.models import AlertIncident, QueueSample, RecorderState, Worker
 from taskdeck.monitor.runs import lock_writers
+from taskdeck.monitor.series import rollup_table
 from taskdeck.monitor.subscribers import Every, Subscriber
 
 logger = logging.getLogger("taskdeck.alerts")
@@ -45,9 +46,13 @@ def breaches(rule: dict[str, Any], now: dt.datetime, recorder: str = "default") 
     """``{subject: value}`` for every subject that breaks ``rule`` now."""
     kind, threshold = rule["kind"], float(rule.get("threshold", 0))
     if kind == "failure_rate":
-        since = now - dt.timedelta(seconds=rule.get("window", 300))
+        window = rule.get("window", 300)
+        # The table a chart of the window reads: minutes up to 6 h, then quarter hours, then hours.
+        table = rollup_table(window)
+        since = now - dt.timedelta(seconds=window)
+        since -= dt.timedelta(seconds=since.timestamp() % table.period)
         pattern = rule.get("task", "*")
-        rows = TaskRollup.objects.window(since, queue=rule.get("queue"))
+        rows = table.objects.window(since, queue=rule.get("queue"))
         if pattern != "*":
             names = set(rows.values_list("name", flat=True).distinct())
             rows = rows.filter(name__in=fnmatch.filter(names, pattern))

@@ -87,7 +87,43 @@ def top_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"monitor": monitor_main, "status": status_main, "top": top_main}
+def rebuild_rollups_main(argv: list[str] | None = None) -> int:
+    """Recompute the quarter-hour and hour rollups from the minute rows."""
+    parser = argparse.ArgumentParser(
+        prog="taskdeck rebuild-rollups",
+        description="Recompute the quarter-hour and hour rollups from the per-minute rows, one hour at a"
+        " time under the recorder's write lock (the recorder may keep running).",
+    )
+    parser.add_argument(
+        "--since", type=_utc_time, help="first hour to rebuild, ISO 8601 (default: all but the oldest hour)"
+    )
+    args = parser.parse_args(argv)
+    from taskdeck.monitor.rebuild import rebuild_coarse
+
+    done = rebuild_coarse(since=args.since)
+    print(
+        f"rebuilt {done['hours']} hours: {done['quarter']} quarter-hour rows, {done['hour']} hour rows",
+        flush=True,
+    )
+    return 0
+
+
+def _utc_time(text: str) -> Any:
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-25T08:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+COMMANDS = {
+    "monitor": monitor_main,
+    "status": status_main,
+    "top": top_main,
+    "rebuild-rollups": rebuild_rollups_main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,12 @@ import datetime as dt
 from typing import Any
 
 from django.db import DatabaseError, connection
-from django.db.models import Sum
 from django.utils import timezone
 
 from taskdeck import conf
-from taskdeck.models import RecorderState, TaskRollup, Worker
-from taskdeck.policy.scope import Scope, rollups_q
-from taskdeck.windows import window_name
+from taskdeck.models import RecorderState, Worker
+from taskdeck.monitor import series
+from taskdeck.policy.scope import Scope
 
 
 def broker_health(app: Any) -> dict[str, Any]:
@@ -77,24 +76,19 @@ def window_stats(
 ) -> dict[str, Any]:
     """Throughput, failure rate and percentiles of runs finished in the last ``window`` seconds.
 
-    Read from the per-minute rollups: the window is rounded out to whole minutes. With
-    ``scope``, only its task names and queues are counted.
+    Read as the charts read them (:func:`taskdeck.monitor.series.window_stats`):
+    the window in the chart's steps (1 h in minutes, 24 h in quarter hours,
+    7 d in hours), rounded out to whole steps, each step from the coarsest
+    rollup table that fits it, settled steps from the cache. ``series`` is
+    those steps. With ``scope``, only its task names and queues are counted.
     """
-    now = timezone.now()
-    since = (now - dt.timedelta(seconds=window)).replace(second=0, microsecond=0)
-    rows = TaskRollup.objects.window(since, name=name, queue=queue)
-    if scope is not None:
-        rows = rows.filter(rollups_q(scope))
-    stats = rows.stats()
-    series = [
-        {"minute": r["minute"], "succeeded": r["s"] or 0, "failed": r["f"] or 0}
-        for r in rows.values("minute").annotate(s=Sum("succeeded"), f=Sum("failed")).order_by("minute")
-    ]
-    span = max((now - since).total_seconds(), 1.0)
+    data = series.window_stats(window, name=name, queue=queue, scope=scope)
     return {
-        **stats,
+        **data["summary"],
         "window": window,
-        "window_name": window_name(window),
-        "throughput": stats["finished"] / span,
-        "series": series,
+        "window_name": data["window_name"],
+        "step": data["step"],
+        "since": data["since"],
+        "until": data["until"],
+        "series": data["points"],
     }

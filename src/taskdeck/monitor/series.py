@@ -53,6 +53,11 @@ def step_for(window: int) -> int:
     return 86400
 
 
+def rollup_table(window: int) -> type[Rollup]:
+    """The rollup table a count over the last ``window`` seconds reads: the one its chart reads."""
+    return table_for(step_for(window))
+
+
 def window_series(
     window: int,
     name: str | None = None,
@@ -62,13 +67,46 @@ def window_series(
 ) -> dict[str, Any]:
     """Buckets of the last ``window`` seconds (the newest one still open) and the window's totals.
 
-    With ``scope``, only its task names and queues are counted (cached apart per scope).
+    ``ceil(window / step)`` buckets, the newest one open: what a chart draws. With
+    ``scope``, only its task names and queues are counted (cached apart per scope).
     """
-    settings = conf.monitor()
     now = now or timezone.now()
     step = step_for(window)
     end = math.ceil(now.timestamp() / step) * step
-    starts = list(range(end - math.ceil(window / step) * step, end, step))
+    return _series(window, step, end - math.ceil(window / step) * step, now, name, queue, scope)
+
+
+def window_stats(
+    window: int,
+    name: str | None = None,
+    queue: str | None = None,
+    now: dt.datetime | None = None,
+    scope: Scope | None = None,
+) -> dict[str, Any]:
+    """The totals of every run finished in the last ``window`` seconds, and the chart's buckets.
+
+    As :func:`window_series`, with the window rounded out to whole steps (the
+    bucket holding ``now - window`` is the first), so no run of the window is
+    left out; ``since`` says where the count starts.
+    """
+    now = now or timezone.now()
+    step = step_for(window)
+    first = math.floor((now.timestamp() - window) / step) * step
+    return _series(window, step, first, now, name, queue, scope)
+
+
+def _series(
+    window: int,
+    step: int,
+    first: int,
+    now: dt.datetime,
+    name: str | None,
+    queue: str | None,
+    scope: Scope | None,
+) -> dict[str, Any]:
+    settings = conf.monitor()
+    end = math.ceil(now.timestamp() / step) * step
+    starts = list(range(first, max(end, first + step), step))
     settled = now.timestamp() - settings["SERIES_SETTLE"]
     buckets = _cached_buckets(starts, step, settled, name, queue, settings, scope or Scope.everything())
     points = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -155,3 +156,39 @@ def clip(text: str, length: int) -> str:
     """The first ``length`` characters, with an ellipsis if cut (cheaper than ``truncatechars``)."""
     text = str(text or "")
     return text if len(text) <= length else text[: length - 1] + "…"
+
+
+@register.simple_tag
+def workflow_nodes(graph: Any, current: str) -> str:
+    """The nodes of a workflow graph's SVG, each a link named with its state; ``current`` is this page's task.
+
+    One Python loop: a template block per node took ~2 ms a node, a second
+    for the 500 nodes drawn of a large group.
+    """
+    parts = []
+    for n in graph.nodes:
+        run = n.run
+        name = _esc(clip(short_name(run.name) or "(unknown)", 28))
+        line = _esc(node_line(run))
+        task_id, state, full = _esc(run.task_id), _esc(run.state), _esc(run.name)
+        this = run.task_id == current
+        here = ' aria-current="page"' if this else ""
+        x, y = n.x, n.y
+        parts.append(
+            f'<a href="{_esc(task_url(run.task_id))}" class="node {"current" if this else ""}"'
+            f' data-state="{state}" data-task="{task_id}" aria-label="{name} {line}'
+            f'{" (this task)" if this else ""}, {full or "unknown task"}"'
+            f"{here}>"
+            f"<title>{full} [{task_id}] {state}</title>"
+            f'<rect class="box" x="{x}" y="{y}" width="210" height="46" rx="5"/>'
+            f'<rect class="bar s-{state_class(run.state)}" x="{x}" y="{y}" width="5" height="46" rx="2"/>'
+            f'<text x="{x + 13}" y="{y + 19}">{name}</text>'
+            f'<text class="sub" x="{x + 13}" y="{y + 36}">{line}</text>'
+            "</a>"
+        )
+    return mark_safe("\n".join(parts))
+
+
+def _esc(text: Any) -> str:
+    """Django's escaping of a value (``&<>"'``), without its lazy-string wrapper per call."""
+    return html.escape(str(text if text is not None else ""), quote=True)
