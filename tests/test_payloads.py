@@ -293,3 +293,38 @@ def test_bad_payload_settings_are_a_check_error_naming_the_key(key, value, check
         found = [m for m in check_adoption() if m.id in ("taskdeck.E026", "taskdeck.E027")]
     assert len(found) == 1 and found[0].id == check_id, [str(m) for m in found]
     assert f"TASKDECK['PAYLOADS'][{key!r}]" in found[0].msg and says in found[0].msg
+
+
+def test_one_record_per_run_gives_the_same_attempts():
+    """The workers' records (taskdeck.results.record) make the marks task events make."""
+    from taskdeck.monitor import merge, records
+    from taskdeck.results.record import RUN
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def row(status: str, started: int, done: int, retries: int, result: Any = None) -> dict[str, Any]:
+        return {
+            "task_id": "x",
+            "status": status,
+            "task_name": "t",
+            "worker": "w1",
+            "date_started": start + dt.timedelta(seconds=started),
+            "date_done": start + dt.timedelta(seconds=done),
+            "meta": json.dumps({"_taskdeck": {"retries": retries, "queue": "default"}}),
+            "result": json.dumps(result),
+            RUN: {"sent": start.timestamp()},
+        }
+
+    rows = [
+        row("STARTED", 1, 1, 0),
+        row("RETRY", 1, 2, 0, "Boom"),
+        row("STARTED", 3, 3, 1),
+        row("SUCCESS", 3, 4, 1, 5),
+    ]
+    run = merge.fold(None, [f for r in reversed(rows) for f in records.facts(r)])
+    found = attempts.attempts(run["attempts"])
+    assert [(a["retries"], a["state"], a["runtime"]) for a in found] == [
+        (0, "RETRY", 1.0),
+        (1, "SUCCESS", 1.0),
+    ]
+    assert "Boom" in found[0]["exception"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from taskdeck.monitor import attempts
 from taskdeck.monitor.merge import FINAL, RANK, RunFact, clip
 from taskdeck.results.record import FIELD, RUN
 from taskdeck.results.writebehind import FORGET, decode_row
@@ -212,18 +213,24 @@ def facts(row: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) ->
     if started is not None and status != "STARTED":
         out.append(RunFact(task_id, "STARTED", started, column="started_ts", identity=identity))
     if status == "STARTED":
+        at = started or done
         out.append(
             RunFact(
                 task_id,
                 "STARTED",
-                started or done,
+                at,
                 column="started_ts",
                 identity=identity,
                 attempt={"worker": worker},
                 retries=retries,
                 priority=priority,
+                mark=attempts.mark("started", at, worker),
             )
         )
+        if retries is not None:  # the attempt's retry count, as a task-received event gives it
+            out.append(
+                RunFact(task_id, "STARTED", at, mark=attempts.mark("received", at, worker, retries=retries))
+            )
         return out
     attempt: dict[str, Any] = {"worker": worker}
     if status == "SUCCESS":
@@ -233,7 +240,26 @@ def facts(row: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) ->
     elif status in FINAL or status == "RETRY":
         attempt["exception"] = clip(_result_repr(row), repr_limit)
         attempt["traceback"] = clip(row.get("traceback"), tb_limit)
+    end = {"RETRY": "retried", "FAILURE": "failed", "SUCCESS": "succeeded", "REVOKED": "revoked"}.get(status)
+    mark = None
+    if end is not None:
+        mark = attempts.mark(
+            end,
+            done,
+            worker,
+            attempt.get("exception", ""),
+            attempt.get("runtime") if end == "succeeded" else None,
+        )
     out.append(
-        RunFact(task_id, status, done, identity=identity, attempt=attempt, retries=retries, priority=priority)
+        RunFact(
+            task_id,
+            status,
+            done,
+            identity=identity,
+            attempt=attempt,
+            retries=retries,
+            priority=priority,
+            mark=mark,
+        )
     )
     return out
