@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_hypothesis
 from hypothesis import strategies as st
 
+from taskdeck import conf
 from taskdeck.checks import check_settings
 from taskdeck.routing import TaskRoutes
 
@@ -436,6 +437,17 @@ def test_e026_a_value_of_the_wrong_type(changes, expected):
     with taskdeck(**{**changes, **nested}):
         (message,) = adoption_messages("taskdeck.E026")
     assert message.msg.startswith(expected), message.msg
+
+
+def test_e026_lost_and_stuck_thresholds_are_seconds_and_stuck_after_may_be_none():
+    monitor = settings.TASKDECK.get("MONITOR", {})
+    with taskdeck(MONITOR={**monitor, "STUCK_AFTER": "5m", "LIVENESS_INTERVAL": None}):
+        found = sorted(m.msg.split(" must")[0] for m in adoption_messages("taskdeck.E026"))
+        assert conf.monitor()["STUCK_AFTER"] == conf.MONITOR_DEFAULTS["STUCK_AFTER"]  # the default applies
+    assert found == ["TASKDECK['MONITOR']['LIVENESS_INTERVAL']", "TASKDECK['MONITOR']['STUCK_AFTER']"]
+    with taskdeck(MONITOR={**monitor, "STUCK_AFTER": None, "STUCK_NO_CONSUMER_AFTER": 2.5}):
+        assert adoption_messages("taskdeck.E026") == []
+        assert conf.monitor()["STUCK_AFTER"] is None
 
 
 def test_e026_accepts_what_the_defaults_allow():

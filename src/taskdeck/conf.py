@@ -169,6 +169,14 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "INSPECT_INTERVAL": 30,
     # A worker is offline after this many missed heartbeats.
     "HEARTBEAT_MISSES": 3,
+    # LOST and STUCK runs (taskdeck.monitor.liveness; docs/monitoring.md), looked
+    # for every LIVENESS_INTERVAL seconds: a run received or started on a worker now
+    # offline is LOST; a run sent and not received after STUCK_AFTER seconds (None:
+    # never by age), or after STUCK_NO_CONSUMER_AFTER seconds when no online worker
+    # consumes its queue, is STUCK.
+    "LIVENESS_INTERVAL": 5,
+    "STUCK_AFTER": 300,
+    "STUCK_NO_CONSUMER_AFTER": 30,
     # Recorder health: lag and heartbeat older than this is "stale".
     "RECORDER_STALE_AFTER": 30,
     # Access: the API needs a staff session or a token; /metrics a token or a
@@ -194,7 +202,8 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # Alert rules evaluated by the recorder every ALERT_INTERVAL seconds, e.g.
     # {"name": "payments failing", "kind": "failure_rate", "threshold": 0.2,
     #  "window": 300, "task": "orders.tasks.*", "min_runs": 10}; kinds:
-    # failure_rate, queue_depth, oldest_message_age, worker_offline, recorder_lag.
+    # failure_rate, queue_depth, oldest_message_age, worker_offline, recorder_lag,
+    # lost, stuck (runs LOST or STUCK now, per queue, over the threshold).
     "ALERTS": [],
     "ALERT_INTERVAL": 10,
     # Deliveries besides the "taskdeck.alerts" logger.
@@ -322,7 +331,7 @@ NULLABLE = {
     "DATA_DIR", "DEMO", "MAX_MESSAGE_BYTES", "WORKER_MAX_MESSAGE_BYTES", "REDIS_URL", "QUEUES",
     "RUN_RETENTION", "ROLLUP_RETENTION", "SAMPLE_RETENTION", "INCIDENT_RETENTION",
     "DEAD_LETTER_RETENTION", "DEAD_LETTER_MAX_BYTES",
-    "RABBITMQ_MANAGEMENT_URL", "ALERT_WEBHOOK",
+    "RABBITMQ_MANAGEMENT_URL", "ALERT_WEBHOOK", "STUCK_AFTER",
 }  # fmt: skip
 #: Keys whose value is checked by a rule of its own (LANES, WORKERS, the nested dicts, the monitor's access).
 OWN_RULES = {

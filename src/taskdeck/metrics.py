@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import InterfaceError, OperationalError
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from taskdeck import conf
 from taskdeck.errors import first_line
-from taskdeck.models import QueueSample, RecorderState, TaskTotal, Worker
+from taskdeck.models import QueueSample, RecorderState, TaskRun, TaskState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
 from taskdeck.policy import Scope, metrics_scope, rollups_q
 
@@ -37,6 +38,7 @@ class MonitorCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from self._tasks()
+        yield self._lost_and_stuck()
         yield from self._queues()
         workers = GaugeMetricFamily("taskdeck_workers_online", "Workers whose heartbeat is current.")
         workers.add_metric([], Worker.objects.online().count())
@@ -55,6 +57,35 @@ class MonitorCollector:
         yield events
         yield self._bad_events()
         yield from self._processes()
+
+    def _lost_and_stuck(self) -> Metric:
+        """Runs LOST or STUCK now (taskdeck.monitor.liveness) in scope, per queue; both states always."""
+        runs = GaugeMetricFamily(
+            "taskdeck_runs_unhealthy",
+            "Task runs LOST (their worker went offline mid-run) or STUCK (not received in time, or "
+            "no consumer) now, by queue.",
+            labels=["state", "queue"],
+        )
+        states = (TaskState.LOST.value, TaskState.STUCK.value)
+        rows = [
+            (state, queue, n)
+            for state, name, queue, n in TaskRun.objects.filter(state__in=states)
+            .order_by()
+            .values("state", "name", "queue")
+            .annotate(n=Count("id"))
+            .values_list("state", "name", "queue", "n")
+            if self.scope.allows_run(name, queue)
+        ]
+        queues = _capped(sorted({queue for _, queue, _ in rows}), conf.monitor()["METRICS_MAX_LABEL_VALUES"])
+        counts: dict[tuple[str, str], int] = {}
+        for state, queue, n in rows:
+            counts[(state, queues(queue))] = counts.get((state, queues(queue)), 0) + n
+        for state in states:  # a zero rather than no series: alerts on absence are fragile
+            if not any(key[0] == state for key in counts):
+                counts[(state, "")] = 0
+        for key in sorted(counts):
+            runs.add_metric(list(key), counts[key])
+        return runs
 
     def _bad_events(self) -> Metric:
         bad = CounterMetricFamily(

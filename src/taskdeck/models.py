@@ -31,8 +31,13 @@ from taskdeck.querysets import (
 class TaskState(models.TextChoices):
     # Ranked in taskdeck.monitor.merge; final states never move back.
     SENT = "SENT", "sent"
+    #: Set by the recorder (taskdeck.monitor.liveness), never by an event: sent, and not
+    #: received after STUCK_AFTER seconds, or sent to a queue no online worker consumes.
+    STUCK = "STUCK", "stuck"
     RECEIVED = "RECEIVED", "received"
     STARTED = "STARTED", "started"
+    #: Set by the recorder, never by an event: received or started on a worker now offline.
+    LOST = "LOST", "lost"
     RETRY = "RETRY", "retry"
     SUCCESS = "SUCCESS", "success"
     FAILURE = "FAILURE", "failure"
@@ -93,6 +98,24 @@ class TaskRun(models.Model):
         blank=True,
         help_text="Start and end of each attempt (taskdeck.monitor.attempts).",
     )
+    # Written by the recorder's liveness tick only (taskdeck.monitor.liveness); the event
+    # merge never touches them, so they stay after the run leaves LOST or STUCK.
+    lost_at = models.DateTimeField(
+        "lost at", null=True, blank=True, help_text="When the recorder found the run's worker offline."
+    )
+    lost_worker = models.CharField(
+        "lost on", max_length=255, blank=True, default="", help_text="The worker that went offline with it."
+    )
+    redeliver_at = models.DateTimeField(
+        "redelivery due",
+        null=True,
+        blank=True,
+        help_text="When the broker delivers the message again; empty: never (acked at start).",
+    )
+    stuck_at = models.DateTimeField(
+        "stuck at", null=True, blank=True, help_text="When the recorder found the message waiting too long."
+    )
+    stuck_reason = models.CharField("stuck because", max_length=255, blank=True, default="")
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
     objects = TaskRunQuerySet.as_manager()
@@ -141,6 +164,38 @@ class TaskRun(models.Model):
     def __str__(self) -> str:
         return f"{self.name}[{self.task_id}] {self.state}"
 
+    def steps(self) -> list[dict[str, Any]]:
+        """The timeline: sent, stuck, received, started, lost, finished; each ``{state, at, detail}``.
+
+        ``at`` is None for a step not reached. STUCK and LOST appear only when
+        the run was found so, and stay after it moved on.
+        """
+        steps: list[dict[str, Any]] = [{"state": "SENT", "at": self.sent_at, "detail": ""}]
+        if self.stuck_at is not None:
+            steps.append({"state": "STUCK", "at": self.stuck_at, "detail": self.stuck_reason})
+        steps += [
+            {"state": "RECEIVED", "at": self.received_at, "detail": ""},
+            {"state": "STARTED", "at": self.started_at, "detail": ""},
+        ]
+        if self.lost_at is not None:
+            steps.append({"state": "LOST", "at": self.lost_at, "detail": self.lost_detail()})
+        final = self.state in FINAL_STATES
+        steps.append({"state": self.state if final else "", "at": self.finished_at, "detail": ""})
+        return steps
+
+    def lost_detail(self) -> str:
+        """Where it was lost, when the broker delivers it again, and whether it did."""
+        if self.lost_at is None:
+            return ""
+        if self.redeliver_at is None:
+            again = "not delivered again (acknowledged when it started)"
+        else:
+            again = f"redelivery due {self.redeliver_at:%Y-%m-%d %H:%M:%S} UTC"
+        text = f"{self.lost_worker or 'its worker'} went offline; {again}"
+        if self.state != TaskState.LOST:
+            text += f"; redelivered: {self.state.lower()} on {self.worker or '?'}"
+        return text
+
 
 class Worker(models.Model):
     hostname = models.CharField("hostname", max_length=255, unique=True)
@@ -153,6 +208,17 @@ class Worker(models.Model):
     processed = models.BigIntegerField("processed tasks", default=0)
     loadavg = models.JSONField("load average", default=list, blank=True)
     software = models.CharField("software", max_length=128, blank=True, default="")
+    shut_down = models.BooleanField(
+        "shut down",
+        default=False,
+        help_text="Went offline by a worker-offline event (warm shutdown), not missed heartbeats.",
+    )
+    queues = models.JSONField(
+        "queues",
+        null=True,
+        blank=True,
+        help_text="Queues it consumes (inspect active_queues); empty until it answers.",
+    )
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
     objects = WorkerQuerySet.as_manager()

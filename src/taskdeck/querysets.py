@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections, models
@@ -218,6 +219,17 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
                 break
         return sorted(seen.values(), key=lambda r: r.id)[:limit]
 
+    def in_state_by_queue(
+        self, state: str, queue: str | None = None, task: str | None = None
+    ) -> dict[str, int]:
+        """``{queue: runs}`` of the runs in ``state`` now; ``task`` is a glob of task names."""
+        qs = self.filter(state=state)
+        if queue:
+            qs = qs.filter(queue=queue)
+        if task and task != "*":
+            qs = qs.filter(name__regex=glob_regex(task))
+        return dict(qs.order_by().values("queue").annotate(n=Count("id")).values_list("queue", "n"))
+
     def exception_type(self) -> TaskRunQuerySet:
         """Annotate ``exc_type``: the exception's class name, the text before its first parenthesis."""
         paren = StrIndex("exception", Value("("))
@@ -255,6 +267,15 @@ class WorkerQuerySet(models.QuerySet):
 
     def online(self) -> WorkerQuerySet:
         return self.filter(online=True)
+
+    def consumed_queues(self) -> set[str] | None:
+        """The queues online workers consume; None while an online worker's queues are not known yet."""
+        out: set[str] = set()
+        for queues in self.online().values_list("queues", flat=True):
+            if not isinstance(queues, list):
+                return None
+            out.update(q for q in queues if isinstance(q, str))
+        return out
 
 
 class RollupQuerySet(PruneMixin, models.QuerySet[_R]):
@@ -324,6 +345,11 @@ def _merged(pages: list[list[Any]]) -> list[Any]:
 def _next_prefix(prefix: str) -> str:
     """The least string above every string that starts with ``prefix`` (in code point order)."""
     return prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
+
+
+def glob_regex(pattern: str) -> str:
+    """A database regex matching what ``fnmatch`` matches with ``pattern`` (``*`` and ``?``)."""
+    return "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
 
 
 def cutoff(seconds: float | None) -> dt.datetime | None:

@@ -18,7 +18,7 @@ from django.db import connections
 from django.utils import timezone
 
 from taskdeck.errors import ConfigurationError
-from taskdeck.models import AlertIncident, QueueSample, TaskRollup, Worker
+from taskdeck.models import AlertIncident, QueueSample, TaskRollup, TaskRun, Worker
 from taskdeck.monitor.alerts import Alerts, deliveries
 from tests.support.services import wait_for
 
@@ -97,6 +97,32 @@ def test_one_alert_per_incident_and_a_resolve(webhook, caplog):
     assert [(m["status"], m["rule"]) for m in received].count(("firing", "backlog")) == 1
     assert len(received) == 6 and len(mail.outbox) == 6
     assert "[FIRING] backlog" in caplog.text and "[RESOLVED] backlog" in caplog.text
+
+
+def test_lost_and_stuck_rules_fire_per_queue_and_resolve():
+    rules = [
+        {"name": "lost work", "kind": "lost"},
+        {"name": "billing stuck", "kind": "stuck", "task": "billing.*", "threshold": 1},
+    ]
+    alerts = Alerts(rules, [])
+    now = timezone.now()
+    base = {"state_at": now.timestamp(), "first_seen_at": now}
+    TaskRun.objects.create(task_id="l1", name="orders.charge", queue="high", state="LOST", **base)
+    for n, name in enumerate(["billing.invoice", "billing.refund", "orders.charge"]):
+        TaskRun.objects.create(task_id=f"s{n}", name=name, queue="billing", state="STUCK", **base)
+
+    fired = alerts.evaluate(now)
+    assert sorted((i.rule, i.subject, i.value) for _, i in fired) == [
+        ("billing stuck", "billing", 2.0),  # two billing.* runs: over the threshold of 1
+        ("lost work", "high", 1.0),
+    ]
+    TaskRun.objects.filter(task_id="l1").update(state="SUCCESS")  # redelivered and done
+    TaskRun.objects.filter(task_id="s0").update(state="RECEIVED")
+    resolved = alerts.evaluate(timezone.now())
+    assert sorted((s, i.rule) for s, i in resolved) == [
+        ("resolved", "billing stuck"),
+        ("resolved", "lost work"),
+    ]
 
 
 def test_unknown_rule_kind_is_a_configuration_error():

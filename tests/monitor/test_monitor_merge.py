@@ -101,6 +101,27 @@ def test_results_row_does_not_override_an_event():
         assert row["state"] == "SUCCESS" and row["reconstructed"] is False
 
 
+def test_lost_and_stuck_give_way_to_the_next_fact_only():
+    """STUCK and LOST (set on the row by the liveness tick) survive a duplicate event, not a later one."""
+    (task_id,) = {e["uuid"] for e in EVENTS if e.get("name") == "catalog.tasks.import_feed"}
+    own = [e for e in EVENTS if e["uuid"] == task_id]
+    sent, received, started = (
+        next(e for e in own if e["type"] == t)
+        for t in merge.EVENT_KINDS
+        if t in {"task-sent", "task-received", "task-started"}
+    )
+    stuck = {**fold_all([sent])[task_id], "state": "STUCK"}
+    assert merge.fold(stuck, facts([sent]))["state"] == "STUCK"
+    assert merge.fold(stuck, facts([received]))["state"] == "RECEIVED"
+    lost = {**fold_all([sent, received, started])[task_id], "state": "LOST"}
+    assert merge.fold(lost, facts([received, started]))["state"] == "LOST"
+    again = {**received, "timestamp": started["timestamp"] + 10, "hostname": "heir@h"}
+    moved = merge.fold(lost, facts([again]))
+    assert (moved["state"], moved["worker"]) == ("RECEIVED", "heir@h")
+    final = next(e for e in own if e["type"] == "task-failed")
+    assert merge.fold(lost, facts([final]))["state"] == "FAILURE"
+
+
 def _write(events, batch):
     writer, subscribers = RunWriter(), [Rollups(), Totals(BUCKETS)]
     for start in range(0, len(events), batch):

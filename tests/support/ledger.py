@@ -11,7 +11,9 @@ queue unless told otherwise):
 
 - ``work(n, ms)`` sleeps ``ms`` milliseconds, then appends one record (its
   id, ``n``, the worker and process) — one line per *completed execution*, so
-  a task run twice has two lines and a task lost has none;
+  a task run twice has two lines and a task lost has none; ``first_ms``
+  sleeps that long more, unless the broker says the message is redelivered
+  (a run that hangs until its worker is killed, then passes);
 - ``keep(*args, **kwargs)`` appends its id and the arguments exactly as it
   got them (JSON), so a test can compare a retry's arguments with the first call's;
 - ``poison(key)`` always raises, retried with exponential backoff and full
@@ -53,10 +55,12 @@ def _ledger() -> redis.Redis:
 
 
 @shared_task(bind=True, name="tests.support.ledger.work")
-def work(self: Any, n: int, ms: int = 0, **kwargs: Any) -> int:
+def work(self: Any, n: int, ms: int = 0, first_ms: int = 0, **kwargs: Any) -> int:
+    delivery = self.request.delivery_info or {}
+    if first_ms and not delivery.get("redelivered"):
+        time.sleep(first_ms / 1000)
     if ms:
         time.sleep(ms / 1000)
-    delivery = self.request.delivery_info or {}
     record = {
         "id": self.request.id,
         "n": n,

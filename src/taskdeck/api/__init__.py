@@ -26,7 +26,6 @@ from taskdeck.errors import first_line
 from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
-from taskdeck.monitor.merge import FINAL
 from taskdeck.policy import (
     PERMISSIONS,
     audit_refusal,
@@ -100,16 +99,7 @@ def get_task(request, task_id: str):
     runs = runs_for(request)
     run: TaskRun = get_object_or_404(runs, task_id=task_id)
     flow = runs.defer(*DETAIL_ONLY).workflow(run)
-    timeline = [
-        {"state": state, "at": at}
-        for state, at in (
-            ("SENT", run.sent_at),
-            ("RECEIVED", run.received_at),
-            ("STARTED", run.started_at),
-            (run.state if run.state in FINAL else "", run.finished_at),
-        )
-        if at is not None and state
-    ]
+    timeline = [step for step in run.steps() if step["at"] is not None and step["state"]]
     run.timeline = timeline  # type: ignore[attr-defined]
     run.workflow = {**flow, "parent": flow["parent"][0] if flow["parent"] else None}  # type: ignore[attr-defined]
     return run

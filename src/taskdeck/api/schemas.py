@@ -32,6 +32,14 @@ class TaskOut(Schema):
     root_id: str
     group_id: str
     reconstructed: bool
+    #: Set when the run was found LOST (its worker went offline mid-run); kept after it leaves LOST.
+    lost_at: dt.datetime | None
+    lost_worker: str
+    #: When the broker gives the lost message to a worker again; null if it never will.
+    redeliver_at: dt.datetime | None
+    #: Set when the run was found STUCK (not received in time, or no consumer); kept after.
+    stuck_at: dt.datetime | None
+    stuck_reason: str
 
 
 class TaskPage(Schema):
@@ -43,6 +51,8 @@ class TaskPage(Schema):
 class TimelineEntry(Schema):
     state: str
     at: dt.datetime
+    #: LOST: the worker and the redelivery; STUCK: why.
+    detail: str = ""
 
 
 class Workflow(Schema):

@@ -61,6 +61,14 @@ class Broker(Protocol):
         the caller compares their publish times.
         """
 
+    def redelivery_at(self, reserved: float, worker_gone: float, options: dict[str, object]) -> float | None:
+        """When the broker gives an unacknowledged message of a dead worker to a worker again.
+
+        ``reserved``: when the worker took the message; ``worker_gone``: the
+        worker's last sign of life; ``options``: ``broker_transport_options``.
+        None where the broker does not say.
+        """
+
 
 def for_url(url: str) -> Broker:
     """The :class:`Broker` for a Celery broker URL."""

@@ -39,6 +39,12 @@ class AMQPBroker:
     def queue_arguments(self) -> dict[str, object]:
         return {"x-max-priority": MAX_PRIORITY}
 
+    def redelivery_at(self, reserved: float, worker_gone: float, options: dict[str, object]) -> float | None:
+        # RabbitMQ requeues a channel's unacknowledged messages when the channel closes:
+        # at once when the process dies (its socket closes with it), after the missed
+        # AMQP heartbeats (broker_heartbeat) when its host is cut off.
+        return worker_gone
+
     def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
         depths = []
         for queue in queues:

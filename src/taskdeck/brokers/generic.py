@@ -32,3 +32,6 @@ class GenericBroker:
 
     def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
         return {}
+
+    def redelivery_at(self, reserved: float, worker_gone: float, options: dict[str, object]) -> float | None:
+        return None

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 #: worker processes, so this only caps the cost of a pathological backlog.
 UNACKED_SCAN_LIMIT = 100_000
 
+#: kombu's default visibility timeout (seconds), when broker_transport_options has none.
+VISIBILITY_TIMEOUT = 3600
+
 #: kombu's default priority steps; the lanes use the first ones.
 DEFAULT_STEPS = (0, 3, 6, 9)
 
@@ -36,6 +39,13 @@ class RedisBroker:
 
     def queue_arguments(self) -> dict[str, object]:
         return {}  # priority needs no declaration on Redis
+
+    def redelivery_at(self, reserved: float, worker_gone: float, options: dict[str, object]) -> float | None:
+        # kombu restores an unacked message once visibility_timeout seconds have passed
+        # since it was reserved, whether or not its worker lives (a consumer's periodic
+        # sweep puts it back on its queue: up to ~100 s later with kombu's defaults).
+        timeout = options.get("visibility_timeout", VISIBILITY_TIMEOUT)
+        return reserved + float(timeout if isinstance(timeout, int | float) else VISIBILITY_TIMEOUT)
 
     def queue_depths(self, conn: Connection, queues: list[str]) -> list[QueueDepth]:
         channel: Any = conn.default_channel  # kombu's Redis Channel

@@ -29,7 +29,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from taskdeck.errors import ConfigurationError
-from taskdeck.models import AlertIncident, QueueSample, RecorderState, Worker
+from taskdeck.models import AlertIncident, QueueSample, RecorderState, TaskRun, Worker
 from taskdeck.monitor.runs import lock_writers
 from taskdeck.monitor.series import rollup_table
 from taskdeck.monitor.subscribers import Every, Subscriber
@@ -39,7 +39,15 @@ logger = logging.getLogger("taskdeck.alerts")
 Delivery = Callable[[str, AlertIncident], None]
 #: Messages waiting for delivery; past this many, new ones are dropped (and logged).
 QUEUE_SIZE = 1000
-KINDS = {"failure_rate", "queue_depth", "oldest_message_age", "worker_offline", "recorder_lag"}
+KINDS = {
+    "failure_rate",
+    "queue_depth",
+    "oldest_message_age",
+    "worker_offline",
+    "recorder_lag",
+    "lost",
+    "stuck",
+}
 
 
 def breaches(rule: dict[str, Any], now: dt.datetime, recorder: str = "default") -> dict[str, float]:
@@ -70,6 +78,12 @@ def breaches(rule: dict[str, Any], now: dt.datetime, recorder: str = "default") 
             if value is not None and value > threshold:
                 out[sample.queue] = float(value)
         return out
+    if kind in {"lost", "stuck"}:
+        # Runs LOST or STUCK now (taskdeck.monitor.liveness), per queue; the subject is the queue.
+        counts = TaskRun.objects.in_state_by_queue(
+            kind.upper(), queue=rule.get("queue"), task=rule.get("task")
+        )
+        return {queue: float(count) for queue, count in counts.items() if count > threshold}
     if kind == "worker_offline":
         return {w.hostname: 1.0 for w in Worker.objects.filter(online=False)}
     if kind == "recorder_lag":

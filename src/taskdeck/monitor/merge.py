@@ -27,6 +27,13 @@ The rules make the result independent of arrival order and of duplicates:
   task (sent again under its id) does not replace what the caller sent.
 * **Attempts** are marks folded by :func:`taskdeck.monitor.attempts.add`,
   which keeps them in time order without duplicates.
+
+STUCK and LOST are not facts: the recorder's liveness tick
+(:mod:`taskdeck.monitor.liveness`) sets them on a row, keeping its
+``state_at``. Ranked just above the state they replace (STUCK above SENT,
+LOST above STARTED), they survive a duplicate or older event of the same
+attempt and give way to any later fact: the redelivered message's
+RECEIVED/STARTED, or any final state.
 """
 
 from __future__ import annotations
@@ -39,14 +46,18 @@ from taskdeck.monitor import attempts
 FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED"})
 RANK = {
     "SENT": 1,
-    "RECEIVED": 2,
-    "STARTED": 3,
-    "RETRY": 4,
-    "REJECTED": 5,
-    "REVOKED": 6,
-    "FAILURE": 7,
-    "SUCCESS": 8,
+    "STUCK": 2,
+    "RECEIVED": 3,
+    "STARTED": 4,
+    "LOST": 5,
+    "RETRY": 6,
+    "REJECTED": 7,
+    "REVOKED": 8,
+    "FAILURE": 9,
+    "SUCCESS": 10,
 }
+#: States the recorder's liveness tick sets on a row (:mod:`taskdeck.monitor.liveness`), never a fact.
+FLAGGED = frozenset({"STUCK", "LOST"})
 #: Event type → (state, timestamp column it fills).
 EVENT_KINDS: dict[str, tuple[str, str | None]] = {
     "task-sent": ("SENT", "sent_ts"),

@@ -489,6 +489,7 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
     """A recorder wired from ``TASKDECK["MONITOR"]``: every default subscriber."""
     from taskdeck import brokers, conf
     from taskdeck.monitor.alerts import Alerts, deliveries
+    from taskdeck.monitor.liveness import Liveness, acks_late_of
     from taskdeck.monitor.retention import Retention
     from taskdeck.monitor.rollups import Rollups, Totals
     from taskdeck.monitor.sampler import QueueSampler, configured_queues
@@ -498,7 +499,11 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
     bad = BadEvents(store=deadletter.store)
     subscribers: list[Subscriber] = [
         Workers(misses=s["HEARTBEAT_MISSES"]),
-        WorkerInspector(lambda: app.control.inspect(timeout=1.0).stats(), s["INSPECT_INTERVAL"]),
+        WorkerInspector(
+            lambda: app.control.inspect(timeout=1.0).stats(),
+            s["INSPECT_INTERVAL"],
+            active_queues=lambda: app.control.inspect(timeout=1.0).active_queues(),
+        ),
         Rollups(),
         Totals(s["METRICS_BUCKETS"]),
         QueueSampler(
@@ -507,6 +512,14 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
             configured_queues(app, s["QUEUES"]),
             s["SAMPLE_INTERVAL"],
             s["RABBITMQ_MANAGEMENT_URL"],
+        ),
+        Liveness(
+            broker=brokers.for_url(app.conf.broker_url or ""),
+            options=dict(app.conf.broker_transport_options or {}),
+            acks_late=acks_late_of(app),
+            stuck_after=s["STUCK_AFTER"],
+            no_consumer_after=s["STUCK_NO_CONSUMER_AFTER"],
+            interval=s["LIVENESS_INTERVAL"],
         ),
         Retention(
             runs=s["RUN_RETENTION"],

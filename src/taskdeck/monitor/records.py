@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from taskdeck.monitor import attempts
-from taskdeck.monitor.merge import FINAL, RANK, RunFact, clip
+from taskdeck.monitor.merge import FINAL, FLAGGED, RANK, RunFact, clip
 from taskdeck.results.record import FIELD, RUN
 from taskdeck.results.writebehind import FORGET, decode_row
 
@@ -183,8 +183,10 @@ def _own(row: dict[str, Any]) -> dict[str, Any]:
 def facts(row: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) -> list[RunFact]:
     """The facts of one record, as the task events of that state would have given them."""
     status = row.get("status")
-    if row.get(FORGET) or status not in RANK:
-        return []  # a forget marker, or a custom state (no event carries those either)
+    if row.get(FORGET) or status not in RANK or status in FLAGGED:
+        # A forget marker, or a custom state (no event carries those either; LOST and
+        # STUCK are the recorder's own, never a task's).
+        return []
     task_id = str(row["task_id"])
     extra = row.get(RUN)
     run: dict[str, Any] = extra if isinstance(extra, dict) else {}

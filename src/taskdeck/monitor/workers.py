@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 
 from taskdeck.models import Worker
 from taskdeck.monitor.merge import clip
@@ -55,6 +56,7 @@ class Workers(Subscriber):
                 if row.last_heartbeat is not None and when < row.last_heartbeat:
                     continue
                 row.online = WORKER_EVENTS[event["type"]]
+                row.shut_down = event["type"] == "worker-offline"
                 row.last_heartbeat = when
                 row.heartbeat_interval = float(event.get("freq") or row.heartbeat_interval or 2.0)
                 row.active = int(event.get("active") or 0)
@@ -76,21 +78,34 @@ def _order(event: dict[str, Any]) -> tuple[float, int]:
 class WorkerInspector(Subscriber):
     """Pool and concurrency of online workers, by ``inspect stats`` every ``interval`` s.
 
-    A worker seen online whose pool is not known yet (it came up since the
-    last round) is asked sooner: every ``NEW_WORKER_INTERVAL`` s until it answers.
+    With ``active_queues`` (``inspect active_queues``), the queues each
+    consumes too (:meth:`~taskdeck.querysets.WorkerQuerySet.consumed_queues`).
+    A worker seen online whose pool or queues are not known yet (it came up
+    since the last round) is asked sooner: every ``NEW_WORKER_INTERVAL`` s
+    until it answers.
     """
 
     name = "inspector"
     NEW_WORKER_INTERVAL = 2.0
 
-    def __init__(self, inspect: Callable[[], dict[str, Any] | None], interval: float, using: str = "default"):
+    def __init__(
+        self,
+        inspect: Callable[[], dict[str, Any] | None],
+        interval: float,
+        using: str = "default",
+        active_queues: Callable[[], dict[str, Any] | None] | None = None,
+    ):
         self.inspect = inspect
+        self.active_queues = active_queues
         self.every = Every(interval)
         self.soon = Every(self.NEW_WORKER_INTERVAL)
         self.using = using
 
     def _new_worker_online(self) -> bool:
-        return Worker.objects.using(self.using).filter(online=True, pool="").exists()
+        online = Worker.objects.using(self.using).filter(online=True)
+        if self.active_queues is not None:
+            return online.filter(Q(pool="") | Q(queues__isnull=True)).exists()
+        return online.filter(pool="").exists()
 
     def on_tick(self, now: float) -> None:
         if not self.every.due(now) and not (self.soon.due(now) and self._new_worker_online()):
@@ -112,3 +127,17 @@ class WorkerInspector(Subscriber):
                 pool=clip(str(pool.get("implementation", "")).split(":", 1)[0].rsplit(".", 1)[-1], 64),
                 concurrency=concurrency,
             )
+        if self.active_queues is not None:
+            self._read_queues(self.active_queues)
+
+    def _read_queues(self, active_queues: Callable[[], dict[str, Any] | None]) -> None:
+        try:
+            replies = active_queues() or {}
+        except Exception:  # the broker may be down; the next tick tries again
+            logger.warning("inspect active_queues failed", exc_info=True)
+            return
+        for hostname, queues in replies.items():
+            if not isinstance(queues, list):
+                continue  # a reply we cannot read: leave that worker's row as it is
+            names = sorted({clip(q["name"], 255) for q in queues if isinstance(q, dict) and q.get("name")})
+            Worker.objects.using(self.using).filter(hostname=hostname).update(queues=names)

@@ -24,6 +24,8 @@ STATE_CLASS = {
     "STARTED": "run",
     "RECEIVED": "idle",
     "SENT": "idle",
+    "STUCK": "warn",
+    "LOST": "bad",
     "PROGRESS": "run",
 }
 

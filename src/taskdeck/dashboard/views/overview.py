@@ -9,7 +9,7 @@ from django.shortcuts import render
 from taskdeck.dashboard.access import dashboard_view
 from taskdeck.dashboard.views import page
 from taskdeck.dashboard.views.fleet import queue_rows
-from taskdeck.models import Worker
+from taskdeck.models import TaskState, Worker
 from taskdeck.monitor.health import broker_health, recorder_health
 from taskdeck.policy import runs_for
 from taskdeck.windows import window_name, windows
@@ -38,6 +38,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         "online": len(online),
         "active": sum(w.active for w in online),
         "capacity": sum(w.concurrency or 0 for w in online),
+        # Set by the recorder's liveness tick (taskdeck.monitor.liveness).
+        "lost": runs_for(request).filter(state=TaskState.LOST).count(),
+        "stuck": runs_for(request).filter(state=TaskState.STUCK).count(),
         "failures": runs_for(request)
         .filter(state="FAILURE")
         .defer("traceback", "args", "kwargs", "result")

@@ -116,18 +116,14 @@ def _not_recorded_yet(request: HttpRequest, task_id: str) -> HttpResponse:
 
 
 def timeline(run: TaskRun) -> list[dict[str, Any]]:
-    """sent → received → started → finished, each with the time since the step before."""
-    steps = [
-        ("sent", run.sent_at),
-        ("received", run.received_at),
-        ("started", run.started_at),
-        (run.state.lower() if run.state in FINAL else "finished", run.finished_at),
-    ]
+    """sent → (stuck) → received → started → (lost) → finished, each with the time since the step before."""
     out: list[dict[str, Any]] = []
     previous: dt.datetime | None = None
-    for label, at in steps:
+    for step in run.steps():
+        at = step["at"]
         after = (at - previous).total_seconds() if at and previous else None
-        out.append({"label": label, "at": at, "after": after})
+        label = step["state"].lower() or "finished"
+        out.append({"label": label, "at": at, "after": after, "detail": step["detail"]})
         previous = at or previous
     return out
 
