@@ -36,6 +36,7 @@ from celery.loaders.app import AppLoader
 BACKENDS = {
     "direct": "taskdeck.results.backend:DatabaseBackend",
     "writebehind": "taskdeck.results.writebehind:WriteBehindBackend",
+    "record": "taskdeck.results.record:RecordBackend",
     # The baseline: Celery's own Redis result backend, under the same configuration.
     "celery-redis": "celery.backends.redis:RedisBackend",
 }

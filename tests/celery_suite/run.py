@@ -73,6 +73,8 @@ COMBINATIONS = {
         Combination("redis", "writebehind", "subset"),
         Combination("rabbitmq", "direct", "subset"),
         Combination("rabbitmq", "writebehind", "subset"),
+        Combination("redis", "record", "subset"),
+        Combination("rabbitmq", "record", "subset"),
     ]
 }
 #: Not in CI: Celery's own Redis result backend under the same configuration, to

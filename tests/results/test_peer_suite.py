@@ -45,7 +45,7 @@ SQLITE_OWN = {
         "has one writer at a time (database is locked)"
     ),
 }
-BACKENDS = ("stock", "direct", "write-behind")
+BACKENDS = ("stock", "direct", "write-behind", "record")
 
 
 def expected_failures(backend: str, database: str) -> dict[str, str]:
@@ -147,7 +147,7 @@ def test_peer_suite(peer_suite: Path, backend: str, database: str, broker: str, 
     )
 
 
-@pytest.mark.parametrize("backend", ["direct", "write-behind"])
+@pytest.mark.parametrize("backend", ["direct", "write-behind", "record"])
 def test_the_started_difference_is_the_hold_alone(
     peer_suite: Path, backend: str, broker: str, tmp_path: Path
 ):

@@ -8,6 +8,12 @@ Between batches it reconciles from the results table and ticks the
 subscribers. Everything comes in through the constructor; :func:`build`
 wires the defaults from settings.
 
+With the record backend (:mod:`taskdeck.results.record`) a second source,
+:class:`~taskdeck.monitor.records.RecordSource`, carries the task runs; the
+loop waits on it and takes the waiting events between its batches
+(:meth:`Recorder.process_records`: result rows, runs and subscribers in one
+transaction, then the batch acknowledged).
+
 Nothing on the event exchange stops the recorder. A message that does not
 decode, an event Celery's receiver cannot read, and an event that fails
 :func:`~taskdeck.monitor.validation.check` are counted as bad
@@ -396,17 +402,12 @@ class Recorder:
 
     def write_records(self, records: list[Record]) -> None:
         """Apply records: the ``TaskResult`` rows, the runs, what subscribers derive, the recorder's mark."""
-        from django_celery_results.models import TaskResult
-
-        from taskdeck.results import upsert
-        from taskdeck.results.flusher import fold, forget
-
         rows = [record.row for record in records if record.row is not None]
         limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
         run_facts = [fact for row in rows for fact in record_rows.facts(row, *limits)]
         with transaction.atomic():
             lock_writers()
-            upsert.upsert(TaskResult, forget(TaskResult, fold(record_rows.result_row(row) for row in rows)))
+            record_rows.write_results(rows)
             changes = self.runs.apply(run_facts)
             for subscriber in self.subscribers:
                 subscriber.on_changes(changes)

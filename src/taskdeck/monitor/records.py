@@ -97,6 +97,16 @@ class RecordSource:
 
     def read(self, count: int, block: float) -> list[Record]:
         """Up to ``count`` records, waiting at most ``block`` seconds for the first new one."""
+        try:
+            return self._read(count, block)
+        except Exception as exc:
+            if "NOGROUP" in str(exc):  # a Redis restarted without its data: made again next time
+                self._group_made = False
+            # After an outage, what this consumer read and could not acknowledge comes first.
+            self._own_pending = True
+            raise
+
+    def _read(self, count: int, block: float) -> list[Record]:
         self.ensure_group()
         if self._own_pending:
             got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=count)
@@ -136,6 +146,17 @@ class RecordSource:
 def result_row(row: dict[str, Any]) -> dict[str, Any]:
     """The record's ``TaskResult`` row (the monitor's part left out)."""
     return {k: v for k, v in row.items() if k != RUN}
+
+
+def write_results(rows: list[dict[str, Any]], using: str | None = None) -> None:
+    """The ``TaskResult`` rows of a batch of records, in stream order: the write-behind flusher's
+    fold (one row per task, the upsert's rules), its ``forget()`` markers, one upsert."""
+    from django_celery_results.models import TaskResult
+
+    from taskdeck.results import upsert
+    from taskdeck.results.flusher import fold, forget
+
+    upsert.upsert(TaskResult, forget(TaskResult, fold(result_row(row) for row in rows)), using)
 
 
 def _ts(value: datetime | None) -> float | None:

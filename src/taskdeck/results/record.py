@@ -35,7 +35,9 @@ from Redis.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +47,11 @@ from taskdeck.results.writebehind import FORGET, WriteBehindBackend, encode_row
 
 #: The key of a record that holds the monitor's facts (not a ``TaskResult`` field).
 RUN = "run"
+logger = logging.getLogger("taskdeck.results")
+
+#: Seconds a task's process keeps trying to store a record while Redis does not
+#: answer (a restart), before the store fails as Celery's own would.
+SHIP_RETRY_FOR = 30.0
 #: The stream entry's one field.
 FIELD = "r"
 
@@ -75,7 +82,35 @@ class RecordBackend(WriteBehindBackend):
     uses_flusher = False
 
     def ship(self, row: dict[str, Any]) -> None:
-        """Store one state's record: the result key and the stream entry, in one round trip."""
+        """Store one state's record; while Redis does not answer, try again for ``SHIP_RETRY_FOR`` s.
+
+        The task's message is acknowledged only after this returns: a Redis
+        restarting (a broker restart, when the stream is in the broker's Redis)
+        holds the task's process here instead of losing its record (measured in
+        tests/faults/test_records.py: without it one record was lost per crash).
+        A record sent twice (Redis ran the script, the reply was lost) is
+        written once: the consumer's writes are idempotent.
+        """
+        import redis
+
+        delay, deadline = 0.1, time.monotonic() + SHIP_RETRY_FOR
+        while True:
+            try:
+                return self._ship_once(row)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning(
+                    "task %s: Redis did not take its %s record (%s); trying again in %.1fs",
+                    row.get("task_id"),
+                    row.get("status"),
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _ship_once(self, row: dict[str, Any]) -> None:
         if self._ship is None or self._client_pid != os.getpid():
             self._ship = self.redis().register_script(_SHIP)
         ready = "1" if row["status"] in upsert.READY else "0"

@@ -46,15 +46,22 @@ class StartedStates:
         self._held: dict[str, Held] = {}
         self._writing: str | None = None
         self._thread: threading.Thread | None = None
+        # When the thread wakes by itself (time.monotonic()); inf while it waits for work.
+        self._sleeping_until = float("inf")
 
     def hold(self, task_id: str, started_at: datetime, delay: float, write: Callable[[], Any]) -> None:
         """Write the STARTED of ``task_id`` (``write()``) in ``delay`` seconds, unless :meth:`release`d."""
         with self._cond:
-            self._held[task_id] = Held(time.monotonic() + delay, started_at, write)
+            due = time.monotonic() + delay
+            self._held[task_id] = Held(due, started_at, write)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="taskdeck-started", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if due < self._sleeping_until:
+                # Woken only when this one falls due before the thread would wake anyway:
+                # with one delay for all, once per idle spell, not once per task (a thread
+                # switch per task was measurable on a busy worker).
+                self._cond.notify()
 
     def release(self, task_id: str) -> datetime | None:
         """The task stores its next state: drop its STARTED if not yet written.
@@ -92,8 +99,10 @@ class StartedStates:
                 if left <= 0:
                     del self._held[task_id]
                     return task_id, held
+                self._sleeping_until = held.due
                 self._cond.wait(left)
             else:
+                self._sleeping_until = float("inf")
                 self._cond.wait()
 
 

@@ -40,6 +40,33 @@ def drained_write_behind() -> type:
     return DrainedWriteBehindBackend
 
 
+def drained_records() -> type:
+    """The record backend, its stream read and its result rows written after every store.
+
+    What the recorder does with each batch (taskdeck.monitor.records), less
+    the run rows and rollups: the peer's project has no taskdeck tables.
+    """
+    from taskdeck.results.record import RecordBackend
+
+    class DrainedRecordBackend(RecordBackend):
+        def _store_result(self, *args: Any, **kwargs: Any) -> Any:
+            result = super()._store_result(*args, **kwargs)
+            drain_records(self)
+            return result
+
+    return DrainedRecordBackend
+
+
+def drain_records(backend: Any) -> None:
+    from taskdeck.monitor.records import RecordSource, write_results
+    from taskdeck.results.record import stream_key
+
+    source = RecordSource(backend.redis(), stream_key(), "peer-suite")
+    while records := source.read(1000, 0.001):
+        write_results([r.row for r in records if r.row is not None])
+        source.ack(records)
+
+
 def direct() -> type:
     from taskdeck.results.backend import DatabaseBackend
 
@@ -67,6 +94,7 @@ BACKENDS = {
     "stock": stock,
     "direct": direct,
     "write-behind": drained_write_behind,
+    "record": drained_records,
 }
 
 
