@@ -106,6 +106,11 @@ def group_join(worker: str) -> None:
     result = group(add.s(i, i) for i in range(8)).apply_async()
     assert result.get(timeout=TIMEOUT) == [i + i for i in range(8)]
     assert all(r.state == "SUCCESS" for r in result.results)
+    # The group and parent ids are in the meta read back, as on Celery's own backends.
+    assert {r.backend.get_task_meta(r.id).get("group_id") for r in result.results} == {result.id}
+    chained = (add.s(1, 1) | add.s(2)).apply_async()
+    assert chained.get(timeout=TIMEOUT) == 4
+    assert chained.backend.get_task_meta(chained.id).get("parent_id") == chained.parent.id
 
 
 def chord_once(worker: str) -> None:

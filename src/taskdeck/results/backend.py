@@ -15,13 +15,14 @@ Rows, models, admin, ``AsyncResult``, groups and chords (on the
   default) after it started; a shorter task stores its final state only, with
   its ``date_started`` (:mod:`taskdeck.results.started`; 0 stores every
   STARTED at once, as Celery does);
-- with ``CELERY_RESULT_EXTENDED`` the queue (routing key) and the retry count
-  are kept in ``TaskResult.meta`` under a key of taskdeck's own
-  (:data:`META_KEY`), beside the task's own ``request.meta`` keys and never
-  over them — Celery's extended meta has them, django-celery-results drops
-  them — so ``AsyncResult.queue`` and ``.retries`` answer from the database
-  too (unless the task's own meta has a key of that name: it is what
-  django-celery-results would answer);
+- the group and parent task ids (``group_id``, ``parent_id`` in the meta, as
+  Celery's own backends store them) and, with ``CELERY_RESULT_EXTENDED``, the
+  queue (routing key) and the retry count are kept in ``TaskResult.meta``
+  under a key of taskdeck's own (:data:`META_KEY`), beside the task's own
+  ``request.meta`` keys and never over them — Celery's meta has them,
+  django-celery-results drops them — so ``AsyncResult.queue`` and
+  ``.retries`` answer from the database too (unless the task's own meta has
+  a key of that name: it is what django-celery-results would answer);
 - ``AsyncResult.get()`` polls after 5 ms, then twice as long each time up to
   its ``interval`` (0.5 s by default), instead of every ``interval`` from the
   start: a short task's result is seen in milliseconds, and a long wait
@@ -103,15 +104,26 @@ class DatabaseBackend(CanvasBackend, WaitingBackend, DjangoDatabaseBackend):
             "content_type": content_type,
             "content_encoding": content_encoding,
         }
-        if request is not None and self.extended:
-            own = self._own_meta(request)
+        if request is not None:
+            own = {**self._links(request), **(self._own_meta(request) if self.extended else {})}
             if own:
                 meta[META_KEY] = own
-            row.update(self._extended_fields(request))
+            if self.extended:
+                row.update(self._extended_fields(request))
         row["meta"] = self.encode_content(meta)[2]
         if status == states.STARTED:
             row["date_started"] = timezone.now()
         return row
+
+    @staticmethod
+    def _links(request: Any) -> dict[str, str]:
+        """The group and the parent task of ``request``, those it has, as Celery's own backends store them."""
+        links = {}
+        for key, attribute in (("group_id", "group"), ("parent_id", "parent_id")):
+            value = getattr(request, attribute, None)
+            if isinstance(value, str) and value:
+                links[key] = value
+        return links
 
     @staticmethod
     def _own_meta(request: Any) -> dict[str, Any]:
@@ -130,8 +142,12 @@ class DatabaseBackend(CanvasBackend, WaitingBackend, DjangoDatabaseBackend):
         """Celery's meta of a stored state, with taskdeck's own fields where the task's meta has none."""
         own = meta.pop(META_KEY, None)
         if isinstance(own, dict):
-            meta.setdefault("queue", own.get("queue"))
-            meta.setdefault("retries", own.get("retries", 0))
+            for key in ("group_id", "parent_id"):
+                if key in own:
+                    meta.setdefault(key, own[key])
+            if "queue" in own or "retries" in own:
+                meta.setdefault("queue", own.get("queue"))
+                meta.setdefault("retries", own.get("retries", 0))
         return super().meta_from_decoded(meta)
 
     def name_task(self, task_id: str, name: str) -> None:
