@@ -71,8 +71,11 @@ def run(task_id: str = "t-1") -> TaskRun:
     )
 
 
-def test_api_schema_and_docs_refuse_all_but_dashboard_viewers_and_tokens(client, django_user_model):
+def test_api_schema_and_docs_refuse_all_but_dashboard_viewers_and_tokens(client, django_user_model, broker):
     run("x")
+    current_app.send_task(
+        "orders.tasks.charge_payment", task_id="x", queue="x"
+    )  # message "x" waits in queue "x"
     letter = DeadLetter.objects.create(created_at=timezone.now(), kind="message", reason="r", source="w")
     paths = [p.replace("/dead-letters/x", f"/dead-letters/{letter.pk}") for p in api_paths()]
     paths += ["/taskdeck/api/openapi.json", "/taskdeck/api/docs"]
@@ -139,6 +142,8 @@ def action_urls(task_id: str) -> dict[str, tuple[str, dict[str, str]]]:
         "logout": (reverse("taskdeck:logout"), {}),
         "requeue dead letter": (reverse("taskdeck:dead-letter-requeue", args=[1]), {}),
         "delete dead letter": (reverse("taskdeck:dead-letter-delete", args=[1]), {}),
+        "delete message": (reverse("taskdeck:message-delete", args=["default", task_id]), {}),
+        "move message": (reverse("taskdeck:message-move", args=["default", task_id]), {"to": "low_priority"}),
     }
 
 

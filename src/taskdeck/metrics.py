@@ -22,6 +22,7 @@ from taskdeck import conf
 from taskdeck.errors import first_line
 from taskdeck.models import QueueSample, RecorderState, TaskRun, TaskState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
+from taskdeck.monitor.queues import without_consumer
 from taskdeck.policy import Scope, metrics_scope, rollups_q
 
 
@@ -183,9 +184,22 @@ class MonitorCollector:
             "Age of the oldest waiting message.",
             labels=["queue"],
         )
+        consumers = GaugeMetricFamily(
+            "taskdeck_queue_consumers",
+            "Workers consuming a queue (RabbitMQ's count, else the workers' active_queues).",
+            labels=["queue"],
+        )
+        orphan = GaugeMetricFamily(
+            "taskdeck_queue_without_consumer",
+            "1 when a queue holds ready messages and no worker consumes it.",
+            labels=["queue"],
+        )
         for sample in QueueSample.objects.latest_per_queue():
             if not self.scope.allows_queue(sample.queue):
                 continue
+            if sample.consumers is not None:
+                consumers.add_metric([sample.queue], sample.consumers)
+            orphan.add_metric([sample.queue], 1.0 if without_consumer(sample) else 0.0)
             if sample.by_priority:
                 for priority, count in sample.by_priority.items():
                     ready.add_metric([sample.queue, str(priority)], count)
@@ -195,7 +209,7 @@ class MonitorCollector:
                 unacked.add_metric([sample.queue], sample.unacked)
             if sample.oldest_age is not None:
                 oldest.add_metric([sample.queue], sample.oldest_age)
-        yield from (ready, unacked, oldest)
+        yield from (ready, unacked, oldest, consumers, orphan)
 
 
 #: The label value that stands for every name or queue beyond ``METRICS_MAX_LABEL_VALUES``.

@@ -544,6 +544,8 @@ class AuditEntry(models.Model):
         SHUTDOWN = "shutdown", "shut down worker"
         REQUEUE = "requeue", "requeue dead letter"
         DELETE_LETTER = "delete_letter", "delete dead letter"
+        DELETE_MESSAGE = "delete_message", "delete waiting message"
+        MOVE_MESSAGE = "move_message", "move waiting message"
         LOCKOUT = "lockout", "login locked out"
         REFUSED = "refused", "action refused"
 
@@ -576,6 +578,7 @@ class AuditEntry(models.Model):
             ("revoke_task", "Can revoke (and terminate) a task from the dashboard"),
             ("purge_queue", "Can purge a queue from the dashboard"),
             ("control_worker", "Can grow, shrink and shut down workers from the dashboard"),
+            ("manage_messages", "Can delete and move waiting messages from the dashboard"),
         ]
 
     def __str__(self) -> str:

@@ -22,6 +22,7 @@ from taskdeck import conf
 from taskdeck.models import QueueSample, TaskRun, Worker
 from taskdeck.monitor.health import broker_health, recorder_health, window_stats
 from taskdeck.monitor.merge import FINAL
+from taskdeck.monitor.queues import without_consumer
 from taskdeck.monitor.sampler import configured_queues, read_now
 
 #: What the runs table lists: the latest failures (``status``) or the latest runs (``top``).
@@ -129,7 +130,7 @@ QUEUE_COLUMNS = ("queue", "ready", "by priority", "unacked", "oldest")
 def queue_row(q: QueueSample) -> tuple[str, ...]:
     by_priority = sorted(q.by_priority.items(), key=lambda kv: int(kv[0]))
     return (
-        escape(q.queue),
+        escape(q.queue) + (" [red](no consumer)[/red]" if without_consumer(q) else ""),
         str(q.ready),
         " ".join(f"{k}:{v}" for k, v in by_priority) or "-",
         "-" if q.unacked is None else str(q.unacked),

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from maintenance.tasks import rebuild_search_index
 from taskdeck import deadletter
 from taskdeck.demo import leaves, workload
 from taskdeck.models import AuditEntry, DeadLetter, TaskRun, Worker
@@ -55,6 +56,8 @@ def demo(start_worker, start_recorder) -> dict[str, str]:
     deadletter.store(
         "message", "body is not valid JSON", source=worker.hostname, body=b"{not json", task="x.y"
     )
+    # A message waiting on a queue nothing declares or consumes (the message browser's pages).
+    waiting = rebuild_search_index.apply_async((1,), queue="waiting_room")
     callback = TaskRun.objects.get(name="catalog.tasks.publish_gallery")
     feed = TaskRun.objects.get(name="catalog.tasks.import_feed")
     return {
@@ -64,6 +67,8 @@ def demo(start_worker, start_recorder) -> dict[str, str]:
         "name": "default",
         "pk": str(DeadLetter.objects.latest("id").pk),
         "feed_exc": feed.exception.split("(")[0],
+        "queue": "waiting_room",
+        "ref": waiting.id,
     }
 
 
@@ -102,6 +107,7 @@ def visit(page: Any, name: str, url: str) -> bool:
     return True
 
 
+@pytest.mark.timeout(600)  # every page in four modes, on a shared 2-core machine
 def test_axe_finds_nothing_on_any_page_in_any_mode(demo, browser, live_server, accounts, login, shoot):
     AuditEntry.objects.create(
         username="operator", action="retry", target=demo["failed_id"], ok=False, message="refused: a reason"

@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
+from celery import current_app
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import caches
 from django.test import Client
@@ -77,9 +78,15 @@ def _run(task_id: str, name: str, queue: str, now: dt.datetime, **fields: Any) -
 
 
 @pytest.fixture
-def world(db: Any, django_user_model: Any) -> World:
-    """Runs, queues, rollups, totals, dead letters and audit entries of two teams; billing's scope."""
+def world(db: Any, django_user_model: Any, broker: str) -> World:
+    """Runs, queues, waiting messages, rollups, totals, dead letters and audit entries of two teams;
+    billing's scope."""
     now = timezone.now()
+    # A message waiting in each team's queue (no worker runs here): the message browser's pages.
+    waiting = {
+        queue: current_app.send_task(name, ("x",), queue=queue).id
+        for name, queue in ((MINE, "billing"), ("foreign.tasks.zz_secret", "zz-foreign-q"))
+    }
     minute = now.replace(second=0, microsecond=0)
     _run("mine-run-1", MINE, "billing", now)
     _run("mine-run-2", "billing.refund", "billing", now, state="STARTED", finished_at=None)
@@ -132,6 +139,7 @@ def world(db: Any, django_user_model: Any) -> World:
             "name": "billing",
             "queue": "billing",
             "pk": str(letters["mine"].pk),
+            "ref": waiting["billing"],
         },
         foreign={
             **samples,
@@ -139,6 +147,7 @@ def world(db: Any, django_user_model: Any) -> World:
             "name": "zz-foreign-q",
             "queue": "zz-foreign-q",
             "pk": str(letters["zz-foreign"].pk),
+            "ref": waiting["zz-foreign-q"],
         },
         scoped=scoped,
         unscoped=unscoped,

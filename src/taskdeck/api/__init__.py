@@ -22,6 +22,7 @@ from pydantic import field_validator
 
 from taskdeck.api import schemas
 from taskdeck.api.auth import API_AUTH, DashboardSession, viewer_or_token
+from taskdeck.api.messages import router as messages_router
 from taskdeck.errors import first_line
 from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
 from taskdeck.monitor import health as health_
@@ -44,6 +45,7 @@ api = NinjaAPI(
     urls_namespace="taskdeck-api",
     docs_decorator=viewer_or_token,
 )
+api.add_router("", messages_router)
 
 
 #: Columns only one task's answer shows: not read for lists.
@@ -108,7 +110,10 @@ def get_task(request, task_id: str):
 @api.get("/queues", response=list[schemas.QueueOut], summary="Latest depth of each queue")
 def list_queues(request):
     scope = scope_of(request)
-    return [_queue(s) for s in QueueSample.objects.latest_per_queue() if scope.allows_queue(s.queue)]
+    declared = set(_declared())
+    return [
+        _queue(s, declared) for s in QueueSample.objects.latest_per_queue() if scope.allows_queue(s.queue)
+    ]
 
 
 @api.get("/queues/{name}/samples", response=list[schemas.QueueOut], summary="Depth over time of one queue")
@@ -118,7 +123,15 @@ def queue_samples(request, name: str, since: dt.datetime | None = None, limit: i
     rows = QueueSample.objects.filter(queue=name)
     if since:
         rows = rows.filter(sampled_at__gte=_utc(since))
-    return [_queue(s) for s in rows.order_by("-sampled_at")[: max(1, min(limit, 5000))]]
+    declared = set(_declared())
+    return [_queue(s, declared) for s in rows.order_by("-sampled_at")[: max(1, min(limit, 5000))]]
+
+
+def _declared() -> list[str]:
+    from taskdeck import conf
+    from taskdeck.monitor.queues import configured_queues
+
+    return configured_queues(current_app, conf.monitor()["QUEUES"])()
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -135,7 +148,9 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
         )
 
 
-def _queue(sample: QueueSample) -> dict:
+def _queue(sample: QueueSample, declared: set[str]) -> dict:
+    from taskdeck.monitor.queues import without_consumer
+
     return {
         "name": sample.queue,
         "sampled_at": sample.sampled_at,
@@ -144,6 +159,8 @@ def _queue(sample: QueueSample) -> dict:
         "consumers": sample.consumers,
         "by_priority": sample.by_priority,
         "oldest_age": sample.oldest_age,
+        "declared": sample.queue in declared,
+        "without_consumer": without_consumer(sample),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ninja import Schema
+from ninja import Field, Schema
 
 
 class TaskOut(Schema):
@@ -126,6 +126,8 @@ class QueueOut(Schema):
     consumers: int | None
     by_priority: dict[str, int]
     oldest_age: float | None
+    declared: bool = Field(description="Declared by the app (CELERY_TASK_QUEUES or the default queue)")
+    without_consumer: bool = Field(description="Holds ready messages and no worker consumes it")
 
 
 class WorkerOut(Schema):
@@ -237,3 +239,35 @@ class ActionOut(Schema):
     ok: bool
     message: str
     detail: dict[str, Any]
+
+
+class WaitingOut(Schema):
+    ref: str = Field(description="The task id, or raw-<digest> of an unreadable message's bytes")
+    position: int = Field(description="0 = the oldest of its sub-queue")
+    priority: int | None
+    size: int = Field(description="Bytes as the broker holds it")
+    task: str | None
+    task_id: str | None
+    args: Any = Field(description="Positional arguments, secret keys redacted")
+    kwargs: Any = Field(description="Keyword arguments, secret keys redacted")
+    eta: str | None
+    expires: str | None
+    retries: int | None
+    redacted: bool
+    redelivered: bool
+    problem: str | None = Field(description="Why it cannot be read as a task call; null when it can")
+    preview: str | None = Field(description="The first bytes of an unreadable message, as text")
+    age: float | None = Field(description="Seconds since it was sent, where the recorder saw it")
+
+
+class SubQueueOut(Schema):
+    priority: int | None = Field(description="Redis priority step (0 runs first); null on RabbitMQ")
+    total: int
+    offset: int
+    next_offset: int | None
+    messages: list[WaitingOut]
+
+
+class MessagesOut(Schema):
+    queue: str
+    sub_queues: list[SubQueueOut]

@@ -7,9 +7,11 @@ Nothing outside this package looks at a broker URL's scheme: callers ask
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kombu import Connection
 
 
@@ -26,6 +28,34 @@ class QueueDepth:
     #: Ready messages per priority sub-queue (Redis), highest priority first.
     by_priority: dict[int, int] = field(default_factory=dict)
     exists: bool = True
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One waiting message as the broker holds it, not decoded yet.
+
+    Redis: ``raw`` is the list item (kombu's JSON envelope). RabbitMQ: ``raw``
+    is the body, and ``envelope`` carries the headers and properties AMQP
+    keeps apart.
+    """
+
+    raw: bytes
+    #: The sub-queue's priority step (Redis) or the message's own priority.
+    priority: int | None
+    #: 0 = the oldest message of its sub-queue (Redis) or queue (RabbitMQ).
+    position: int
+    envelope: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MessageWindow:
+    """A page of one (sub-)queue's waiting messages, oldest first."""
+
+    queue: str
+    priority: int | None
+    #: Ready messages in the (sub-)queue when it was read.
+    total: int
+    messages: list[RawMessage]
 
 
 class Broker(Protocol):
@@ -67,6 +97,28 @@ class Broker(Protocol):
         ``reserved``: when the worker took the message; ``worker_gone``: the
         worker's last sign of life; ``options``: ``broker_transport_options``.
         None where the broker does not say.
+        """
+
+    def discover_queues(self, conn: Connection) -> list[str]:
+        """Names of queues the broker knows of, declared by this app or not (may include empty ones)."""
+
+    def browse(
+        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+    ) -> list[MessageWindow]:
+        """Waiting messages of ``queue``, oldest first, per sub-queue (one window where there is none).
+
+        ``priority`` picks one sub-queue; ``offset`` and ``limit`` bound the
+        window, so a queue of any length is read a page at a time.
+        """
+
+    def remove_message(
+        self, conn: Connection, queue: str, match: Callable[[RawMessage], bool], to: str | None
+    ) -> RawMessage | None:
+        """Take the first waiting message ``match`` accepts off ``queue``, atomically.
+
+        With ``to``, the same message is put on queue ``to`` in the same step
+        (a move); without, it is dropped (a delete). Returns the message, or
+        None when it is not waiting any more (a worker took it).
         """
 
 

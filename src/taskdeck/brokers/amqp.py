@@ -17,14 +17,20 @@ import json
 import urllib.parse
 import urllib.request
 from base64 import b64encode
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from taskdeck.brokers import QueueDepth
+from taskdeck.brokers import MessageWindow, QueueDepth, RawMessage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kombu import Connection
 
 MAX_PRIORITY = 10
+
+#: Messages taken (and given back) to show one page, or to find one message: AMQP
+#: can only read a queue from its head, so deeper messages are out of reach.
+PEEK_LIMIT = 1_000
 
 
 class AMQPBroker:
@@ -74,6 +80,87 @@ class AMQPBroker:
 
     def oldest_task_ids(self, conn: Connection, queues: list[str]) -> dict[str, list[str]]:
         return {}  # peeking would take the message off the queue
+
+    def discover_queues(self, conn: Connection) -> list[str]:
+        return []  # AMQP cannot list queues; the sampler also tries the queues runs were sent to
+
+    def browse(
+        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+    ) -> list[MessageWindow]:
+        """``basic_get`` without ack up to ``offset + limit`` messages, then the channel closes.
+
+        Closing the channel gives every message back to the queue: RabbitMQ puts
+        each back in its place, marked *redelivered*. While the page is read
+        those messages are held by this channel, not by a worker.
+        """
+        channel: Any = conn.channel()
+        try:
+            try:
+                _, ready, _ = channel.queue_declare(queue=queue, passive=True)
+            except conn.channel_errors:
+                return [MessageWindow(queue, None, 0, [])]
+            messages = []
+            for position in range(min(offset + limit, ready, PEEK_LIMIT)):
+                message = channel.basic_get(queue=queue, no_ack=False)
+                if message is None:
+                    break
+                if position >= offset:
+                    messages.append(_raw(message, position))
+            return [MessageWindow(queue, None, ready, messages)]
+        finally:
+            _close(conn, channel)
+
+    def remove_message(
+        self, conn: Connection, queue: str, match: Callable[[RawMessage], bool], to: str | None
+    ) -> RawMessage | None:
+        """Read from the head until ``match``; ack it (and publish it to ``to``) in one AMQP transaction.
+
+        The messages read before it go back to the queue when the channel closes (redelivered).
+        """
+        if to is not None and not self.queue_depths(conn, [to])[0].exists:
+            # Published to the default exchange, a message for a queue that does not exist is dropped.
+            raise LookupError(f"queue {to!r} does not exist on the broker: nothing was moved")
+        channel: Any = conn.channel()
+        try:
+            channel.tx_select()
+            for position in range(PEEK_LIMIT):
+                message = channel.basic_get(queue=queue, no_ack=False)
+                if message is None:
+                    return None
+                found = _raw(message, position)
+                if not match(found):
+                    continue
+                if to is not None:
+                    channel.basic_publish(message, exchange="", routing_key=to)
+                channel.basic_ack(message.delivery_tag)
+                channel.tx_commit()
+                return found
+            return None
+        except conn.channel_errors:
+            return None  # the queue does not exist (any more)
+        finally:
+            _close(conn, channel)
+
+
+def _raw(message: Any, position: int) -> RawMessage:
+    properties = dict(message.properties)
+    headers = properties.pop("application_headers", None) or {}
+    envelope = {
+        "headers": headers,
+        "properties": properties,
+        "content-type": properties.get("content_type"),
+        "content-encoding": properties.get("content_encoding"),
+        "redelivered": bool(message.delivery_info.get("redelivered")),
+    }
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    return RawMessage(body, properties.get("priority"), position, envelope)
+
+
+def _close(conn: Connection, channel: Any) -> None:
+    try:
+        channel.close()
+    except conn.channel_errors + conn.connection_errors:
+        pass
 
 
 def management_unacked(url: str, vhost: str, queues: list[str], timeout: float = 2.0) -> dict[str, int]:

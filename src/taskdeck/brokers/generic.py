@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from taskdeck.brokers import QueueDepth
+from taskdeck.brokers import MessageWindow, QueueDepth, RawMessage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kombu import Connection
 
 
@@ -34,4 +36,17 @@ class GenericBroker:
         return {}
 
     def redelivery_at(self, reserved: float, worker_gone: float, options: dict[str, object]) -> float | None:
+        return None
+
+    def discover_queues(self, conn: Connection) -> list[str]:
+        return []
+
+    def browse(
+        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+    ) -> list[MessageWindow]:
+        return []
+
+    def remove_message(
+        self, conn: Connection, queue: str, match: Callable[[RawMessage], bool], to: str | None
+    ) -> RawMessage | None:
         return None

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from taskdeck.brokers import QueueDepth
+from taskdeck.brokers import MessageWindow, QueueDepth, RawMessage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import redis
     from kombu import Connection
 
 #: Unacked entries read per sample at most: the hash is bounded by prefetch x
@@ -27,6 +30,29 @@ VISIBILITY_TIMEOUT = 3600
 
 #: kombu's default priority steps; the lanes use the first ones.
 DEFAULT_STEPS = (0, 3, 6, 9)
+
+#: Keys examined per discovery at most (SCAN calls of 1,000): a Redis shared
+#: with a cache of millions of keys is not walked whole every sample.
+DISCOVERY_SCAN_LIMIT = 50_000
+
+#: Messages read, oldest first, to find one to delete or move (1,000 a window).
+FIND_LIMIT = 100_000
+FIND_WINDOW = 1_000
+
+#: Celery's own exchanges and queues (events, remote control and its replies): never task queues.
+INTERNAL_EXCHANGES = frozenset({"celeryev", "celery.pidbox", "reply.celery.pidbox"})
+
+#: Take one exact list item off KEYS[1] (LREM from the tail: the oldest copy)
+#: and, for a move, push ARGV[2] onto KEYS[2] in the same step. Redis runs a
+#: script alone: a worker's BRPOP either took the item before (0 removed,
+#: nothing pushed) or finds it gone after; it is never both moved and popped.
+REMOVE_SCRIPT = """
+local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
+if removed == 1 and #KEYS == 2 then
+    redis.call('LPUSH', KEYS[2], ARGV[2])
+end
+return removed
+"""
 
 
 class RedisBroker:
@@ -112,6 +138,117 @@ class RedisBroker:
                 if task_id:
                     out.setdefault(queue, []).append(task_id)
         return out
+
+    def discover_queues(self, conn: Connection) -> list[str]:
+        """Queues named in kombu's binding tables (``_kombu.binding.<exchange>``), and list keys.
+
+        A queue a producer published to is in a binding table (kombu declares
+        it on publish); a list pushed by anything else is found by SCAN, up to
+        :data:`DISCOVERY_SCAN_LIMIT` keys. Celery's event and remote-control
+        queues are left out.
+        """
+        channel: Any = conn.default_channel
+        client, prefix, sep = _plain(channel), channel.global_keyprefix or "", channel.sep
+        names: set[str] = set()
+        tables = _scan(client, f"{_glob(prefix)}_kombu.binding.*", None)
+        for key in tables:
+            exchange = key[len(prefix) + len("_kombu.binding.") :]
+            if exchange in INTERNAL_EXCHANGES:
+                continue
+            for member in client.smembers(key):
+                names.add(_text(member).split(sep)[-1])
+        for key in _scan(client, f"{_glob(prefix)}*", "list"):
+            name = key[len(prefix) :]
+            base, _, step = name.rpartition(sep)
+            names.add(base if base and step.isdigit() else name)
+        return sorted(n for n in names if n and not _internal_queue(n))
+
+    def browse(
+        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+    ) -> list[MessageWindow]:
+        """LRANGE windows from the tail of each sub-queue (kombu LPUSHes and BRPOPs: the tail is oldest)."""
+        channel: Any = conn.default_channel
+        steps = [channel.priority(priority)] if priority is not None else list(channel.priority_steps)
+        client = _plain(channel)
+        with client.pipeline(transaction=True) as pipe:  # each window and its total from one moment
+            for step in steps:
+                key = _key(channel, queue, step)
+                pipe.llen(key)
+                pipe.lrange(key, -(offset + limit), -(offset + 1))
+            replies = pipe.execute()
+        windows = []
+        for index, step in enumerate(steps):
+            total, items = replies[2 * index], replies[2 * index + 1]
+            oldest_first = list(reversed(items))
+            messages = [RawMessage(raw, step, offset + i) for i, raw in enumerate(oldest_first)]
+            windows.append(MessageWindow(queue, step, total, messages))
+        return windows
+
+    def remove_message(
+        self, conn: Connection, queue: str, match: Callable[[RawMessage], bool], to: str | None
+    ) -> RawMessage | None:
+        channel: Any = conn.default_channel
+        client = _plain(channel)
+        for step in channel.priority_steps:
+            key = _key(channel, queue, step)
+            for start in range(0, FIND_LIMIT, FIND_WINDOW):
+                items = client.lrange(key, -(start + FIND_WINDOW), -(start + 1))
+                for i, item in enumerate(reversed(items)):
+                    raw = item if isinstance(item, bytes) else item.encode()
+                    found = RawMessage(raw, step, start + i)
+                    if not match(found):
+                        continue
+                    keys = [key] if to is None else [key, _key(channel, to, step)]
+                    args = [raw] if to is None else [raw, _readdressed(raw, to)]
+                    removed = client.eval(REMOVE_SCRIPT, len(keys), *keys, *args)
+                    return found if removed else None
+                if len(items) < FIND_WINDOW:
+                    break
+        return None
+
+
+def _plain(channel: Any) -> redis.Redis:
+    """A client that prefixes nothing (kombu's prefixes some commands only): keys are prefixed by hand."""
+    import redis
+
+    return redis.Redis(connection_pool=channel.client.connection_pool)
+
+
+def _key(channel: Any, queue: str, step: int) -> str:
+    return (channel.global_keyprefix or "") + channel._q_for_pri(queue, step)
+
+
+def _glob(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _scan(client: redis.Redis, match: str, kind: str | None) -> list[str]:
+    keys: list[str] = []
+    cursor, examined = 0, 0
+    while True:
+        cursor, batch = client.scan(cursor, match=match, count=1000, _type=kind)
+        keys.extend(_text(k) for k in batch)
+        examined += 1000
+        if not cursor or examined >= DISCOVERY_SCAN_LIMIT:
+            return keys
+
+
+def _internal_queue(name: str) -> bool:
+    return name.endswith(".pidbox") or name.startswith("celeryev.")
+
+
+def _readdressed(raw: bytes, queue: str) -> bytes:
+    """The envelope with its delivery address set to ``queue`` (where kombu restores it to if unacked)."""
+    try:
+        envelope = json.loads(raw)
+        envelope["properties"]["delivery_info"] = {"exchange": "", "routing_key": queue}
+    except (TypeError, ValueError, KeyError):
+        return raw  # not kombu's envelope: moved as it is (a worker will refuse it there too)
+    return json.dumps(envelope).encode()
 
 
 def _task_id(raw: bytes | str | None) -> str | None:

@@ -177,6 +177,36 @@ class Actions:
     def queues(self) -> list[str]:
         return configured_queues(self.app, conf.monitor()["QUEUES"])()
 
+    # --- waiting messages --------------------------------------------------
+
+    def delete_message(self, queue: str, ref: str) -> Outcome:
+        """Take waiting message ``ref`` off ``queue`` for good (a worker that took it first wins)."""
+        return self._take(Action.DELETE_MESSAGE, queue, ref, None)
+
+    def move_message(self, queue: str, ref: str, to: str) -> Outcome:
+        """Put waiting message ``ref`` of ``queue`` on queue ``to`` (a declared one), in one step."""
+        return self._take(Action.MOVE_MESSAGE, queue, ref, to)
+
+    def _take(self, action: str, queue: str, ref: str, to: str | None) -> Outcome:
+        from taskdeck.monitor import messages
+
+        def take() -> tuple[str, dict[str, Any]]:
+            if to is not None and to not in self.queues():
+                if not to:
+                    raise ActionRefused(f"move message {ref}: name the queue to move it to")
+                raise ActionRefused(f"{to!r} is not a queue this app declares (CELERY_TASK_QUEUES)")
+            if to == queue:
+                raise ActionRefused(f"message {ref} is already on {queue}")
+            taken = messages.remove(self.app, queue, ref, to)
+            if taken is None:
+                raise ActionRefused(f"message {ref} is not waiting on {queue} (a worker may have taken it)")
+            what = f"{taken.task or 'unreadable message'}[{taken.task_id or ref}]"
+            done = f"moved from {queue} to {to}" if to else f"deleted from {queue}"
+            detail = {"queue": queue, "to": to, "task": taken.task, "task_id": taken.task_id}
+            return f"{what} {done}", {**detail, "priority": taken.priority}
+
+        return self._record(action, f"message {ref} on {queue}"[:255], take)
+
     # --- workers -----------------------------------------------------------
 
     def resize_pool(self, hostname: str, delta: int) -> Outcome:

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from taskdeck.dashboard.access import StaffLoginForm
-from taskdeck.dashboard.views import commands, deadletters, fleet, overview, tasks
+from taskdeck.dashboard.views import commands, deadletters, fleet, messages, overview, tasks
 
 app_name = "taskdeck"
 
@@ -33,6 +33,10 @@ urlpatterns = [
     path("queues/", fleet.queues, name="queues"),
     path("queues/<str:name>/purge/", fleet.purge_confirm, name="purge-confirm"),
     path("queues/<str:name>/purge/send/", commands.purge, name="purge"),
+    path("queues/<str:queue>/messages/", messages.queue_messages, name="messages"),
+    path("queues/<str:queue>/messages/<str:ref>/", messages.message, name="message"),
+    path("queues/<str:queue>/messages/<str:ref>/delete/", messages.delete, name="message-delete"),
+    path("queues/<str:queue>/messages/<str:ref>/move/", messages.move, name="message-move"),
     path("workers/", fleet.workers, name="workers"),
     path("workers/<str:hostname>/pool/", commands.pool, name="pool"),
     path("workers/<str:hostname>/shutdown/", fleet.shutdown_confirm, name="shutdown-confirm"),

@@ -491,6 +491,7 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
     from taskdeck import brokers, conf
     from taskdeck.monitor.alerts import Alerts, deliveries
     from taskdeck.monitor.liveness import Liveness, acks_late_of
+    from taskdeck.monitor.queues import ConsumerCounts
     from taskdeck.monitor.retention import Retention
     from taskdeck.monitor.rollups import Rollups, Totals
     from taskdeck.monitor.sampler import QueueSampler, configured_queues
@@ -513,6 +514,7 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
             configured_queues(app, s["QUEUES"]),
             s["SAMPLE_INTERVAL"],
             s["RABBITMQ_MANAGEMENT_URL"],
+            consumers=ConsumerCounts(app, interval=s["INSPECT_INTERVAL"]),
         ),
         Liveness(
             broker=brokers.for_url(app.conf.broker_url or ""),

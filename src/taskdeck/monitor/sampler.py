@@ -11,7 +11,10 @@ from typing import Any
 
 from taskdeck.brokers import Broker
 from taskdeck.models import QueueSample, TaskRun
+from taskdeck.monitor.queues import ConsumerCounts, candidate_queues, configured_queues
 from taskdeck.monitor.subscribers import Every, Subscriber
+
+__all__ = ["QueueSampler", "configured_queues", "read_now"]
 
 logger = logging.getLogger("taskdeck.monitor")
 
@@ -27,6 +30,11 @@ class QueueSampler(Subscriber):
 
     name = "sampler"
 
+    #: Seconds between two looks for queues beyond the configured ones.
+    DISCOVER_INTERVAL = 30.0
+    #: Undeclared queues followed at most (each sampled while it holds messages, and once at 0).
+    FOLLOW_LIMIT = 1000
+
     def __init__(
         self,
         broker: Broker,
@@ -34,12 +42,20 @@ class QueueSampler(Subscriber):
         queues: Callable[[], list[str]],
         interval: float,
         management_url: str | None = None,
+        discover: bool = True,
+        consumers: Callable[[], dict[str, int] | None] | None = None,
     ) -> None:
         self.broker = broker
         self.connect = connect
         self.queues = queues
         self.every = Every(interval)
         self.management_url = management_url
+        self.discover = discover
+        self.consumers = consumers
+        self._discovered = Every(self.DISCOVER_INTERVAL)
+        self._candidates: list[str] = []
+        #: Undeclared queues that held messages at the last sample: sampled until they are empty.
+        self._following: set[str] = set()
         self._conn: Any = None
 
     def on_tick(self, now: float) -> None:
@@ -62,9 +78,21 @@ class QueueSampler(Subscriber):
         if self._conn is None:
             self._conn = self.connect()
             self._conn.ensure_connection(max_retries=1)
-        names = self.queues()
-        depths = self.broker.queue_depths(self._conn, names)
+        configured = self.queues()
+        if self.discover and self._discovered.due(now):
+            self._candidates = candidate_queues(self.broker, self._conn)
+        extra = [n for n in dict.fromkeys([*self._following, *self._candidates]) if n not in configured]
+        depths = [
+            d
+            for d in self.broker.queue_depths(self._conn, [*configured, *extra])
+            # An undeclared queue is shown while it holds messages, and once more at 0.
+            if d.name in configured or d.ready or d.name in self._following
+        ]
+        self._following = {d.name for d in depths if d.ready and d.name not in configured}
+        self._following = set(sorted(self._following)[: self.FOLLOW_LIMIT])
+        names = [d.name for d in depths]
         unacked = self.broker.unacked_by_queue(self._conn, names, self.management_url) or {}
+        counts = self.consumers() if self.consumers is not None else None
         oldest = self.broker.oldest_task_ids(self._conn, names)
         sent = dict(
             TaskRun.objects.filter(task_id__in=[t for ids in oldest.values() for t in ids])
@@ -81,7 +109,9 @@ class QueueSampler(Subscriber):
                     queue=depth.name,
                     ready=depth.ready,
                     unacked=unacked.get(depth.name),
-                    consumers=depth.consumers,
+                    consumers=depth.consumers
+                    if depth.consumers is not None or counts is None
+                    else counts.get(depth.name, 0),
                     by_priority={str(k): v for k, v in depth.by_priority.items()},
                     oldest_age=max(now - min(times).timestamp(), 0.0) if times and depth.ready else None,
                 )
@@ -98,18 +128,6 @@ class QueueSampler(Subscriber):
             self._conn = None
 
 
-def configured_queues(app: Any, explicit: list[str] | None) -> Callable[[], list[str]]:
-    """The queues to sample: ``explicit``, else every queue the Celery app declares."""
-
-    def names() -> list[str]:
-        if explicit:
-            return list(explicit)
-        declared = [q.name for q in (app.conf.task_queues or [])]
-        return list(dict.fromkeys([*declared, app.conf.task_default_queue]))
-
-    return names
-
-
 def read_now(app: Any, queues: list[str] | None = None) -> list[QueueSample]:
     """The depth of each configured queue right now (unsaved rows), for ``taskdeck status``."""
     from taskdeck import brokers, conf
@@ -120,6 +138,7 @@ def read_now(app: Any, queues: list[str] | None = None) -> list[QueueSample]:
         configured_queues(app, queues),
         interval=0,
         management_url=conf.monitor()["RABBITMQ_MANAGEMENT_URL"],
+        consumers=ConsumerCounts(app, timeout=conf.dashboard()["CONTROL_TIMEOUT"]),
     )
     try:
         return sampler.read(time.time())

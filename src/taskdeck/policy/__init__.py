@@ -81,6 +81,7 @@ PERMISSIONS = {
     "purge": "taskdeck.purge_queue",
     "control": "taskdeck.control_worker",
     "deadletters": "taskdeck.manage_deadletter",
+    "messages": "taskdeck.manage_messages",
 }
 
 

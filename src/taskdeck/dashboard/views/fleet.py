@@ -14,22 +14,31 @@ from taskdeck.dashboard.access import dashboard_view
 from taskdeck.dashboard.actions import RESIZABLE_POOLS
 from taskdeck.dashboard.views import page
 from taskdeck.models import AuditEntry, QueueSample, Worker
-from taskdeck.monitor.sampler import configured_queues
+from taskdeck.monitor.queues import configured_queues, without_consumer
 from taskdeck.policy import audit_for, scope_of
 
 
 def queue_rows(request: HttpRequest) -> list[dict[str, Any]]:
     """Every declared queue with its newest sample (None before the first one), and sampled queues beyond.
 
-    Only the queues in the request's scope.
+    Only the queues in the request's scope. A queue beyond the declared ones is
+    one the sampler found holding messages (a route to a queue nothing
+    declares): marked ``declared: False``.
     """
     scope = scope_of(request)
     samples = {s.queue: s for s in QueueSample.objects.latest_per_queue() if scope.allows_queue(s.queue)}
-    declared = [
-        q for q in configured_queues(current_app, conf.monitor()["QUEUES"])() if scope.allows_queue(q)
-    ]
+    configured = configured_queues(current_app, conf.monitor()["QUEUES"])()
+    declared = [q for q in configured if scope.allows_queue(q)]
     names = list(dict.fromkeys([*declared, *samples]))
-    return [{"name": name, "sample": samples.get(name)} for name in names]
+    return [
+        {
+            "name": name,
+            "sample": samples.get(name),
+            "declared": name in configured,
+            "without_consumer": without_consumer(samples.get(name)),
+        }
+        for name in names
+    ]
 
 
 def consumers(wait: bool = True) -> dict[str, list[str]] | None:

@@ -1,0 +1,355 @@
+"""What waits in a queue, on real Redis with a real worker that does not consume it, in Chromium.
+
+A message sent to a queue nothing declares (as a misspelt route does) is
+found by the sampler and shown on the Queues page, in ``taskdeck status``,
+the API and /metrics, flagged as having no consumer.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+
+import pytest
+import redis
+from celery import current_app
+from celery.result import AsyncResult
+from django.contrib.auth import get_user_model
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from maintenance.tasks import rebuild_search_index
+from taskdeck import brokers
+from taskdeck.brokers import RawMessage
+from taskdeck.models import QueueSample, TaskRun
+from taskdeck.monitor.messages import read
+from taskdeck.monitor.queues import without_consumer
+from taskdeck.terminal import render, snapshot
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TYPO = "low_priorty"  # a route's misspelling of low_priority: nothing declares or consumes it
+
+
+def text_of(drawn: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(drawn)
+    return console.export_text()
+
+
+def test_a_queue_nothing_declares_is_shown_everywhere_and_flagged(
+    start_worker, start_recorder, live_server, page, accounts, login, client
+):
+    start_worker(["default"], concurrency=1)  # a worker, not on the misspelt queue
+    start_recorder()
+    rebuild_search_index.apply_async((1,), queue=TYPO)
+    rebuild_search_index.apply_async((2,), queue=TYPO)
+    sampled = QueueSample.objects.filter(queue=TYPO, ready=2, consumers=0)
+    wait_for(sampled.exists, 90, f"the recorder to sample {TYPO} with no consumer")
+
+    client.force_login(get_user_model().objects.get(username="operator"))
+    (row,) = [q for q in client.get("/taskdeck/api/queues").json() if q["name"] == TYPO]
+    assert (row["ready"], row["declared"], row["without_consumer"]) == (2, False, True)
+    default = next(q for q in client.get("/taskdeck/api/queues").json() if q["name"] == "default")
+    assert (default["declared"], default["without_consumer"]) == (True, False)
+
+    metrics = client.get("/metrics").content.decode()
+    # rebuild_search_index is a low-lane task: priority step 6.
+    assert f'taskdeck_queue_messages_ready{{priority="6",queue="{TYPO}"}} 2.0' in metrics
+    assert f'taskdeck_queue_without_consumer{{queue="{TYPO}"}} 1.0' in metrics
+    assert 'taskdeck_queue_without_consumer{queue="default"} 0.0' in metrics
+
+    # taskdeck status asks the broker itself (the recorder's samples aside).
+    status = text_of(render(snapshot(app=current_app._get_current_object(), live=True)))
+    assert f"{TYPO} (no consumer)" in status
+
+    login(page, "operator")
+    page.goto(f"{live_server.url}/taskdeck/queues/")
+    row_ = page.locator(f"#queue-rows tr[data-queue='{TYPO}']")
+    row_.wait_for()
+    assert "not declared" in row_.text_content()
+    assert row_.locator("[data-flag=no-consumer]").count() == 1
+    assert page.locator("#queue-rows tr[data-queue='default'] [data-flag=no-consumer]").count() == 0
+
+
+SEP = "\x06\x16"  # kombu's separator between a queue name and its priority step
+
+
+def key(queue: str, step: int) -> str:
+    return queue + (f"{SEP}{step}" if step else "")
+
+
+def grant(username: str, *codenames: str) -> None:
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.get(username=username)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+
+
+def test_browse_delete_and_move_on_redis(broker, start_worker, accounts, client):
+    from django.test import Client
+
+    from taskdeck.models import AuditEntry
+
+    # A real worker on the queue messages are moved to, not on low_priority: messages wait there.
+    start_worker(["medium_priority"], concurrency=1)
+    redis_ = redis.Redis.from_url(broker)
+    top = [rebuild_search_index.apply_async((i,), queue="low_priority", priority=0).id for i in range(3)]
+    low = [rebuild_search_index.apply_async((i,), queue="low_priority", priority=6).id for i in range(2)]
+    kwargs = {"password": "hunter2", "api_key": "k", "shard_name": "eu"}
+    secret = current_app.send_task(
+        rebuild_search_index.name, (9,), kwargs, queue="low_priority", priority=6
+    ).id
+    redis_.lpush("low_priority", b"\xff\x00 not a message")  # junk, pushed by something else: the newest
+
+    grant("operator", "manage_messages")
+    operator, viewer = Client(), Client()
+    operator.force_login(accounts["operator"])
+    viewer.force_login(accounts["viewer"])
+    url = "/taskdeck/api/queues/low_priority/messages"
+
+    pages = {p["priority"]: p for p in viewer.get(url).json()["sub_queues"]}
+    assert list(pages) == [0, 3, 6, 9]
+    step0 = pages[0]["messages"]
+    assert [m["task_id"] for m in step0] == [*top, None]  # oldest first, the junk last
+    assert step0[-1]["problem"] and step0[-1]["ref"].startswith("raw-") and step0[-1]["args"] is None
+    assert all(m["age"] is not None and m["age"] >= 0 for m in step0[:-1])  # the publisher's header
+    assert [m["task_id"] for m in pages[6]["messages"]] == [*low, secret]
+    shown = pages[6]["messages"][-1]
+    assert shown["kwargs"] == {"password": "[redacted]", "api_key": "[redacted]", "shard_name": "eu"}
+    assert shown["redacted"] and "hunter2" not in viewer.get(url).content.decode()
+    assert (shown["task"], shown["args"], shown["priority"]) == (
+        "maintenance.tasks.rebuild_search_index",
+        [9],
+        6,
+    )
+
+    # A page at a time, with where the next one starts.
+    first = viewer.get(url, {"priority": 0, "limit": 2}).json()["sub_queues"]
+    assert [(p["priority"], p["total"], p["next_offset"]) for p in first] == [(0, 4, 2)]
+    assert [m["task_id"] for m in first[0]["messages"]] == top[:2]
+    rest = viewer.get(url, {"priority": 0, "offset": 2, "limit": 2}).json()["sub_queues"][0]
+    assert [m["position"] for m in rest["messages"]] == [2, 3] and rest["next_offset"] is None
+    assert viewer.get(f"{url}/{top[1]}").json()["task_id"] == top[1]
+
+    # Without the permission: refused, audited, nothing taken.
+    refused = viewer.delete(f"{url}/{top[0]}")
+    assert refused.status_code == 403
+    assert AuditEntry.objects.filter(action="refused", username="viewer", ok=False).count() == 1
+    moved = viewer.post(f"{url}/{top[0]}/move?to=medium_priority")
+    assert moved.status_code == 403
+    assert AuditEntry.objects.filter(action="refused", username="viewer").count() == 2
+    assert redis_.llen("low_priority") == 4
+
+    # A user scoped to another queue sees none of these, and cannot act on them (404, audited).
+    from taskdeck.models import AccessScope
+
+    scoped_user = get_user_model().objects.create_user("billing", is_staff=True)
+    grant("billing", "view_dashboard", "manage_messages")
+    AccessScope.objects.create(user=scoped_user, queues="medium_priority", tasks="")
+    scoped = Client()
+    scoped.force_login(scoped_user)
+    assert scoped.get(url).status_code == 404
+    assert scoped.get(f"{url}/{top[0]}").status_code == 404
+    assert scoped.delete(f"{url}/{top[0]}").status_code == 404
+    assert AuditEntry.objects.filter(action="refused", username="billing").count() == 1
+
+    # With it: deleted (the junk too, by its digest), moved to a declared queue only.
+    assert operator.delete(f"{url}/{top[0]}").status_code == 200
+    assert operator.delete(f"{url}/{step0[-1]['ref']}").status_code == 200
+    assert redis_.lrange("low_priority", 0, -1) == [
+        raw(redis_, "low_priority", top[2]),
+        raw(redis_, "low_priority", top[1]),
+    ]
+    nowhere = operator.post(f"{url}/{top[1]}/move?to=nowhere")
+    assert nowhere.status_code == 409 and "not a queue this app declares" in nowhere.json()["message"]
+    move = operator.post(f"{url}/{low[0]}/move?to=medium_priority")
+    assert move.status_code == 200, move.content
+    assert redis_.llen(key("low_priority", 6)) == 2
+    # The moved message is a task call the worker of its new queue runs.
+    assert AsyncResult(low[0]).get(timeout=60) == 0
+    entries = AuditEntry.objects.filter(username="operator").order_by("at")
+    assert [(e.action, e.ok) for e in entries] == [
+        ("delete_message", True),
+        ("delete_message", True),
+        ("move_message", False),
+        ("move_message", True),
+    ]
+    # A message a worker took first is not there to delete: 409, and nothing else goes.
+    redis_.rpop("low_priority")  # the oldest, top[1], as a worker's BRPOP would
+    gone = operator.delete(f"{url}/{top[1]}")
+    assert gone.status_code == 409 and redis_.llen("low_priority") == 1
+
+
+def raw(client: redis.Redis, queue: str, task_id: str) -> bytes:
+    for step in (0, 3, 6, 9):
+        for item in client.lrange(key(queue, step), 0, -1):
+            if task_id.encode() in item:
+                return item
+    raise AssertionError(f"{task_id} not in {queue}")
+
+
+def test_the_browser_pages_in_chromium(broker, live_server, page, accounts, login, shoot):
+    """No worker consumes ``low_priority`` here: what is sent waits, and the pages show it."""
+    redis_ = redis.Redis.from_url(broker)
+    first, second = (
+        rebuild_search_index.apply_async((i,), queue="low_priority", priority=0).id for i in (1, 2)
+    )
+    kwargs = {"token": "s3cr3t-value"}
+    hidden = current_app.send_task(
+        rebuild_search_index.name, (3,), kwargs, queue="low_priority", priority=6
+    ).id
+    redis_.lpush("low_priority", b'{"body": 1}')  # JSON, not kombu's envelope
+    grant("operator", "manage_messages")
+    login(page, "operator")
+
+    page.goto(f"{live_server.url}/taskdeck/queues/low_priority/messages/")
+    step0 = page.locator("[data-sub-queue='0'] tbody tr")
+    assert step0.evaluate_all("rows => rows.map(r => r.dataset.ref)")[:2] == [first, second]
+    assert step0.nth(2).get_attribute("data-unreadable") == "1" and "unreadable" in step0.nth(2).inner_text()
+    row6 = page.locator(f"[data-sub-queue='6'] tr[data-ref='{hidden}']")
+    assert "redacted" in row6.inner_text() and "s3cr3t" not in page.content()
+    shoot(page, "message-browser")
+
+    # One message: its arguments, then moved to a declared queue with the form.
+    page.click(f"[data-sub-queue='0'] tr[data-ref='{first}'] a")
+    assert page.inner_text("#args").split() == ["[", "1", "]"]
+    page.select_option("#move-to", "medium_priority")
+    page.click("#move")
+    page.wait_for_url(f"{live_server.url}/taskdeck/queues/low_priority/messages/")
+    assert "moved from low_priority to medium_priority" in page.inner_text("body")
+    assert redis_.llen("medium_priority") == 1 and first.encode() in redis_.lindex("medium_priority", 0)
+
+    # Deleted from its page (the confirm dialog is accepted).
+    page.click(f"[data-sub-queue='0'] tr[data-ref='{second}'] a")
+    page.click("#delete")
+    page.wait_for_url(f"{live_server.url}/taskdeck/queues/low_priority/messages/")
+    assert "deleted from low_priority" in page.inner_text("body")
+    assert page.locator(f"tr[data-ref='{second}']").count() == 0 and redis_.llen("low_priority") == 1
+
+    # The read-only role sees the messages and no action.
+    login(page, "viewer")
+    page.goto(f"{live_server.url}/taskdeck/queues/low_priority/messages/{hidden}/")
+    assert "[redacted]" in page.inner_text("#kwargs")
+    assert page.locator("#delete, #move").count() == 0
+
+
+# --- bad list items: shown as unreadable rows, never an error ---------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+ENVELOPE_KEYS = st.sampled_from(["body", "headers", "properties", "content-type", "content-encoding"])
+ITEMS = st.one_of(
+    st.binary(max_size=200),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(ENVELOPE_KEYS, JSON, max_size=5).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {
+            "body": st.one_of(
+                st.text(max_size=40), st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
+            ),
+            "content-type": st.sampled_from(
+                ["application/json", "application/x-python-serialize", "text/plain"]
+            ),
+            "headers": st.one_of(
+                JSON, st.fixed_dictionaries({"task": JSON, "id": JSON}, optional={"eta": JSON})
+            ),
+            "properties": st.fixed_dictionaries({"body_encoding": st.sampled_from(["base64", "none", 7])}),
+        }
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@given(raw=ITEMS)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_any_list_item_reads_as_a_row(raw):
+    row = read(RawMessage(raw, 0, 0))
+    assert row.ref and row.size == len(raw)
+    assert row.problem is not None or (
+        row.task and isinstance(row.args, list) and isinstance(row.kwargs, dict)
+    )
+    if row.problem is not None:
+        assert row.args is None and row.kwargs is None and row.preview is not None
+
+
+@given(items=st.lists(ITEMS, min_size=1, max_size=6))
+@hypothesis_settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_bad_items_in_a_real_queue_are_unreadable_rows_never_a_server_error(broker, admin_client, items):
+    redis_ = redis.Redis.from_url(broker)
+    redis_.delete("fuzzed")
+    redis_.lpush("fuzzed", *items)
+    answer = admin_client.get("/taskdeck/api/queues/fuzzed/messages", {"priority": 0})
+    assert answer.status_code == 200, answer.content[:300]
+    rows = answer.json()["sub_queues"][0]["messages"]
+    assert len(rows) == len(items)
+    for row in rows:
+        assert row["problem"] is not None or row["task"]
+        # Each row has a page (an unreadable one too), found by its ref.
+    ref = rows[0]["ref"]
+    assert admin_client.get(f"/taskdeck/api/queues/fuzzed/messages/{ref}").status_code == 200
+    page = admin_client.get("/taskdeck/queues/fuzzed/messages/")
+    assert page.status_code == 200
+
+
+def test_browse_delete_and_move_on_rabbitmq(rabbitmq_app, start_amqp_worker, accounts):
+    """basic_get without ack, then the channel closes: every message goes back, in its place, redelivered."""
+    from taskdeck.dashboard.actions import Actions
+    from taskdeck.models import AuditEntry
+    from taskdeck.monitor import messages
+    from taskdeck.monitor.sampler import QueueSampler
+
+    start_amqp_worker(["notifications"], concurrency=1)  # a real worker, not on the queues below
+    name = rebuild_search_index.name
+    sent = [rabbitmq_app.send_task(name, (i,), queue="low_priority").id for i in range(3)]
+    secret = rabbitmq_app.send_task(name, (3,), {"secret": "x"}, queue="low_priority").id
+
+    (window,) = messages.browse(rabbitmq_app, "low_priority")
+    assert [m.task_id for m in window.messages] == [*sent, secret] and window.total == 4
+    assert window.messages[-1].kwargs == {"secret": "[redacted]"}
+    (again,) = messages.browse(rabbitmq_app, "low_priority", offset=1, limit=2)
+    assert [m.task_id for m in again.messages] == sent[1:3]  # given back in place
+    assert all(m.redelivered for m in again.messages)  # the cost: RabbitMQ marks them redelivered
+    assert messages.find(rabbitmq_app, "low_priority", secret).task_id == secret
+
+    actions = Actions(rabbitmq_app, accounts["operator"])
+    assert actions.delete_message("low_priority", sent[1]).ok
+    moved = actions.move_message("low_priority", sent[0], "default")
+    assert moved.ok, moved.message
+    (left,) = messages.browse(rabbitmq_app, "low_priority")
+    assert [m.task_id for m in left.messages] == [sent[2], secret]
+    (there,) = messages.browse(rabbitmq_app, "default")
+    assert [m.task_id for m in there.messages] == [sent[0]]
+    assert not actions.delete_message("low_priority", sent[1]).ok  # gone already: refused, not an error
+    outcomes = AuditEntry.objects.order_by("at").values_list("action", "ok")
+    assert list(outcomes) == [("delete_message", True), ("move_message", True), ("delete_message", False)]
+
+    # A queue nothing declares: found through the runs sent to it, flagged without consumer.
+    typo = rabbitmq_app.send_task(name, (5,), queue="low_priorty").id
+    # The run as the recorder writes it from the task-sent event.
+    now = time.time()
+    at = dt.datetime.fromtimestamp(now, dt.UTC)
+    TaskRun.objects.create(
+        task_id=typo, name=name, queue="low_priorty", state="SENT", state_at=now, first_seen_at=at, sent_at=at
+    )
+    sampler = QueueSampler(
+        brokers.for_url(rabbitmq_app.conf.broker_url),
+        rabbitmq_app.connection_for_read,
+        lambda: ["default", "notifications"],
+        1,
+    )
+    rows = {s.queue: s for s in sampler.read(time.time())}
+    assert (rows["low_priorty"].ready, rows["low_priorty"].consumers) == (1, 0)
+    assert without_consumer(rows["low_priorty"]) and without_consumer(rows["default"])  # the moved one waits
+    assert rows["notifications"].consumers == 1 and not without_consumer(rows["notifications"])
