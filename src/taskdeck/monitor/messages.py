@@ -3,7 +3,8 @@
 Nothing here raises on a message's content: junk bytes, JSON that is not
 kombu's envelope, a body that is not a Celery task call all become a row
 with ``problem`` set (shown as *unreadable*), never an error page. Arguments
-are redacted (:mod:`taskdeck.redaction`) before anything leaves this module.
+are redacted by the payload rules (:func:`taskdeck.payloads.redact`, ``TASKDECK["PAYLOADS"]``)
+before anything leaves this module.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskdeck import payloads
 from taskdeck.brokers import RawMessage
-from taskdeck.redaction import redact
 from taskdeck.results import SENT_HEADER
 
 #: Characters of an unreadable message shown as text.
@@ -163,9 +164,23 @@ def _fill(row: Waiting, message: RawMessage) -> None:
     sent = headers.get(SENT_HEADER)
     if isinstance(sent, int | float) and not isinstance(sent, bool) and math.isfinite(sent):
         row.sent = float(sent)
-    (row.args, row.kwargs), row.redacted = redact([list(args), kwargs])
+    row.args, row.kwargs, row.redacted = _redacted(row.task or "", list(args), kwargs)
     if not isinstance(row.task, str) or not row.task:
         row.problem = "task name is not text"
+
+
+def _redacted(task: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any, bool]:
+    """The arguments as the payload rules show them: the same keys, hook and depth as a captured payload.
+
+    Whatever the hook raises, or nesting too deep to be walked, hides them
+    whole: a message's page never shows what the rules could not look at.
+    """
+    try:
+        found = payloads.redact(task, args, kwargs, payloads.policy())
+    except Exception:
+        return None, None, True
+    hidden = found.truncated  # not walked to the bottom: nothing kept
+    return found.args, found.kwargs, found.redacted or hidden
 
 
 def _short(value: Any, limit: int = 255) -> str | None:
