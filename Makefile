@@ -15,7 +15,8 @@ TESTS_NEXT ?= tests/test_checks.py tests/test_compat.py tests/test_public_api.py
 	tests/monitor/test_monitor_api.py tests/dashboard/test_dashboard_access.py \
 	tests/dashboard/test_dashboard_parts.py tests/dashboard/test_dashboard_actions.py \
 	tests/test_django_tasks.py tests/monitor/test_monitor_django_tasks.py \
-	tests/test_secure_defaults.py
+	tests/test_secure_defaults.py tests/test_policy.py tests/test_payloads.py \
+	tests/dashboard/test_dashboard_scope.py
 
 .PHONY: run test test-next test-celery lint install clean
 
@@ -41,12 +42,15 @@ run: $(STAMP)
 
 ## The whole test suite against real Redis, RabbitMQ and PostgreSQL (Python 3.11,
 ## Django 5.2 LTS), then the parts that touch Django's APIs on Python 3.13 and Django 6.1.
+## Two test processes (pytest-xdist), a test module each at a time: every test has its own Redis
+## database, RabbitMQ vhost, PostgreSQL test database (one per process), ports and data folder.
+PYTEST_PROCESSES ?= 2
 test: $(STAMP) $(STAMP_NEXT)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) test-next
 
 test-next: $(STAMP_NEXT)
-	$(VENV_NEXT)/bin/python -m pytest $(TESTS_NEXT) $(PYTEST_ARGS)
+	$(VENV_NEXT)/bin/python -m pytest -n $(PYTEST_PROCESSES) --dist loadfile $(TESTS_NEXT) $(PYTEST_ARGS)
 
 ## Celery's own canvas and task integration suites on taskdeck's stack (docs/canvas.md).
 test-celery: $(STAMP)
