@@ -32,6 +32,10 @@ from tests.support.messages import call_body, publish, task_headers
 from tests.support.services import wait_for
 from tests.support.small_message_settings import WORKER_LIMIT
 
+#: Header integers as a producer can send them: AMQP tables carry signed 64-bit integers at most
+#: (py-amqp cannot encode 2**63, so no worker could ever receive it).
+INT64 = st.integers(-(2**63), 2**63 - 1)
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLES = 50
@@ -96,20 +100,16 @@ def bad_headers() -> st.SearchStrategy[dict[str, Any]]:
         st.fixed_dictionaries({"id": not_text | st.just("") | too_long}),
         st.fixed_dictionaries({"task": not_text | st.just("") | too_long}),
         st.fixed_dictionaries(
-            {
-                "timelimit": st.lists(st.integers(0, 9), min_size=3, max_size=4)
-                | st.text(max_size=5)
-                | st.integers()
-            }
+            {"timelimit": st.lists(st.integers(0, 9), min_size=3, max_size=4) | st.text(max_size=5) | INT64}
         ),
         one_of_keys(
             ["eta", "expires"],
             not_text.filter(lambda v: v is not None)
             | st.text(string.ascii_letters + " ", min_size=1, max_size=12).filter(not_iso),
         ),
-        st.fixed_dictionaries({"retries": st.text(max_size=4) | st.integers(max_value=-1) | st.floats()}),
+        st.fixed_dictionaries({"retries": st.text(max_size=4) | st.integers(-(2**63), -1) | st.floats()}),
         one_of_keys(["argsrepr", "kwargsrepr", "shadow", "root_id", "parent_id", "group"], not_text),
-        st.fixed_dictionaries({"ignore_result": st.integers() | st.text(max_size=4)}),
+        st.fixed_dictionaries({"ignore_result": INT64 | st.text(max_size=4)}),
     )
 
 
