@@ -138,11 +138,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_TZ = True
-# Development prints mail; otherwise SMTP (Django 6.1's `check --deploy` refuses the console backend).
+# Mail: SMTP for a deployment (DJANGO_SECRET_KEY set, as for HTTPS above;
+# Django 6.1's `check --deploy` refuses the console backend there); a single
+# machine's `taskdeck up` prints mail to its log. DJANGO_EMAIL_BACKEND decides.
 _EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND") or (
-    "django.core.mail.backends.console.EmailBackend"
-    if DEBUG
-    else "django.core.mail.backends.smtp.EmailBackend"
+    "django.core.mail.backends.smtp.EmailBackend"
+    if os.environ.get("DJANGO_SECRET_KEY")
+    else "django.core.mail.backends.console.EmailBackend"
 )
 if django.VERSION >= (6, 1):  # MAILERS replaces EMAIL_BACKEND (deprecated in 6.1)
     MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND}}

@@ -93,6 +93,28 @@ def test_deploy_check_is_clean_with_a_key_set_and_debug_off(tmp_path):
     assert "security.W018" in debug.stdout + debug.stderr  # DEBUG on: the check says so
 
 
+def test_mail_is_printed_on_one_machine_and_sent_by_smtp_in_a_deployment(tmp_path):
+    """The demo's welcome email works on `make run` (no relay there); a deployment never prints mail."""
+    code = (
+        "import django; django.setup(); from django.core import mail; "
+        "print(type(mail.get_connection()).__module__)"
+    )
+
+    def backend(env: dict[str, str]) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    key = "a-deployment-key-" + "x7Q!" * 12
+    assert backend(project_env(tmp_path)) == "django.core.mail.backends.console"
+    assert backend(project_env(tmp_path, DJANGO_SECRET_KEY=key)) == "django.core.mail.backends.smtp"
+    locmem = "django.core.mail.backends.locmem.EmailBackend"
+    chosen = project_env(tmp_path, DJANGO_SECRET_KEY=key, DJANGO_EMAIL_BACKEND=locmem)
+    assert backend(chosen) == "django.core.mail.backends.locmem"
+
+
 def test_password_validators_refuse_weak_passwords():
     assert len(settings.AUTH_PASSWORD_VALIDATORS) == 4
     for weak in ("admin", "12345678901", "password123"):
