@@ -8,9 +8,11 @@ metric families on each scrape, through prometheus-client.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from celery import current_app
 from django.db import InterfaceError, OperationalError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
@@ -22,7 +24,7 @@ from taskdeck import conf
 from taskdeck.errors import first_line
 from taskdeck.models import QueueSample, RecorderState, TaskRun, TaskState, TaskTotal, Worker
 from taskdeck.monitor.health import recorder_health
-from taskdeck.monitor.queues import without_consumer
+from taskdeck.monitor.queues import configured_queues, without_consumer
 from taskdeck.policy import Scope, metrics_scope, rollups_q
 
 
@@ -194,22 +196,47 @@ class MonitorCollector:
             "1 when a queue holds ready messages and no worker consumes it.",
             labels=["queue"],
         )
-        for sample in QueueSample.objects.latest_per_queue():
-            if not self.scope.allows_queue(sample.queue):
-                continue
+        folded = GaugeMetricFamily(
+            "taskdeck_queue_labels_folded",
+            'Queues beyond METRICS_MAX_LABEL_VALUES, counted together under queue="(other)" in the '
+            "taskdeck_queue_* series.",
+        )
+        samples = [s for s in QueueSample.objects.latest_per_queue() if self.scope.allows_queue(s.queue)]
+        # The declared queues first: a broker's stray list keys never push one of them into (other).
+        declared = set(configured_queues(current_app, conf.monitor()["QUEUES"])())
+        samples.sort(key=lambda s: (s.queue not in declared, s.queue))
+        label = _capped([s.queue for s in samples], conf.monitor()["METRICS_MAX_LABEL_VALUES"])
+        # (other) holds the folded queues' messages summed, the oldest message of any of them,
+        # the fewest consumers of any, and 1 when any holds messages no worker consumes.
+        merges: list[tuple[GaugeMetricFamily, Callable[[float, float], float]]] = [
+            (ready, operator.add), (unacked, operator.add), (oldest, max), (consumers, min), (orphan, max)
+        ]  # fmt: skip
+        values: dict[str, dict[tuple[str, ...], float]] = {family.name: {} for family, _ in merges}
+
+        def put(family: GaugeMetricFamily, key: tuple[str, ...], value: float) -> None:
+            seen = values[family.name].get(key)
+            merge = next(m for f, m in merges if f is family)
+            values[family.name][key] = value if seen is None else merge(seen, value)
+
+        for sample in samples:
+            queue = label(sample.queue)
             if sample.consumers is not None:
-                consumers.add_metric([sample.queue], sample.consumers)
-            orphan.add_metric([sample.queue], 1.0 if without_consumer(sample) else 0.0)
+                put(consumers, (queue,), sample.consumers)
+            put(orphan, (queue,), 1.0 if without_consumer(sample) else 0.0)
             if sample.by_priority:
                 for priority, count in sample.by_priority.items():
-                    ready.add_metric([sample.queue, str(priority)], count)
+                    put(ready, (queue, str(priority)), count)
             else:
-                ready.add_metric([sample.queue, ""], sample.ready)
+                put(ready, (queue, ""), sample.ready)
             if sample.unacked is not None:
-                unacked.add_metric([sample.queue], sample.unacked)
+                put(unacked, (queue,), sample.unacked)
             if sample.oldest_age is not None:
-                oldest.add_metric([sample.queue], sample.oldest_age)
-        yield from (ready, unacked, oldest, consumers, orphan)
+                put(oldest, (queue,), sample.oldest_age)
+        for family, _ in merges:
+            for key, value in values[family.name].items():
+                family.add_metric(list(key), value)
+        folded.add_metric([], len({s.queue for s in samples if label(s.queue) == OTHER}))
+        yield from (ready, unacked, oldest, consumers, orphan, folded)
 
 
 #: The label value that stands for every name or queue beyond ``METRICS_MAX_LABEL_VALUES``.

@@ -11,6 +11,7 @@ from celery import current_app
 from maintenance.tasks import rebuild_search_index
 from taskdeck import brokers
 from taskdeck.models import QueueSample, TaskRun
+from taskdeck.monitor.queues import ConsumerCounts
 from taskdeck.monitor.sampler import QueueSampler
 from tests.support.services import wait_for
 
@@ -63,3 +64,57 @@ def test_unacked_messages_are_counted_per_queue(broker, start_worker, start_reco
     assert sample.ready == sum(held) == 1
     assert (other.queue, other.ready, other.unacked) == ("default", 0, 0)
     running.get(timeout=60)
+
+
+def test_queues_found_on_the_broker_are_capped_in_metrics_as_task_names_are(broker, client, start_worker):
+    """Any Redis list key becomes a queue the sampler follows: 600 of them, more than the cap of
+    500 labels (METRICS_MAX_LABEL_VALUES), leave /metrics bounded and say how many were folded.
+
+    The declared queues keep their own label; the others past the cap are summed under "(other)".
+    """
+    from taskdeck import conf
+
+    limit = conf.monitor()["METRICS_MAX_LABEL_VALUES"]
+    stray = limit + 100
+    client_ = redis.Redis.from_url(broker)
+    with client_.pipeline() as pipe:
+        for i in range(stray):
+            pipe.lpush(f"cache:list:{i:04d}", "a", "b")  # two items each: not task messages
+        pipe.execute()
+    declared = ["default", "high_priority", "low_priority"]
+    rebuild_search_index.apply_async((1,), queue="low_priority")
+    start_worker(["default"], concurrency=1)  # the only queue with a consumer
+    app = current_app._get_current_object()
+    counts = ConsumerCounts(app, timeout=5.0)
+    rows = QueueSampler(
+        brokers.for_url(app.conf.broker_url), app.connection_for_read, lambda: declared, 1, consumers=counts
+    ).sample(time.time())
+    assert len({r.queue for r in rows}) == stray + len(declared)  # the sampler follows them all
+
+    text = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    families = (
+        "taskdeck_queue_messages_ready",
+        "taskdeck_queue_messages_unacked",
+        "taskdeck_queue_consumers",
+        "taskdeck_queue_without_consumer",
+    )
+    kept = limit - len(declared)
+    for family in families:
+        series = [line for line in text.splitlines() if line.startswith(family + "{")]
+        labels = {line.split('queue="')[1].split('"')[0] for line in series}
+        assert len(labels) == limit + 1 and "(other)" in labels, (family, len(labels))
+        assert set(declared) <= labels, family
+    ready: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("taskdeck_queue_messages_ready{"):
+            queue = line.split('queue="')[1].split('"')[0]
+            ready[queue] = ready.get(queue, 0) + float(line.rsplit(" ", 1)[1])
+    assert ready["(other)"] == 2 * (stray - kept)  # two items in each folded key, summed
+    assert ready["low_priority"] == 1
+    # (other): the fewest consumers of its queues, and 1 as some of them hold messages nobody consumes.
+    assert 'taskdeck_queue_consumers{queue="default"} 1.0' in text
+    assert 'taskdeck_queue_consumers{queue="(other)"} 0.0' in text
+    assert 'taskdeck_queue_without_consumer{queue="(other)"} 1.0' in text
+    assert 'taskdeck_queue_without_consumer{queue="low_priority"} 1.0' in text
+    assert f"taskdeck_queue_labels_folded {float(stray - kept)}" in text
+    print(f"{stray} list keys: {kept} kept their label, {stray - kept} folded; {len(text)} bytes")
