@@ -108,7 +108,12 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         return qs
 
     def is_task_id(self, text: str) -> bool:
-        return bool(self.model._default_manager.using(self.db).filter(task_id=text).exists())
+        """Whether ``text`` is the id of a run of this queryset (one of an access scope's runs).
+
+        Asked of every run instead, another team's id would answer with no run where
+        an id that is not one finds the runs whose id starts with it: whether it exists.
+        """
+        return bool(self.filter(task_id=text).exists())
 
     def names_containing(self, text: str) -> list[str]:
         needle = text.strip().casefold()

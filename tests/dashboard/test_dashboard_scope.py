@@ -88,9 +88,13 @@ def world(db: Any, django_user_model: Any, broker: str) -> World:
         for name, queue in ((MINE, "billing"), ("foreign.tasks.zz_secret", "zz-foreign-q"))
     }
     minute = now.replace(second=0, microsecond=0)
-    _run("mine-run-1", MINE, "billing", now)
-    _run("mine-run-2", "billing.refund", "billing", now, state="STARTED", finished_at=None)
+    # Sent by the other team's run: its id is that run's, not to be told.
+    _run("mine-run-1", MINE, "billing", now, parent_id="zz-foreign-run", root_id="zz-foreign-run")
+    _run("mine-run-2", "billing.refund", "billing", now, state="STARTED", finished_at=None, worker="w1@host")
     _run("zz-foreign-run", "foreign.tasks.zz_secret", "zz-foreign-q", now, exception="KeyError('zz_secret')")
+    for i in range(2):  # the other team's runs on the same worker now
+        _run(f"zz-foreign-active-{i}", "foreign.tasks.zz_secret", "zz-foreign-q", now, state="STARTED",
+             finished_at=None, worker="w1@host")  # fmt: skip
     for name, queue in ((MINE, "billing"), ("foreign.tasks.zz_secret", "zz-foreign-q")):
         QueueSample.objects.create(sampled_at=now, queue=queue, ready=3, by_priority={"0": 3})
         TaskRollup.objects.create(minute=minute, name=name, queue=queue, succeeded=5, failed=1)
@@ -111,7 +115,15 @@ def world(db: Any, django_user_model: Any, broker: str) -> World:
             ("zz-foreign", "foreign.tasks.zz_secret", "zz-foreign-q"),
         )
     }
-    Worker.objects.create(hostname="w1@host", online=True, pool="prefork", concurrency=2)
+    Worker.objects.create(
+        hostname="w1@host",
+        online=True,
+        pool="prefork",
+        concurrency=4,
+        active=3,  # its heartbeat's count: both teams' runs
+        processed=41,
+        queues=["billing", "zz-foreign-q"],
+    )
     AuditEntry.objects.create(
         username="someone", action="revoke", target="zz-foreign-run", message="foreign.tasks.zz_secret: ok"
     )
@@ -216,6 +228,7 @@ def test_every_dashboard_url_keeps_a_scoped_user_inside_the_scope(route: Any, wo
         assert world.unscoped.get(url).status_code == 200, route.name
         mine = world.scoped.get(url_of(route, world.mine) + _query(route.name, MINE))
         assert mine.status_code == 200, (route.name, mine.status_code)
+        assert not _foreign_leaks(mine.content.decode()), (route.name, _foreign_leaks(mine.content.decode()))
 
 
 def test_list_pages_show_the_scope_and_only_it(world: World) -> None:
@@ -230,6 +243,55 @@ def test_list_pages_show_the_scope_and_only_it(world: World) -> None:
     assert not _foreign_leaks(audit)
     workers = world.scoped.get(reverse("taskdeck:workers")).content.decode()
     assert "w1@host" in workers and "Shut down" not in workers  # the fleet, without its controls
+
+
+def test_workers_show_the_scopes_runs_in_their_numbers(world: World, scoped_token: str) -> None:
+    """A worker serves both teams: a billing user sees it, with billing's runs on it now, not the other
+    team's; its processed count (every team's) is not told."""
+    from django.urls import reverse
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {scoped_token}"}
+    for client, headers in ((world.scoped, {}), (Client(), auth)):
+        (worker,) = client.get("/taskdeck/api/workers", **headers).json()
+        assert (worker["hostname"], worker["active"], worker["processed"]) == ("w1@host", 1, None)
+    (everyone,) = world.unscoped.get("/taskdeck/api/workers").json()
+    assert (everyone["active"], everyone["processed"]) == (3, 41)
+
+    def cells(html: str) -> list[str]:
+        row = html.split('data-worker="w1@host"')[1].split("</tr>")[0]
+        return re.findall(r'<td class="num">([^<]*)</td>', row)
+
+    for url in (reverse("taskdeck:workers"), reverse("taskdeck:workers") + "?fragment=live"):
+        assert cells(world.scoped.get(url).content.decode()) == ["4", "1", "—"], url  # processes, active
+        assert cells(world.unscoped.get(url).content.decode()) == ["4", "3", "41"], url
+    for url in (reverse("taskdeck:overview"), reverse("taskdeck:overview") + "?fragment=live"):
+        assert "1 online · 1 active of 4 processes" in world.scoped.get(url).content.decode(), url
+        assert "1 online · 3 active of 4 processes" in world.unscoped.get(url).content.decode(), url
+
+
+def test_a_run_of_the_scope_does_not_tell_the_id_of_the_run_that_sent_it(world: World) -> None:
+    mine = world.scoped.get("/taskdeck/api/tasks/mine-run-1").json()
+    assert (mine["parent_id"], mine["root_id"]) == ("", "")
+    everyone = world.unscoped.get("/taskdeck/api/tasks/mine-run-1").json()
+    assert (everyone["parent_id"], everyone["root_id"]) == ("zz-foreign-run", "zz-foreign-run")
+    page = world.scoped.get("/taskdeck/tasks/mine-run-1/").content.decode()
+    assert "Parent" not in page and not _foreign_leaks(page)
+    assert "zz-foreign-run" in world.unscoped.get("/taskdeck/tasks/mine-run-1/").content.decode()
+
+
+def test_a_search_by_another_teams_id_finds_what_an_unknown_id_finds(world: World) -> None:
+    """An exact id of another team's run searches as any other text does (the ids starting with it),
+    so the answer does not say whether that run exists."""
+    now = timezone.now()
+    _run("abcd-1234", "foreign.tasks.zz_secret", "zz-foreign-q", now)
+    _run("abcd-1234-5", MINE, "billing", now)  # an id of billing's that starts with it
+    for q in ("abcd-1234", "abcd-123"):
+        found = world.scoped.get("/taskdeck/api/tasks", {"q": q}).json()["items"]
+        assert [r["task_id"] for r in found] == ["abcd-1234-5"], q
+        page = world.scoped.get("/taskdeck/tasks/", {"q": q}).content.decode()
+        assert re.findall(r'data-task="([^"]+)"', page) == ["abcd-1234-5"], q
+    found = world.unscoped.get("/taskdeck/api/tasks", {"q": "abcd-1234"}).json()["items"]
+    assert [r["task_id"] for r in found] == ["abcd-1234"]  # without a scope: the id itself
 
 
 def _api_operations() -> list[tuple[str, str]]:
@@ -278,7 +340,9 @@ def test_every_api_operation_keeps_a_scoped_caller_inside_the_scope(
         if not _known(_api_params(path), {**world.foreign, "letter_id": world.foreign["pk"]}):
             return
         assert world.unscoped.get(url).status_code == 200, path  # found without a scope
-        assert client.get(_api_url(path, world.mine), **auth).status_code == 200, path
+        mine = client.get(_api_url(path, world.mine), **auth)
+        assert mine.status_code == 200, path
+        assert not _foreign_leaks(mine.content.decode()), (path, mine.content[:300])
 
 
 def test_api_counts_come_from_the_scope_and_metrics_too(world: World, scoped_token: str) -> None:
@@ -357,6 +421,50 @@ def test_in_chromium_a_billing_user_sees_billing_runs_only_and_a_404_on_another_
     assert not _foreign_leaks(page.content())
     answer = page.goto(f"{live_server.url}/taskdeck/tasks/mine-run-1/")
     assert answer is not None and answer.status == 200 and MINE in page.content()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_chromium_a_billing_user_sees_the_shared_worker_with_billing_runs_only_live_too(
+    page: Any, live_server: Any, login: Any, django_user_model: Any, shoot: Any
+) -> None:
+    now = timezone.now()
+    Worker.objects.create(
+        hostname="w1@host",
+        online=True,
+        last_heartbeat=now,
+        pool="prefork",
+        concurrency=4,
+        active=3,
+        processed=41,
+    )
+    _run("mine-active-0", MINE, "billing", now, state="STARTED", finished_at=None, worker="w1@host")
+    for i in range(2):
+        _run(f"zz-foreign-active-{i}", "foreign.tasks.zz_secret", "billing", now, state="STARTED",
+             finished_at=None, worker="w1@host")  # fmt: skip
+    team = Group.objects.create(name="billing-team")
+    team.permissions.add(Permission.objects.get(codename="view_dashboard"))
+    AccessScope.objects.create(group=team, tasks="billing.*")  # by name: the other team shares the queue
+    user = django_user_model.objects.create_user("billing", password=PASSWORD, is_staff=True)
+    user.groups.add(team)
+
+    login(page, "billing")
+    workers = page.locator("#workers")  # the overview's panel
+    assert "1 online · 1 active of 4 processes" in workers.inner_text()
+    row = workers.locator("tbody tr", has_text="w1@host")
+    assert row.locator("td").nth(2).inner_text() == "1" and row.locator("td").nth(3).inner_text() == "—"
+    page.goto(f"{live_server.url}/taskdeck/workers/")
+    row = page.locator('tr[data-worker="w1@host"]')
+    cells = row.locator("td.num")
+    assert cells.all_inner_texts() == ["4", "1", "—"]  # processes, billing's active run, processed not told
+    # The row refreshes itself (htmx, every REFRESH seconds) through the same scope.
+    _run("mine-active-1", MINE, "billing", now, state="STARTED", finished_at=None, worker="w1@host")
+    Worker.objects.filter(hostname="w1@host").update(active=4)
+    page.wait_for_function(
+        "() => document.querySelectorAll('tr[data-worker=\"w1@host\"] td.num')[1].innerText === '2'"
+    )
+    assert cells.all_inner_texts() == ["4", "2", "—"]
+    shoot(page, "scope-workers")
+    assert not _foreign_leaks(page.content())
 
 
 # --- Patterns ------------------------------------------------------------------------------------

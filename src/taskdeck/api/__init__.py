@@ -4,7 +4,8 @@ Thin functions: each reads through a queryset method or
 :mod:`taskdeck.monitor.health` and returns a schema. Every endpoint, the
 schema and the docs need an API token, or the session of a user the dashboard admits;
 what each one sees is its scope (:mod:`taskdeck.policy.scope`): runs, queues, stats and
-dead letters are read through it. Workers and health are the whole fleet's.
+dead letters are read through it. Workers are the whole fleet, with the numbers of the scope;
+health is the whole deployment's.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ from taskdeck.api import schemas
 from taskdeck.api.auth import API_AUTH, DashboardSession, viewer_or_token
 from taskdeck.api.messages import router as messages_router
 from taskdeck.errors import first_line
-from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState, Worker
+from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
 from taskdeck.policy import (
     PERMISSIONS,
     audit_refusal,
     dead_letters_for,
+    hide_links_outside,
     names_in_scope,
     refuse_outside,
     runs_for,
     scope_of,
+    workers_for,
 )
 
 api = NinjaAPI(
@@ -93,6 +96,7 @@ def list_tasks(request, filters: Query[TaskFilters]):
     rows = (
         runs_for(request).defer(*DETAIL_ONLY).search_page(filters.after, limit + 1, keep_name=keep, **params)
     )
+    hide_links_outside(request, rows[:limit])
     return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
 
 
@@ -102,6 +106,7 @@ def get_task(request, task_id: str):
     run: TaskRun = get_object_or_404(runs, task_id=task_id)
     flow = runs.defer(*DETAIL_ONLY).workflow(run)
     timeline = [step for step in run.steps() if step["at"] is not None and step["state"]]
+    hide_links_outside(request, [run, *(r for runs in flow.values() for r in runs)])  # read by workflow()
     run.timeline = timeline  # type: ignore[attr-defined]
     run.workflow = {**flow, "parent": flow["parent"][0] if flow["parent"] else None}  # type: ignore[attr-defined]
     return run
@@ -166,7 +171,7 @@ def _queue(sample: QueueSample, declared: set[str]) -> dict:
 
 @api.get("/workers", response=list[schemas.WorkerOut], summary="Workers seen by the recorder")
 def list_workers(request):
-    return list(Worker.objects.order_by("-online", "hostname"))
+    return workers_for(request)
 
 
 @api.get(

@@ -136,8 +136,10 @@ class WorkerOut(Schema):
     last_heartbeat: dt.datetime | None
     pool: str
     concurrency: int | None
+    #: Runs executing now; for a scoped caller, the runs of its scope.
     active: int
-    processed: int
+    #: Runs the worker finished; null for a scoped caller (the count is every team's).
+    processed: int | None
     loadavg: list[float]
 
 

@@ -35,6 +35,7 @@ from taskdeck.policy.scope import (
     Scope,
     audit_for,
     dead_letters_for,
+    hide_links_outside,
     names_in_scope,
     rollups_q,
     runs_for,
@@ -42,6 +43,7 @@ from taskdeck.policy.scope import (
     scope_of,
     token_scope,
     validate_patterns,
+    workers_for,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "configured_tokens",
     "dead_letters_for",
     "find_token",
+    "hide_links_outside",
     "metrics_allowed",
     "metrics_scope",
     "names_in_scope",
@@ -71,6 +74,7 @@ __all__ = [
     "token_scope",
     "token_valid",
     "validate_patterns",
+    "workers_for",
 ]
 
 VIEW = "taskdeck.view_dashboard"

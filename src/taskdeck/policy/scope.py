@@ -34,6 +34,7 @@ from django.db.models import Q
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
+    from taskdeck.models import TaskRun, Worker
     from taskdeck.querysets import DeadLetterQuerySet, TaskRunQuerySet
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,58 @@ def known_runs(request: HttpRequest) -> tuple[list[str], list[str]]:
         cached = (names, TaskRun.objects.distinct_values("queue", limit=KNOWN_LIMIT))
         request._taskdeck_known_runs = cached  # type: ignore[attr-defined]
     return cached
+
+
+def hide_links_outside(request: HttpRequest, runs: Iterable[TaskRun]) -> None:
+    """Blank the parent and root ids of ``runs`` that do not name runs of ``request``'s scope.
+
+    The runs are in scope; the run that sent one, or its workflow's first
+    run, may be another team's, whose id is not told (as a 404 does not tell
+    it). One query for all of them. Call it on what is shown, after a
+    workflow is read from them (that needs the ids).
+    """
+    if not scope_of(request).limited:
+        return
+    runs = list(runs)
+    linked = {i for run in runs for i in (run.parent_id, run.root_id) if i and i != run.task_id}
+    seen = set(runs_for(request).filter(task_id__in=linked).values_list("task_id", flat=True))
+    for run in runs:
+        if run.parent_id and run.parent_id not in seen:
+            run.parent_id = ""
+        if run.root_id and run.root_id != run.task_id and run.root_id not in seen:
+            run.root_id = ""
+
+
+def workers_for(request: HttpRequest, limit: int | None = None) -> list[Worker]:
+    """Every worker, online first (workers serve every team), with the numbers ``request``'s scope may see.
+
+    For a limited scope, ``active`` counts the runs of the scope started on
+    the worker now (its heartbeat's count is every team's), ``processed`` is
+    None (the worker counts every team's runs, and counting the scope's
+    would read all of them), and ``queues`` keeps the queues of the scope.
+    """
+    from django.db.models import Count
+
+    from taskdeck.models import TaskState, Worker
+
+    workers = list(Worker.objects.order_by("-online", "hostname")[:limit])
+    scope = scope_of(request)
+    if not scope.limited:
+        return workers
+    started = (
+        runs_for(request)
+        .filter(state=TaskState.STARTED, worker__in=[w.hostname for w in workers if w.online])
+        .order_by()
+        .values("worker")
+        .annotate(n=Count("id"))
+    )
+    active = {row["worker"]: row["n"] for row in started}
+    for worker in workers:
+        worker.active = active.get(worker.hostname, 0)
+        worker.processed = None  # type: ignore[assignment]
+        if isinstance(worker.queues, list):
+            worker.queues = [q for q in worker.queues if scope.allows_queue(q)]
+    return workers
 
 
 def names_in_scope(request: HttpRequest) -> Callable[[str], bool] | None:

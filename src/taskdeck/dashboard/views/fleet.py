@@ -15,7 +15,7 @@ from taskdeck.dashboard.actions import RESIZABLE_POOLS
 from taskdeck.dashboard.views import page
 from taskdeck.models import AuditEntry, QueueSample, Worker
 from taskdeck.monitor.queues import configured_queues, without_consumer
-from taskdeck.policy import audit_for, scope_of
+from taskdeck.policy import audit_for, scope_of, workers_for
 
 
 def queue_rows(request: HttpRequest) -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def purge_confirm(request: HttpRequest, name: str) -> HttpResponse:
 
 @dashboard_view
 def workers(request: HttpRequest) -> HttpResponse:
-    rows = list(Worker.objects.order_by("-online", "hostname"))
+    rows = workers_for(request)
     context = {"workers": rows, "resizable": RESIZABLE_POOLS}
     return page(request, "taskdeck/workers.html", context, {"live": "taskdeck/partials/worker_rows.html"})
 

@@ -11,7 +11,7 @@ from taskdeck.dashboard.views import page
 from taskdeck.dashboard.views.fleet import queue_rows
 from taskdeck.models import TaskState, Worker
 from taskdeck.monitor.health import broker_health, recorder_health
-from taskdeck.policy import runs_for
+from taskdeck.policy import runs_for, workers_for
 from taskdeck.windows import window_name, windows
 
 #: Chart windows offered: label -> seconds.
@@ -24,7 +24,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     if window not in WINDOWS:
         window = "1h"
     queues = [row["sample"] for row in queue_rows(request) if row["sample"]]  # the queue page's order
-    workers = list(Worker.objects.order_by("-online", "hostname")[:100])
+    workers = workers_for(request, limit=100)
     online = [w for w in workers if w.online]
     context = {
         "window": window,
