@@ -33,6 +33,7 @@ from taskdeck import conf
 from taskdeck.api import api
 from taskdeck.models import (
     AccessScope,
+    AlertIncident,
     ApiToken,
     AuditEntry,
     DeadLetter,
@@ -292,6 +293,63 @@ def test_a_search_by_another_teams_id_finds_what_an_unknown_id_finds(world: Worl
         assert re.findall(r'data-task="([^"]+)"', page) == ["abcd-1234-5"], q
     found = world.unscoped.get("/taskdeck/api/tasks", {"q": "abcd-1234"}).json()["items"]
     assert [r["task_id"] for r in found] == ["abcd-1234"]  # without a scope: the id itself
+
+
+def test_the_admin_shows_a_scoped_user_its_scope_only_and_no_way_to_widen_it(world: World) -> None:
+    """The billing team holds every taskdeck permission, the admin's "view" ones too: each table of the
+    app in Django's admin (read from the admin site, so a table added later is checked) lists and shows
+    billing's rows only; API tokens and scopes, which would widen the scope, are not offered."""
+    from django.contrib import admin
+    from django.urls import reverse
+
+    now = timezone.now()
+    AlertIncident.objects.create(
+        rule="depth", subject="zz-foreign-q", opened_at=now, message="zz-foreign-q: 9"
+    )
+    AlertIncident.objects.create(rule="depth", subject="billing", opened_at=now, message="billing: 9")
+    widening = (ApiToken, AccessScope)
+    for model in [m for m in admin.site._registry if m._meta.app_label == "taskdeck"]:
+        name = model._meta.model_name
+        changelist = reverse(f"admin:taskdeck_{name}_changelist")
+        mine, everyone = world.scoped.get(changelist), world.unscoped.get(changelist)
+        assert everyone.status_code == 200, name
+        assert not _foreign_leaks(mine.content.decode()), (name, _foreign_leaks(mine.content.decode()))
+        if model in widening:
+            assert mine.status_code == 403, (name, mine.status_code)
+            assert world.scoped.get(reverse(f"admin:taskdeck_{name}_add")).status_code == 403, name
+            continue
+        assert mine.status_code == 200, (name, mine.status_code)
+        for row in model.objects.all():
+            page = world.scoped.get(reverse(f"admin:taskdeck_{name}_change", args=[row.pk]))
+            assert page.status_code in (200, 302), (name, row.pk, page.status_code)  # 302: "does not exist"
+            assert not _foreign_leaks(page.content.decode()), (
+                name,
+                row.pk,
+                _foreign_leaks(page.content.decode()),
+            )
+    for name in (
+        "taskrun",
+        "deadletter",
+        "queuesample",
+        "taskrollup",
+        "tasktotal",
+        "auditentry",
+        "alertincident",
+    ):
+        page = world.unscoped.get(reverse(f"admin:taskdeck_{name}_changelist")).content.decode()
+        assert _foreign_leaks(page), name  # without a scope they are listed: the test can see them
+    billing = world.scoped.get(reverse("admin:taskdeck_alertincident_changelist")).content.decode()
+    assert "billing: 9" in billing or ">billing<" in billing
+    worker = world.scoped.get(reverse("admin:taskdeck_worker_change", args=[Worker.objects.get().pk]))
+    assert worker.status_code == 200 and "w1@host" in worker.content.decode()
+    # A forged POST issues no token and changes no scope.
+    before = (ApiToken.objects.count(), list(AccessScope.objects.values_list("tasks", "queues")))
+    assert world.scoped.post(reverse("admin:taskdeck_apitoken_add"), {"name": "mine"}).status_code == 403
+    row = AccessScope.objects.get()
+    change = reverse("admin:taskdeck_accessscope_change", args=[row.pk])
+    data = {"group": row.group_id, "user": "", "tasks": "*", "queues": "*"}
+    assert world.scoped.post(change, data).status_code == 403
+    assert (ApiToken.objects.count(), list(AccessScope.objects.values_list("tasks", "queues"))) == before
 
 
 def _api_operations() -> list[tuple[str, str]]:

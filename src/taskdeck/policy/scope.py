@@ -333,3 +333,31 @@ def audit_for(request: HttpRequest) -> Any:
     queues = [q for q in QueueSample.objects.distinct_values("queue") if scope.allows_queue(q)]
     mine = Q(user=request.user) if getattr(request.user, "pk", None) else Q(pk__in=[])
     return entries.filter(mine | Q(target__in=runs_for(request).values("task_id")) | Q(target__in=queues))
+
+
+def queue_samples_for(request: HttpRequest) -> Any:
+    """Queue samples of the queues ``request``'s scope admits."""
+    from taskdeck.models import QueueSample
+
+    scope = scope_of(request)
+    samples = QueueSample.objects.all()
+    if not scope.limited:
+        return samples
+    known = QueueSample.objects.distinct_values("queue", limit=KNOWN_LIMIT)
+    return samples.filter(queue__in=[q for q in known if scope.allows_queue(q)])
+
+
+def incidents_for(request: HttpRequest) -> Any:
+    """Alert incidents whose subject is a queue of the scope, or a task pattern its names cover.
+
+    The deployment's own (a worker offline, the recorder behind) are seen without limit only.
+    """
+    from taskdeck.models import AlertIncident
+
+    scope = scope_of(request)
+    incidents = AlertIncident.objects.all()
+    if not scope.limited:
+        return incidents
+    subjects = AlertIncident.objects.order_by().values_list("subject", flat=True).distinct()[:KNOWN_LIMIT]
+    mine = [s for s in subjects if s and (scope.allows_queue(s) or scope.allows_name(s))]
+    return incidents.filter(subject__in=mine)
