@@ -8,6 +8,7 @@
     monitor      the recorder's overhead, lag and memory (bench/monitor_overhead.py)
     webserver    runserver, gunicorn and uvicorn under keep-alive load (bench/webserver.py)
     payloads     apply_async() with payload capture, without it, and plain Celery (bench/payloads.py)
+    capacity     runs/s one recorder absorbs from the record stream; two recorders on it (bench/capacity.py)
     soak         N tasks through `taskdeck up`'s whole stack, memory per process (bench/soak.py)
 
 ``python -m bench COMMAND --help`` lists each one's options. Every bench
@@ -45,6 +46,12 @@ def _soak(argv: list[str]) -> None:
     main(argv)
 
 
+def _capacity(argv: list[str]) -> None:
+    from bench.capacity import main
+
+    main(argv)
+
+
 def _all(argv: list[str]) -> None:
     quick = ["--quick"] if "--quick" in argv else []
     _throughput(quick)
@@ -70,6 +77,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "profile": _profile,
     "results": _with_argv("results", "bench.results"),
     "monitor": _with_argv("monitor", "bench.monitor_overhead"),
+    "capacity": _capacity,
     "soak": _soak,
     "webserver": _with_argv("webserver", "bench.webserver"),
     "payloads": _with_argv("payloads", "bench.payloads"),

@@ -9,18 +9,26 @@ the recorder's transaction that wrote it committed.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import threading
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
 import redis
 from celery import current_app
 from django_celery_results.models import TaskResult
 
-from taskdeck.models import TaskRollup, TaskRun
+from bench.capacity import expected, host_name, store_run
+from taskdeck.models import DeadLetter, RecorderState, TaskRollup, TaskRun, TaskTotal
 from taskdeck.monitor.records import GROUP
 from taskdeck.results import RECORD
+from taskdeck.results.record import RecordBackend
 from tests.faults.harness import busy, drained, losses, report, settle
+from tests.support import rollups
 from tests.support.ledger import work
 from tests.support.services import wait_for
 
@@ -148,3 +156,124 @@ def test_broker_crash_loses_no_record(ledger, workers, recorders, redis_servers)
     assert counts["lost_after_receipt"] == 0 and counts["lost_in_transit"] <= 1, counts
     assert caught_up, counts
     assert counts["rollup_succeeded"] == len(done), "each completed run counted once"
+
+
+# --- two recorders on one stream ---------------------------------------------------
+
+HOSTS = [host_name(k) for k in range(3)]
+
+
+def store(backend: RecordBackend, first: int, count: int) -> None:
+    """Runs ``first`` to ``first + count`` of every host, written as its worker processes write them."""
+    for i in range(first, first + count):
+        for host in HOSTS:
+            store_run(backend, host, i)
+
+
+def consumers(client: redis.Redis) -> dict[str, dict[str, int]]:
+    """Each consumer of the group: records it read and has not acknowledged."""
+    return {
+        c["name"].decode() if isinstance(c["name"], bytes) else c["name"]: {"pending": int(c["pending"])}
+        for c in client.xinfo_consumers(STREAM, GROUP)
+    }
+
+
+def emptied(client: redis.Redis) -> bool:
+    return backlog(client) == {"in_stream": 0, "read_not_acked": 0}
+
+
+def as_recorded(upto: int) -> dict[str, Any]:
+    """What the tables hold of runs 0 to ``upto`` of every host, next to what the input makes them."""
+    runs = [expected(host, i) for host in HOSTS for i in range(upto)]
+    ids = [r["task_id"] for r in runs]
+    want: dict[str, Any] = {"runs": {}, "rollups": Counter(), "totals": Counter()}
+    for r in runs:
+        want["runs"][r["task_id"]] = (r["state"], r["name"], r["queue"], r["worker"], r["retries"])
+        column = {"SUCCESS": "succeeded", "FAILURE": "failed"}[r["state"]]
+        want["rollups"][(r["name"], r["queue"], column)] += 1
+        want["rollups"][(r["name"], r["queue"], "retried")] += r["retries"]
+        want["totals"][(r["name"], r["queue"], r["state"])] += 1
+    got: dict[str, Any] = {"rollups": Counter(), "totals": Counter()}
+    got["runs"] = {
+        r.task_id: (r.state, r.name, r.queue, r.worker, r.retries)
+        for r in TaskRun.objects.filter(name__startswith="capacity.")
+    }
+    got["results"] = {
+        r.task_id: (r.status, r.task_name, r.worker)
+        for r in TaskResult.objects.filter(task_name__startswith="capacity.")
+    }
+    want["results"] = {i: (s, n, w) for i, (s, n, _, w, _) in want["runs"].items()}
+    for row in TaskRollup.objects.filter(name__startswith="capacity."):
+        for column in ("succeeded", "failed", "retried"):
+            if getattr(row, column):
+                got["rollups"][(row.name, row.queue, column)] += getattr(row, column)
+    for total in TaskTotal.objects.filter(name__startswith="capacity."):
+        got["totals"][(total.name, total.queue, total.state)] += total.count
+    return {"got": got, "want": want, "ids": ids}
+
+
+def assert_recorded_once(upto: int) -> None:
+    tables = as_recorded(upto)
+    got, want = tables["got"], tables["want"]
+    assert len(got["runs"]) == len(want["runs"]) and got["runs"] == want["runs"], "each run, as stored"
+    assert got["results"] == want["results"], "each TaskResult row, final state"
+    assert got["rollups"] == want["rollups"], "each run counted once in the minute rollups"
+    assert got["totals"] == want["totals"], "and in the totals"
+    assert not TaskRun.objects.filter(reconstructed=True).exists(), "every run came from its records"
+    assert not DeadLetter.objects.exists()
+    rollups.assert_coarse_rows_add_up()
+
+
+def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recorder, broker):
+    """Records of 7,500 runs (retried, failed, four task names, three queues, three worker hosts)
+    through two recorders at once: every row once, whichever recorder wrote it; then one recorder
+    SIGKILLed while it holds records read and not acknowledged: the other claims them
+    (``XAUTOCLAIM`` after ``CLAIM_IDLE``); then records sent a second time change nothing."""
+    client = redis.Redis.from_url(broker)
+    backend = RecordBackend(app=current_app)
+    store(backend, 0, 200)  # before any recorder runs: they wait in the stream
+    sent_before = client.xrange(STREAM)
+    assert len(sent_before) == sum(expected(h, i)["records"] for h in HOSTS for i in range(200))
+
+    start_recorder("a", env=ENV)
+    b = start_recorder("b", env=ENV)
+    store(backend, 200, 800)
+    assert settle(lambda: emptied(client), 240), backlog(client)
+    written_by = {s.name: s.events for s in RecorderState.objects.filter(name__in=["a", "b"])}
+    assert written_by["a"] > 0 and written_by["b"] > 0, written_by  # both took part
+    assert_recorded_once(1000)
+
+    # b frozen while it holds records it read and has not acknowledged, then killed.
+    producer = threading.Thread(target=store, args=(backend, 1000, 1500))
+    producer.start()
+    held = 0
+    try:
+        # Once a backlog waits, each read takes a full batch: b is caught holding one.
+        settle(lambda: backlog(client)["in_stream"] >= 2000 or not producer.is_alive(), 120)
+        while producer.is_alive() or not emptied(client):
+            os.kill(b.pid, signal.SIGSTOP)
+            held = consumers(client).get(f"b@{socket.gethostname()}", {}).get("pending", 0)
+            if held:
+                os.kill(b.pid, signal.SIGKILL)
+                break
+            os.kill(b.pid, signal.SIGCONT)
+            time.sleep(0.02)
+    finally:
+        producer.join()
+    b.popen.wait(30)
+    assert held > 0, "b never held records unacknowledged: the kill tested nothing"
+    killed = {"held_by_b": held, **backlog(client)}
+    assert settle(lambda: emptied(client), 300), (killed, backlog(client), consumers(client))
+    assert consumers(client)[f"b@{socket.gethostname()}"]["pending"] == 0  # claimed by a
+    assert_recorded_once(2500)
+
+    # Records sent again (a reply lost after Redis ran the script; a recorder killed between its
+    # commit and its acknowledgement): written again, nothing changes, nothing counted twice.
+    before = rollups.snapshot()
+    for _, fields in sent_before:
+        client.xadd(STREAM, fields)
+    assert settle(lambda: emptied(client), 120), backlog(client)
+    after = rollups.snapshot()
+    assert after == before
+    assert_recorded_once(2500)
+    report("records-two-recorders", {"killed": killed, "written_by_before_kill": written_by})
