@@ -295,6 +295,34 @@ def test_a_search_by_another_teams_id_finds_what_an_unknown_id_finds(world: Worl
     assert [r["task_id"] for r in found] == ["abcd-1234"]  # without a scope: the id itself
 
 
+def test_another_teams_refusal_on_a_run_of_the_scope_does_not_show_their_scope(
+    world: World, django_user_model: Any
+) -> None:
+    """The other team tries to retry billing's run: refused, and audited with their scope's patterns,
+    which the billing user's audit log and run page do not show; the billing user's own refusals, and
+    the log without a scope, do."""
+    from django.urls import reverse
+
+    team = Group.objects.create(name="foreign-team")
+    team.permissions.set(Permission.objects.filter(content_type__app_label="taskdeck"))
+    AccessScope.objects.create(group=team, tasks="foreign.tasks.zz_secret*", queues="zz-foreign-q")
+    other = django_user_model.objects.create_user("other", is_staff=True)
+    other.groups.add(team)
+    them = Client()
+    them.force_login(other)
+    assert them.post(reverse("taskdeck:retry", args=["mine-run-1"])).status_code == 404
+    refused = AuditEntry.objects.get(username="other")
+    assert (refused.action, refused.target) == ("refused", "mine-run-1") and "zz_secret" in refused.message
+    assert world.scoped.post(reverse("taskdeck:retry", args=["zz-foreign-run"])).status_code == 404
+    audit = world.scoped.get(reverse("taskdeck:audit")).content.decode()
+    assert not _foreign_leaks(audit.replace("zz-foreign-run", "")), _foreign_leaks(audit)
+    assert "retry refused: zz-foreign-run" in audit  # its own refusal (naming what it asked for)
+    run = world.scoped.get(reverse("taskdeck:task", args=["mine-run-1"])).content.decode()
+    assert not _foreign_leaks(run)
+    assert "zz_secret*" in world.unscoped.get(reverse("taskdeck:audit")).content.decode()
+    assert "zz_secret*" in world.unscoped.get(reverse("taskdeck:task", args=["mine-run-1"])).content.decode()
+
+
 def test_the_admin_shows_a_scoped_user_its_scope_only_and_no_way_to_widen_it(world: World) -> None:
     """The billing team holds every taskdeck permission, the admin's "view" ones too: each table of the
     app in Django's admin (read from the admin site, so a table added later is checked) lists and shows

@@ -321,7 +321,11 @@ def dead_letters_for(request: HttpRequest) -> DeadLetterQuerySet:
 
 
 def audit_for(request: HttpRequest) -> Any:
-    """Audit entries a scope sees: on its runs and queues, and the user's own."""
+    """Audit entries a scope sees: on its runs and queues, and the user's own.
+
+    Not another user's refusal for being outside their scope (:func:`~taskdeck.policy.refuse_outside`):
+    its message names that user's scope, another team's task and queue patterns.
+    """
     from taskdeck.models import AuditEntry
 
     scope = scope_of(request)
@@ -332,7 +336,8 @@ def audit_for(request: HttpRequest) -> Any:
 
     queues = [q for q in QueueSample.objects.distinct_values("queue") if scope.allows_queue(q)]
     mine = Q(user=request.user) if getattr(request.user, "pk", None) else Q(pk__in=[])
-    return entries.filter(mine | Q(target__in=runs_for(request).values("task_id")) | Q(target__in=queues))
+    on_scope = Q(target__in=runs_for(request).values("task_id")) | Q(target__in=queues)
+    return entries.filter(mine | (on_scope & ~Q(detail__has_key="scope")))
 
 
 def queue_samples_for(request: HttpRequest) -> Any:

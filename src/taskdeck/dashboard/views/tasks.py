@@ -19,7 +19,14 @@ from taskdeck.models import AuditEntry, TaskRun, TaskState, Worker
 from taskdeck.monitor import attempts
 from taskdeck.monitor import failures as failures_
 from taskdeck.monitor.merge import FINAL
-from taskdeck.policy.scope import hide_links_outside, known_runs, names_in_scope, runs_for, scope_of
+from taskdeck.policy.scope import (
+    audit_for,
+    hide_links_outside,
+    known_runs,
+    names_in_scope,
+    runs_for,
+    scope_of,
+)
 from taskdeck.windows import windows
 
 #: "Since" choices of the task list and the failures page: label -> seconds.
@@ -87,7 +94,7 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         return _not_recorded_yet(request, task_id)
     flow = runs.workflow(run, limit=50)
     hide_links_outside(request, [run, *(r for runs in flow.values() for r in runs)])  # read by workflow()
-    history = list(AuditEntry.objects.filter(target=run.task_id).order_by("-at")[:20])
+    history = list(audit_for(request).filter(target=run.task_id).order_by("-at")[:20])
     retries = AuditEntry.objects.filter(action=AuditEntry.Action.RETRY, ok=True)
     retry_of = retries.filter(detail__task_id=run.task_id).first()
     context = {
