@@ -183,6 +183,10 @@ NOT_ACTIONS = {"logout"}
 FLEET = {"shutdown-confirm", "pool", "shutdown"}
 
 
+#: The ``?fragment=`` names the pages answer (taskdeck.dashboard.views.page).
+FRAGMENTS = ("live", "rows", "graph")
+
+
 def _foreign_leaks(text: str) -> list[str]:
     return [marker for marker in FOREIGN if marker in text]
 
@@ -221,6 +225,9 @@ def test_every_dashboard_url_keeps_a_scoped_user_inside_the_scope(route: Any, wo
     assert answer.status_code in (200, 302, 403, 404), (route.name, answer.status_code)
     body = answer.content.decode()
     assert not _foreign_leaks(body), (route.name, _foreign_leaks(body))
+    for fragment in FRAGMENTS:  # what htmx asks for every few seconds: the same data, a part of it
+        part = world.scoped.get(url + ("&" if "?" in url else "?") + f"fragment={fragment}").content.decode()
+        assert not _foreign_leaks(part), (route.name, fragment, _foreign_leaks(part))
     if route.params and route.name not in FLEET:
         assert answer.status_code == 404, (route.name, answer.status_code)
         if not _known(route.params, world.foreign):
@@ -268,6 +275,44 @@ def test_workers_show_the_scopes_runs_in_their_numbers(world: World, scoped_toke
     for url in (reverse("taskdeck:overview"), reverse("taskdeck:overview") + "?fragment=live"):
         assert "1 online · 1 active of 4 processes" in world.scoped.get(url).content.decode(), url
         assert "1 online · 3 active of 4 processes" in world.unscoped.get(url).content.decode(), url
+
+
+def test_the_overviews_counts_are_the_scopes(world: World) -> None:
+    """Backlog, lost, stuck and recent failures: billing's numbers for billing, everyone's without a scope."""
+    from django.urls import reverse
+
+    now = timezone.now()
+    _run("mine-stuck", MINE, "billing", now, state="STUCK", finished_at=None)
+    for i in range(2):
+        _run(
+            f"zz-foreign-lost-{i}",
+            "foreign.tasks.zz_secret",
+            "zz-foreign-q",
+            now,
+            state="LOST",
+            finished_at=None,
+        )
+        _run(
+            f"zz-foreign-stuck-{i}",
+            "foreign.tasks.zz_secret",
+            "zz-foreign-q",
+            now,
+            state="STUCK",
+            finished_at=None,
+        )
+
+    def counts(client: Client) -> tuple[str, ...]:
+        html = client.get(reverse("taskdeck:overview") + "?fragment=live").content.decode()
+        backlog = re.search(r"now: (\d+) ready · (\d+) unacked", html)
+        assert backlog is not None
+        lost = re.search(r'id="lost-count">(\d+)<', html)
+        stuck = re.search(r'id="stuck-count">(\d+)<', html)
+        assert lost is not None and stuck is not None
+        failures = len(re.findall(r"<div class=\"wrap2 exc\"", html))
+        return (backlog[1], lost[1], stuck[1], str(failures))
+
+    assert counts(world.scoped) == ("3", "0", "1", "1")  # billing's queue; its STUCK run; mine-run-1
+    assert counts(world.unscoped) == ("6", "2", "3", "2")
 
 
 def test_a_run_of_the_scope_does_not_tell_the_id_of_the_run_that_sent_it(world: World) -> None:
