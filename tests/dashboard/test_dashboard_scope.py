@@ -598,6 +598,33 @@ def test_in_chromium_a_billing_user_sees_the_shared_worker_with_billing_runs_onl
     assert not _foreign_leaks(page.content())
 
 
+@pytest.mark.django_db(transaction=True)
+def test_in_chromium_the_audit_log_and_a_runs_history_hold_no_other_teams_scope(
+    page: Any, live_server: Any, login: Any, django_user_model: Any, shoot: Any
+) -> None:
+    _run("mine-run-1", MINE, "billing", timezone.now())
+    teams = {}
+    for name, tasks in (("billing", "billing.*"), ("other", "foreign.tasks.zz_secret*")):
+        teams[name] = Group.objects.create(name=f"{name}-team")
+        teams[name].permissions.set(Permission.objects.filter(content_type__app_label="taskdeck"))
+        AccessScope.objects.create(group=teams[name], tasks=tasks)
+        user = django_user_model.objects.create_user(name, password=PASSWORD, is_staff=True)
+        user.groups.add(teams[name])
+    them = Client()
+    them.force_login(django_user_model.objects.get(username="other"))
+    assert them.post("/taskdeck/tasks/mine-run-1/revoke/").status_code == 404  # refused, audited
+
+    login(page, "billing")
+    page.goto(f"{live_server.url}/taskdeck/audit/")
+    page.locator("#audit-table").wait_for()
+    assert page.locator("#audit-table tbody tr td.empty").count() == 1  # nothing of theirs, nothing else
+    assert not _foreign_leaks(page.content())
+    page.goto(f"{live_server.url}/taskdeck/tasks/mine-run-1/")
+    assert MINE in page.content() and not _foreign_leaks(page.content())
+    shoot(page, "scope-audit")
+    assert "zz_secret*" in AuditEntry.objects.get(username="other").message  # what was kept from them
+
+
 # --- Patterns ------------------------------------------------------------------------------------
 
 PATTERN_TEXT = st.text(alphabet=st.sampled_from("ab.:_-*?"), max_size=8)
