@@ -83,12 +83,6 @@ def test_redis_killed_worker_run_is_lost_then_succeeds_once_redelivered(
 
 
 @pytest.mark.rabbitmq
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect, failed 2 of 3 runs on 2026-11-30: the recorder's RabbitMQ event consumer gets "
-    "Basic.cancel right after the task is received, so its task-started event is missed and the run "
-    "never shows STARTED (the Redis cases pass); to be fixed, not accepted",
-)
 def test_rabbitmq_killed_worker_run_is_lost_then_succeeds_once_redelivered(
     ledger, workers, recorders, rabbitmq, rabbitmq_app
 ):

@@ -7,6 +7,7 @@ they must add up to, also when a run's contribution moves to another hour.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import random
 from pathlib import Path
@@ -120,6 +121,24 @@ def test_lost_and_stuck_give_way_to_the_next_fact_only():
     assert (moved["state"], moved["worker"]) == ("RECEIVED", "heir@h")
     final = next(e for e in own if e["type"] == "task-failed")
     assert merge.fold(lost, facts([final]))["state"] == "FAILURE"
+
+
+def test_a_sent_event_stamped_after_the_worker_took_the_task_does_not_put_it_back():
+    """The publisher sends task-sent after the message; on a busy host, or with its clock ahead of
+    the worker's, the event is stamped after the worker's received and started: still STARTED."""
+    (task_id,) = {e["uuid"] for e in EVENTS if e.get("name") == "catalog.tasks.import_feed"}
+    own = {e["type"]: e for e in EVENTS if e["uuid"] == task_id}
+    received, started = own["task-received"], own["task-started"]
+    late_sent = {**own["task-sent"], "timestamp": round(started["timestamp"] + 0.004, 6)}
+    for order in itertools.permutations([late_sent, received, started]):
+        row = fold_all(list(order))[task_id]
+        assert (row["state"], row["state_at"]) == ("STARTED", started["timestamp"]), order
+        stamps = (late_sent["timestamp"], round(received["timestamp"], 6))
+        assert (row["sent_ts"], row["received_ts"]) == stamps
+    # Flagged STUCK while only the sent event was in: the worker's facts still move it on.
+    stuck = {**fold_all([late_sent])[task_id], "state": "STUCK"}
+    assert merge.fold(stuck, facts([received]))["state"] == "RECEIVED"
+    assert merge.fold(stuck, facts([late_sent]))["state"] == "STUCK"
 
 
 def _write(events, batch):

@@ -8,11 +8,15 @@ timestamps as epoch floats (``*_ts``); :func:`apply` folds one
 The rules make the result independent of arrival order and of duplicates:
 
 * **State** is the state of the *winning* fact, the one with the largest key
-  ``(final, from_events, timestamp, rank)``: a final state (SUCCESS, FAILURE,
-  REVOKED, REJECTED) beats any other, so it never moves back; a final state
-  seen in an event beats one read from the results table; otherwise the
-  latest fact wins (a retried task goes back to RECEIVED/STARTED), and the
-  rank breaks timestamp ties.
+  ``(final, from_events, taken, timestamp, rank)``: a final state (SUCCESS,
+  FAILURE, REVOKED, REJECTED) beats any other, so it never moves back; a final
+  state seen in an event beats one read from the results table; a worker's
+  fact (``taken``: any state but SENT) beats the publisher's SENT whatever
+  their clocks say, so a task-sent event stamped after the worker had
+  already received and started the task (the publisher sends it after the
+  message, and another host's clock may run ahead) does not put the run
+  back to SENT; otherwise the latest fact wins (a retried task goes back to
+  RECEIVED/STARTED), and the rank breaks timestamp ties.
 * **Timestamps** per kind: ``sent``/``received``/``started`` keep the first
   (minimum) seen, ``finished`` is the winning final fact's; ``first_seen``
   is the minimum of all.
@@ -31,7 +35,7 @@ The rules make the result independent of arrival order and of duplicates:
 STUCK and LOST are not facts: the recorder's liveness tick
 (:mod:`taskdeck.monitor.liveness`) sets them on a row, keeping its
 ``state_at``. Ranked just above the state they replace (STUCK above SENT,
-LOST above STARTED), they survive a duplicate or older event of the same
+and not ``taken`` either; LOST above STARTED), they survive a duplicate or older event of the same
 attempt and give way to any later fact: the redelivered message's
 RECEIVED/STARTED, or any final state.
 """
@@ -58,6 +62,10 @@ RANK = {
 }
 #: States the recorder's liveness tick sets on a row (:mod:`taskdeck.monitor.liveness`), never a fact.
 FLAGGED = frozenset({"STUCK", "LOST"})
+#: States of a message no worker has taken yet: any worker's fact beats them (see the module docstring).
+WAITING = frozenset({"SENT", "STUCK"})
+#: ``(final, from_events, taken, timestamp, rank)``: the larger wins.
+Key = tuple[bool, bool, bool, float, int]
 #: Event type → (state, timestamp column it fills).
 EVENT_KINDS: dict[str, tuple[str, str | None]] = {
     "task-sent": ("SENT", "sent_ts"),
@@ -102,8 +110,9 @@ class RunFact:
     #: The attempt mark this fact makes, if any.
     mark: dict[str, Any] | None = None
 
-    def key(self) -> tuple[bool, bool, float, int]:
-        return (self.state in FINAL, self.source == "events", self.timestamp, RANK[self.state])
+    def key(self) -> Key:
+        state = self.state
+        return (state in FINAL, self.source == "events", state not in WAITING, self.timestamp, RANK[state])
 
 
 def clip(value: Any, limit: int) -> str:
@@ -210,12 +219,12 @@ def empty_row(task_id: str) -> dict[str, Any]:
     }
 
 
-def winner_key(row: dict[str, Any]) -> tuple[bool, bool, float, int] | None:
+def winner_key(row: dict[str, Any]) -> Key | None:
     """The key of the fact that set ``row``'s state, rebuilt from the row itself."""
     if not row.get("state"):
         return None
-    state = row["state"]
-    return (state in FINAL, not row["reconstructed"], float(row["state_at"]), RANK[state])
+    state, at = row["state"], float(row["state_at"])
+    return (state in FINAL, not row["reconstructed"], state not in WAITING, at, RANK[state])
 
 
 def _min(a: float | None, b: float | None) -> float | None:
