@@ -368,6 +368,28 @@ def test_another_teams_refusal_on_a_run_of_the_scope_does_not_show_their_scope(
     assert "zz_secret*" in world.unscoped.get(reverse("taskdeck:task", args=["mine-run-1"])).content.decode()
 
 
+def test_the_audit_log_of_a_scope_holds_the_actions_on_its_messages_and_dead_letters(world: World) -> None:
+    """Someone without a scope deletes a waiting message and a dead letter of each team: billing's log
+    holds both of its own, none of the other team's."""
+    from django.urls import reverse
+
+    for samples in (world.mine, world.foreign):
+        deleted = world.unscoped.post(
+            reverse("taskdeck:message-delete", args=[samples["queue"], samples["ref"]])
+        )
+        assert deleted.status_code == 302
+        assert (
+            world.unscoped.post(reverse("taskdeck:dead-letter-delete", args=[samples["pk"]])).status_code
+            == 302
+        )
+    assert AuditEntry.objects.filter(username="ops", ok=True).count() == 4
+    audit = world.scoped.get(reverse("taskdeck:audit")).content.decode()
+    assert f"dead letter {world.mine['pk']}" in audit and f"message {world.mine['ref']} on billing" in audit
+    assert f"dead letter {world.foreign['pk']}<" not in audit and not _foreign_leaks(audit)
+    everyone = world.unscoped.get(reverse("taskdeck:audit")).content.decode()
+    assert f"dead letter {world.foreign['pk']}<" in everyone and "on zz-foreign-q" in everyone
+
+
 def test_the_admin_shows_a_scoped_user_its_scope_only_and_no_way_to_widen_it(world: World) -> None:
     """The billing team holds every taskdeck permission, the admin's "view" ones too: each table of the
     app in Django's admin (read from the admin site, so a table added later is checked) lists and shows

@@ -145,7 +145,13 @@ class Actions:
             return (
                 f"{headers['task']} requeued to exchange {exchange!r}, routing key {routing_key!r} "
                 f"as {new_id} (was {old_id})",
-                {"task_id": new_id, "original_id": old_id, "exchange": exchange, "routing_key": routing_key},
+                {
+                    "task_id": new_id,
+                    "original_id": old_id,
+                    "task": letter.task,
+                    "exchange": exchange,
+                    "routing_key": routing_key,
+                },
             )
 
         return self._record(Action.REQUEUE, f"dead letter {letter.pk}", send)
@@ -155,7 +161,10 @@ class Actions:
             pk = letter.pk
             letter.delete()
             what = f"{letter.task or 'no task name'}[{letter.task_id or 'no id'}]"
-            return f"dead letter {pk} deleted ({letter.kind} {what})", {"task_id": letter.task_id}
+            # Its task name and routing key: what a scope sees it by (taskdeck.policy.audit_for).
+            routing_key = (letter.properties or {}).get("routing_key")
+            detail = {"task_id": letter.task_id, "task": letter.task, "routing_key": routing_key}
+            return f"dead letter {pk} deleted ({letter.kind} {what})", detail
 
         return self._record(Action.DELETE_LETTER, f"dead letter {letter.pk}", delete)
 

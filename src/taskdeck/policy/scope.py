@@ -321,7 +321,8 @@ def dead_letters_for(request: HttpRequest) -> DeadLetterQuerySet:
 
 
 def audit_for(request: HttpRequest) -> Any:
-    """Audit entries a scope sees: on its runs and queues, and the user's own.
+    """Audit entries a scope sees: on its runs, queues, waiting messages and dead letters, and the
+    user's own.
 
     Not another user's refusal for being outside their scope (:func:`~taskdeck.policy.refuse_outside`):
     its message names that user's scope, another team's task and queue patterns.
@@ -332,11 +333,23 @@ def audit_for(request: HttpRequest) -> Any:
     entries = AuditEntry.objects.all()
     if not scope.limited:
         return entries
-    from taskdeck.models import QueueSample
+    from taskdeck.models import DeadLetter, QueueSample
 
     queues = [q for q in QueueSample.objects.distinct_values("queue") if scope.allows_queue(q)]
     mine = Q(user=request.user) if getattr(request.user, "pk", None) else Q(pk__in=[])
-    on_scope = Q(target__in=runs_for(request).values("task_id")) | Q(target__in=queues)
+    letters = dead_letters_for(request).order_by("-id").values_list("pk", flat=True)[:KNOWN_LIMIT]
+    # A letter requeued or deleted is gone: its entry says its task name and routing key.
+    lettered = DeadLetter.objects.order_by().exclude(task="").values_list("task", flat=True).distinct()
+    names = {*known_runs(request)[0], *lettered[:KNOWN_LIMIT]}
+    gone = Q(detail__task__in=[n for n in names if scope.allows_name(n)]) | Q(detail__routing_key__in=queues)
+    on_scope = (
+        Q(target__in=runs_for(request).values("task_id"))
+        | Q(target__in=queues)
+        | Q(target__in=[f"dead letter {pk}" for pk in letters])
+        | (Q(target__startswith="dead letter ") & gone)
+    )
+    if queues:  # "message <ref> on <queue>" (taskdeck.dashboard.actions)
+        on_scope |= Q(target__regex=r"^message \S+ on (" + "|".join(map(re.escape, queues)) + ")$")
     return entries.filter(mine | (on_scope & ~Q(detail__has_key="scope")))
 
 
