@@ -347,6 +347,18 @@ def backends_of(database: str) -> dict[str, list[int]]:
     return {"PostgreSQL backends": [r[0] for r in rows]}
 
 
+def table_bytes(database: str) -> int:
+    """Bytes of the run and result tables, indexes included (rollups grow by minute, not by run)."""
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_total_relation_size('taskdeck_taskrun') "
+            "+ pg_total_relation_size('django_celery_results_taskresult')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def empty_tables() -> None:
     from django.db import connection
 
@@ -442,12 +454,15 @@ def offered(
     seconds: float,
     first: int,
     log: Path,
+    recorder_pid: int,
 ) -> dict[str, Any]:
     """Producers at ``rate`` runs/s for ``seconds`` into a running recorder: the backlog over time."""
     each = max(1, int(rate * seconds / hosts))
+    usage = Usage({"recorder": [recorder_pid]})
     with Sampler(stream, database) as sampler:
         reports = producers(environ, hosts, each, rate, first, log)
         stopped = time.monotonic() - sampler.began
+        used = usage.done()
         deadline = time.monotonic() + 600
         while stream.length() > 0 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -468,6 +483,8 @@ def offered(
         "growth_per_s": growth,
         "oldest_max_s": max((r["oldest_s"] for r in during), default=0.0),
         "drain_after_s": drained,
+        "recorder_cores": used["recorder"],
+        "machine_cores": used["the machine, every process"],
         "series": sampler.rows,
     }
 
@@ -496,21 +513,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         first = 0
 
         # 1. one recorder, a full stream
+        before = int(client.info("memory")["used_memory"])
         records, fill_rate = fill(environ, args.hosts, args.fill, first, log)
         first += args.fill
-        data["fill"] = {"runs": args.fill, "records": records, "runs_per_s": fill_rate}
+        data["fill"] = {
+            "runs": args.fill,
+            "records": records,
+            "runs_per_s": fill_rate,
+            "stream_bytes_per_record": int(client.memory_usage(stream.key, samples=0) or 0) / records,
+            "redis_bytes_per_run": (int(client.info("memory")["used_memory"]) - before) / args.fill,
+        }
         print(f"filled: {args.fill} runs, {records} records, {fill_rate:.0f} runs/s", file=sys.stderr)
         one = drain(environ, stream, url, ["cap-a"], args.fill, records, rpid, log)
         data["one"] = one
+        data["table_bytes_per_run"] = table_bytes(url) / args.fill
         print(f"one recorder: {one['runs_per_s']:.0f} runs/s", file=sys.stderr)
 
         # 2. offered load, one recorder running
         capacity = one["runs_per_s"]
         data["offered"] = []
-        with recorder(environ, "cap-a", log):
+        with recorder(environ, "cap-a", log) as proc:
             time.sleep(5)
             for share in args.shares:
-                point = offered(environ, stream, url, args.hosts, capacity * share, args.seconds, first, log)
+                rate = capacity * share
+                point = offered(environ, stream, url, args.hosts, rate, args.seconds, first, log, proc.pid)
                 point["share"] = share
                 first += int(capacity * share * args.seconds) + args.hosts
                 data["offered"].append(point)
@@ -584,15 +610,25 @@ def report(data: dict[str, Any]) -> list[str]:
         f"{one['runs_per_s']:,.0f} runs/s):",
         "",
         "| offered (share of capacity) | sent runs/s | written runs/s | backlog growth, entries/s (2nd half) "
-        "| backlog max, entries | oldest unwritten record, max s | emptied after the producers stopped, s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| backlog max, entries | oldest unwritten record, max s | emptied after the producers stopped, s "
+        "| recorder CPU, cores | machine CPU, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in data["offered"]:
         written = p["achieved"] - p["growth_per_s"] / records_per_run
         out.append(
             f"| {p['share']:.0%} | {p['achieved']:,.0f} | {written:,.0f} | {p['growth_per_s']:+,.0f} | "
-            f"{p['backlog_max']:,} | {p['oldest_max_s']:.1f} | {p['drain_after_s']:.1f} |"
+            f"{p['backlog_max']:,} | {p['oldest_max_s']:.1f} | {p['drain_after_s']:.1f} | "
+            f"{p['recorder_cores']:.2f} | {p['machine_cores']:.2f} |"
         )
+    fill = data["fill"]
+    out += [
+        "",
+        f"Redis, records waiting: {fill['stream_bytes_per_record']:,.0f} bytes a stream entry "
+        f"(MEMORY USAGE of the stream), {fill['redis_bytes_per_run']:,.0f} bytes of used_memory a run "
+        "(the entries and the result keys, which expire after RESULTS['TTL']). PostgreSQL: "
+        f"{data['table_bytes_per_run']:,.0f} bytes a run in the run and result tables with their indexes.",
+    ]
     out += ["", *[f"- {line}" for line in machine()]]
     out.append(
         f"- load average (1, 5, 15 min) before: {tuple(round(x, 2) for x in data['load']['before'])}; "
