@@ -20,7 +20,8 @@ running, as in the throughput bench). Two kinds of pass:
 - **profiled** (one per row, skipped with ``--no-profile``): cProfile on the
   thread's CPU clock in the main process (from ``worker_ready``) and in each
   pool process (from its start) to the warm shutdown after the drain
-  (bench/profile_hooks.py). Printed per role: busy CPU per task, the share
+  (bench/profile_hooks.py), and in the recorder's main thread from its start
+  to its stop (bench/profile_recorder.py; the taskdeck rows). Printed per role: busy CPU per task, the share
   under each named part (Celery's and taskdeck's hooks), and the functions
   with the most CPU of their own, with calls per task. cProfile makes
   Python code slower by about two, so read shares and calls, and take
@@ -63,6 +64,18 @@ PARTS = [
     ("Redis transport: poll cycle", "kombu/transport/redis.py", "on_readable"),
     ("AMQP: drain events", "amqp/connection.py", "drain_events"),
     ("timer / hub tick", "kombu/asynchronous/hub.py", "fire_timers"),
+]
+#: The recorder's named parts (its main thread: the loop over the records' stream and the events).
+RECORDER_PARTS = [
+    ("read records (XREADGROUP, decode)", "taskdeck/monitor/records.py", "read"),
+    ("write a batch of records (one transaction)", "taskdeck/monitor/recorder.py", "write_records"),
+    ("  facts of the records", "taskdeck/monitor/records.py", "facts"),
+    ("  result rows (fold, upsert)", "taskdeck/monitor/records.py", "write_results"),
+    ("  runs (read, merge, upsert)", "taskdeck/monitor/runs.py", "apply"),
+    ("  rollups", "taskdeck/monitor/rollups.py", "on_changes"),
+    ("acknowledge records (XACK, XDEL)", "taskdeck/monitor/records.py", "ack"),
+    ("task events (task-sent: check, write)", "taskdeck/monitor/recorder.py", "process"),
+    ("tick (subscribers, heartbeat, claims)", "taskdeck/monitor/recorder.py", "tick"),
 ]
 
 
@@ -126,6 +139,8 @@ def drain(
         procs, recorder = [], None
         if key.startswith("taskdeck"):
             argv = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
+            if profiled:
+                argv[2:4] = ["bench.profile_recorder"]
             recorder = stack.enter_context(running(argv, env, args.logs / f"recorder-{broker_kind}.log"))
             procs.append(recorder)
         client(key, env, "enqueue", args.tasks)
@@ -148,6 +163,8 @@ def drain(
             flush=True,
         )
         stop(worker, timeout=60)
+        if recorder is not None:
+            stop(recorder, timeout=60)  # a profiled recorder writes its profile as it stops
     used = {role: after[role] - before.get(role, 0.0) for role in after}
     used["drain seconds"] = elapsed
     return used
@@ -216,9 +233,11 @@ def _is_idle(func: tuple[str, int, str]) -> bool:
 
 def summarize(folder: Path, tasks: int, top: int) -> list[str]:
     lines: list[str] = []
-    for role in ("main", "child"):
+    for role in ("main", "child", "recorder"):
         files = sorted(folder.glob(f"{role}-*.prof"))
         if not files:
+            if role == "recorder":
+                continue
             lines.append(f"({role}: no profile written)")
             continue
         stats = pstats.Stats(*(str(f) for f in files))
@@ -226,7 +245,9 @@ def summarize(folder: Path, tasks: int, top: int) -> list[str]:
         total = sum(tt for (_, _, tt, _, _) in entries.values())
         idle = sum(tt for func, (_, _, tt, _, _) in entries.items() if _is_idle(func))
         busy = total - idle
-        name = "main process" if role == "main" else f"pool processes ({len(files)})"
+        name = {"main": "main process", "recorder": "recorder (main thread)"}.get(
+            role, f"pool processes ({len(files)})"
+        )
         lines += [
             f"**{name}**: busy {busy * 1000 / tasks:.3f} ms per task "
             f"(profiled {total:.1f} s, of which waiting {idle:.1f} s)",
@@ -234,7 +255,7 @@ def summarize(folder: Path, tasks: int, top: int) -> list[str]:
             "| part | ms per task | share of busy |",
             "|---|---|---|",
         ]
-        for label, fragment, func_name in PARTS:
+        for label, fragment, func_name in RECORDER_PARTS if role == "recorder" else PARTS:
             cum = sum(
                 ct
                 for (filename, _, fname), (_, _, _, ct, _) in entries.items()

@@ -305,6 +305,56 @@ def test_w021_w023_a_setting_that_blinds_monitoring_is_named(setting, check_id):
     assert f"Remove {setting}" in message.hint
 
 
+def record_backend_subclass():
+    """A project's own backend built on the record one."""
+    from taskdeck.results.record import RecordBackend
+
+    return type("ProjectRecordBackend", (RecordBackend,), {})
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "taskdeck.results.record:RecordBackend",
+        "taskdeck.results.record.RecordBackend",
+        "tests.test_checks:ProjectRecordBackend",
+        "class",
+    ],
+)
+def test_w021_not_for_the_record_backend_whose_records_carry_the_facts(backend, monkeypatch):
+    from taskdeck.settings_checks import check_monitoring
+
+    subclass = record_backend_subclass()
+    monkeypatch.setitem(globals(), "ProjectRecordBackend", subclass)
+    value = subclass if backend == "class" else backend
+    with override_settings(CELERY_WORKER_SEND_TASK_EVENTS=False, CELERY_RESULT_BACKEND=value):
+        conf_ = fresh_app().conf
+        assert conf_.result_backend == value and conf_.worker_send_task_events is False
+        assert check_monitoring(conf_) == []
+        # Producers' task-sent events are still needed with records: W022 is not silenced.
+        with override_settings(CELERY_TASK_SEND_SENT_EVENT=False):
+            assert [m.id for m in check_monitoring(fresh_app().conf)] == ["taskdeck.W022"]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "taskdeck.results.backend:DatabaseBackend",
+        "taskdeck.results.writebehind:WriteBehindBackend",
+        "django-db",
+        "redis://127.0.0.1:6379/0",
+        "taskdeck.results.record:NoSuchBackend",
+        "no.such.module:RecordBackend",
+    ],
+)
+def test_w021_still_warns_with_events_off_and_another_backend(backend):
+    from taskdeck.settings_checks import check_monitoring
+
+    with override_settings(CELERY_WORKER_SEND_TASK_EVENTS=False, CELERY_RESULT_BACKEND=backend):
+        (message,) = check_monitoring(fresh_app().conf)
+    assert message.id == "taskdeck.W021"
+
+
 def test_the_preset_turns_monitoring_on_where_settings_say_nothing():
     from taskdeck.settings_checks import check_monitoring
 

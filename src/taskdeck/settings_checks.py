@@ -211,13 +211,22 @@ def check_monitoring(celery_conf: Mapping[str, Any], namespace: str = "CELERY") 
 
 
 def _records(celery_conf: Mapping[str, Any]) -> bool:
-    """Whether the result backend is the record one: its records carry what task events would."""
-    from taskdeck.results import RECORD
+    """Whether the result backend is the record one (or a subclass): its records carry what task events would.
+
+    Named as Celery names it (``module:Class``, ``module.Class``, an alias, a
+    URL) or given as the class itself; one that cannot be imported is not.
+    """
+    from celery.app.backends import by_url
+
+    from taskdeck.results.record import RecordBackend
 
     backend = celery_conf.get("result_backend")
-    return backend == RECORD or (
-        isinstance(backend, str) and backend.replace(":", ".") == RECORD.replace(":", ".")
-    )
+    if isinstance(backend, str) and backend:
+        try:
+            backend, _ = by_url(backend)
+        except Exception:  # noqa: BLE001 - not importable: Celery's worker says so; not the record backend
+            return False
+    return isinstance(backend, type) and issubclass(backend, RecordBackend)
 
 
 def check_unknown_keys(user: Mapping[str, Any]) -> list[CheckMessage]:

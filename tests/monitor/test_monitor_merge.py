@@ -217,3 +217,69 @@ def test_a_reconstructed_run_moved_by_its_late_events_leaves_its_old_hour():
         assert rollups.rows(model)[(hour, name, "orders")]["succeeded"] == 1
     rollups.assert_coarse_rows_add_up()
     assert list(TaskTotal.objects.values_list("name", "queue", "count")) == [(name, "orders", 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_written_in_one_json_statement_read_back_as_bulk_create_writes_them():
+    """runs.write (PostgreSQL: one json_populate_recordset upsert) against bulk_create, field by field.
+
+    Texts with quotes, backslashes, non-ASCII and empty values, floats and
+    whole numbers, timestamps to the microsecond, attempts as JSON, and an
+    update of a run whose liveness columns (not the merge's) must stay.
+    """
+    from django.db import connection
+
+    from taskdeck.monitor import runs
+
+    assert connection.vendor == "postgresql"
+    base = {**runs.row_from_model({f: None for f in (*runs.PLAIN, *runs.TIMESTAMPS.values())})}
+    rows = []
+    for i in range(5):
+        row = dict(base)
+        row.update(
+            task_id=f"t-{i}",
+            state=["SUCCESS", "FAILURE", "STARTED", "SENT", "RETRY"][i],
+            state_at=1764536400.123456 + i,
+            name=["a.b", 'quo"te\\back', "naïve ✓", "", "x" * 255][i],
+            args=["(1, 'é')", "", "\n\t", "{}", "()"][i],
+            retries=i,
+            priority=[None, 0, 9, 255, None][i],
+            wait_time=[None, 0.0, 1e-6, 3, 2.5][i],
+            runtime=[0.000123, None, 12, 0.5, None][i],
+            reconstructed=bool(i % 2),
+            attempts=[[], [{"worker": "w@h", "n": 1, "t": 1.5}], None, [{"é": "✓"}], []][i],
+            sent_ts=1764536399.000001 + i,
+            started_ts=[None, 1764536400.999999, 1764536400.5, None, 1764536401.25][i],
+            finished_ts=[1764536401.000001, 1764536402.654321, None, None, None][i],
+            first_seen_ts=1764536399.000001,
+        )
+        rows.append(row)
+
+    def read():
+        return {
+            r["task_id"]: {k: v for k, v in r.items() if k not in ("id", "updated_at")}
+            for r in TaskRun.objects.values()
+        }
+
+    TaskRun.objects.bulk_create(
+        [runs.model_from_row(r) for r in rows],
+        update_conflicts=True,
+        unique_fields=["task_id"],
+        update_fields=runs.UPDATE_FIELDS,
+    )
+    expected = read()
+    TaskRun.objects.all().delete()
+    runs.write(rows)
+    assert read() == expected
+    # An update keeps what the liveness tick wrote, and takes the merge's fields.
+    lost = dt.datetime(2025, 11, 30, 21, 0, 0, 123456, tzinfo=dt.UTC)
+    TaskRun.objects.filter(task_id="t-2").update(lost_at=lost, lost_worker="w@h")
+    rows[2] = {**rows[2], "state": "SUCCESS", "finished_ts": 1764536403.000002, "result": "42"}
+    runs.write([rows[2]])
+    after = TaskRun.objects.get(task_id="t-2")
+    assert (after.lost_at, after.lost_worker, after.state, after.result) == (lost, "w@h", "SUCCESS", "42")
+    assert after.finished_at == dt.datetime(2025, 11, 30, 21, 0, 3, 2, tzinfo=dt.UTC)
+    # JSON has no NaN: such a batch is written by bulk_create, as before.
+    runs.write([{**rows[0], "runtime": float("nan")}, {**rows[1], "result": "nan next door"}])
+    assert TaskRun.objects.get(task_id="t-0").runtime != TaskRun.objects.get(task_id="t-0").runtime
+    assert TaskRun.objects.get(task_id="t-1").result == "nan next door"

@@ -3,15 +3,28 @@
 One SELECT of the rows the batch touches, the merge of :mod:`merge` in
 memory, one ``INSERT ... ON CONFLICT (task_id) DO UPDATE`` of the rows that
 changed. Only this batch is ever in memory.
+
+On PostgreSQL the upsert is one statement whose one parameter is the batch as
+a JSON document (``INSERT ... SELECT ... FROM json_populate_recordset(...)``,
+the same text whatever the batch's size): Django's ``bulk_create`` builds
+model instances and quotes every value in Python, which was half of the
+recorder's CPU, and arrays per column (``unnest``) cost psycopg a Python call
+per value (docs/benchmarks.md). Other databases take ``bulk_create``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
+from django.utils import timezone
 
 from taskdeck.models import TaskRun
 from taskdeck.monitor import merge
@@ -115,10 +128,111 @@ class RunWriter:
                 if after != before:
                     changes.append(RunChange(before, after))
             if changes:
-                TaskRun.objects.using(self.using).bulk_create(
-                    [model_from_row(change.after) for change in changes],
-                    update_conflicts=True,
-                    unique_fields=["task_id"],
-                    update_fields=UPDATE_FIELDS,
-                )
+                write([change.after for change in changes], self.using)
         return changes
+
+
+#: Row keys whose empty value (None) is stored as the model stores it: "" or [].
+BLANK_TEXT = (*merge.IDENTITY, "worker", "result", "exception", "traceback", "payload")
+
+
+def write(rows: list[dict[str, Any]], using: str = "default") -> None:
+    """Insert or update the run ``rows`` (task ids unique), as ``bulk_create(update_conflicts=True)``."""
+    conn = connections[using]
+    document = _document(conn, rows) if conn.vendor == "postgresql" else None
+    if document is None:
+        TaskRun.objects.using(using).bulk_create(
+            [model_from_row(row) for row in rows],
+            update_conflicts=True,
+            unique_fields=["task_id"],
+            update_fields=UPDATE_FIELDS,
+        )
+        return
+    import psycopg
+
+    conn.validate_no_broken_transaction()
+    conn.ensure_connection()
+    with conn.wrap_database_errors, psycopg.Cursor(conn.connection) as cursor:  # server-side binding
+        cursor.execute(_statement(conn).sql, [document])
+
+
+def _document(conn: BaseDatabaseWrapper, rows: list[dict[str, Any]]) -> str | None:
+    """The rows as one JSON array of objects keyed by column; None when one holds NaN or infinity."""
+    statement = _statement(conn)
+    now = timezone.now().isoformat()
+    items = []
+    for row in rows:
+        item = dict(statement.defaults)
+        for name, column, convert in statement.plain:
+            item[column] = convert(row[name])
+        for key, column in statement.timestamps:
+            ts = row[key]
+            item[column] = None if ts is None else to_datetime(ts).isoformat()  # type: ignore[union-attr]
+        item[statement.updated_at] = now
+        items.append(item)
+    try:
+        return json.dumps(items, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return None  # JSON has no NaN: bulk_create writes what PostgreSQL itself takes
+
+
+@dataclass(frozen=True)
+class _Statement:
+    sql: str
+    plain: list[tuple[str, str, Callable[[Any], Any]]]  # row key, column, Python value -> JSON value
+    timestamps: list[tuple[str, str]]  # row key (epoch seconds), column
+    updated_at: str
+    defaults: dict[str, Any]  # columns written by other parts (liveness): their default on insert
+
+
+_statements: dict[str, _Statement] = {}
+
+
+def _statement(conn: BaseDatabaseWrapper) -> _Statement:
+    if conn.alias not in _statements:
+        _statements[conn.alias] = _build(conn)
+    return _statements[conn.alias]
+
+
+def _build(conn: BaseDatabaseWrapper) -> _Statement:
+    """``INSERT ... SELECT ... FROM json_populate_recordset(NULL::<table>, %s::json) ON CONFLICT ...``"""
+    opts = TaskRun._meta
+    fields: list[Field[Any, Any]] = [f for f in opts.concrete_fields if not f.primary_key]
+    qn = conn.ops.quote_name
+    names = {f.name: qn(str(f.column)) for f in fields}
+    table = qn(opts.db_table)
+    columns = ", ".join(names.values())
+    updates = ", ".join(f"{names[n]} = EXCLUDED.{names[n]}" for n in UPDATE_FIELDS)
+    sql = (
+        f"INSERT INTO {table} ({columns}) SELECT {columns} "
+        f"FROM json_populate_recordset(NULL::{table}, %s::json) "
+        f"ON CONFLICT ({names['task_id']}) DO UPDATE SET {updates}"
+    )
+    column = {f.name: str(f.column) for f in fields}
+    return _Statement(
+        sql,
+        [(f.name, column[f.name], _converter(f)) for f in fields if f.name in PLAIN],
+        [(key, column[name]) for key, name in TIMESTAMPS.items()],
+        column["updated_at"],
+        {
+            column[f.name]: f.get_default()
+            for f in fields
+            if f.name not in PLAIN and f.name not in TIMESTAMPS.values() and f.name != "updated_at"
+        },
+    )
+
+
+def _converter(field: Field[Any, Any]) -> Callable[[Any], Any]:
+    """Python value -> the JSON value PostgreSQL reads into the column (as the model would store it)."""
+    kind = field.get_internal_type()
+    if field.name in BLANK_TEXT:
+        return lambda value: value or ""
+    if kind == "JSONField":
+        return lambda value: value or []
+    if kind == "FloatField":
+        return lambda value: None if value is None else float(value)
+    if kind == "IntegerField":
+        return lambda value: None if value is None else int(value)
+    if kind == "BooleanField":
+        return lambda value: None if value is None else bool(value)
+    return lambda value: value

@@ -41,6 +41,9 @@ from celery import states
 from celery.exceptions import TimeoutError
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend as DjangoDatabaseBackend
+from kombu import serialization
+from kombu.exceptions import EncodeError
+from kombu.utils import json as kombu_json
 
 from taskdeck import conf
 from taskdeck.results import started, upsert
@@ -86,6 +89,21 @@ class DatabaseBackend(CanvasBackend, WaitingBackend, DjangoDatabaseBackend):
             row["date_started"] = row["date_created"] = started_at
         upsert.upsert(self.TaskModel, [row], using)
         return result
+
+    def encode_content(self, data: Any) -> tuple[str, str, Any]:
+        """django-celery-results' ``encode_content``; with kombu's own JSON serializer, called directly.
+
+        The same output (kombu's ``json.dumps``, errors as its ``EncodeError``)
+        without the registry's lookups around it: four of them per stored state.
+        """
+        if self.serializer == "json":
+            content_type, content_encoding, encoder = serialization.registry._encoders["json"]
+            if encoder is kombu_json.dumps:
+                try:
+                    return content_type, content_encoding, kombu_json.dumps(data)
+                except Exception as exc:
+                    raise EncodeError(exc) from exc
+        return super().encode_content(data)
 
     def result_row(
         self, task_id: str, result: Any, status: str, traceback: str | None = None, request: Any = None

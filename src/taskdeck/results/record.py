@@ -36,7 +36,6 @@ from Redis.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import datetime
 from typing import Any
@@ -111,11 +110,9 @@ class RecordBackend(WriteBehindBackend):
                 delay = min(delay * 2, 2.0)
 
     def _ship_once(self, row: dict[str, Any]) -> None:
-        if self._ship is None or self._client_pid != os.getpid():
-            self._ship = self.redis().register_script(_SHIP)
         ready = "1" if row["status"] in upsert.READY else "0"
-        self._ship(
-            keys=[self.meta_key(row["task_id"]), stream_key()], args=[encode_row(row), self.ttl(), ready]
+        self.script(_SHIP)(
+            [self.meta_key(row["task_id"]), stream_key()], [encode_row(row), self.ttl(), ready]
         )
 
     def _row(

@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import hashlib
 import itertools
 import json
 import os
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -106,10 +108,81 @@ def redis_url(app: Any) -> str:
     return client_url(broker)
 
 
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def encode_row(row: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}, separators=(",", ":")
-    ).encode()
+    """The row as JSON, datetimes as ISO 8601 strings (the encoder calls ``_isoformat`` for those only)."""
+    return json.dumps(row, separators=(",", ":"), default=_isoformat).encode()
+
+
+def _bulk(value: bytes | str | int) -> bytes:
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+class Script:
+    """A Lua script run with ``EVALSHA`` on a connection of its own, in one round trip.
+
+    What redis-py's ``Script`` does per call, less its machinery (a
+    connection taken from the pool and given back, the retry wrapper, each
+    argument encoded through the client's encoder), which was half the CPU of
+    storing a state in a pool process (docs/benchmarks.md): the command is
+    packed here and sent and read on one connection this object keeps. A
+    server that does not have the script (restarted, ``SCRIPT FLUSH``) is sent
+    ``EVAL`` with its source, which caches it again. A connection error leaves
+    the connection closed (redis-py closes it) and is raised; the next call
+    connects again. While another thread of the process runs it (a thread
+    pool), a call goes through the client's own connection pool instead.
+    """
+
+    def __init__(self, client: Any, source: str) -> None:
+        self.client = client
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest().encode()  # noqa: S324 - Redis names scripts so
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+        if not self._lock.acquire(blocking=False):
+            from redis.exceptions import NoScriptError
+
+            try:
+                return self.client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return self.client.eval(self.source, len(keys), *keys, *args)
+        try:
+            if self._connection is None:
+                self._connection = self.client.connection_pool.get_connection()
+            return self._run(keys, args)
+        finally:
+            self._lock.release()
+
+    def _run(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        tail = b"".join([_bulk(len(keys)), *map(_bulk, keys), *map(_bulk, args)])
+        count = b"*%d\r\n" % (2 + len(keys) + 1 + len(args))
+        try:
+            return self._roundtrip(count + b"$7\r\nEVALSHA\r\n" + _bulk(self.sha) + tail)
+        except NoScriptError:
+            return self._roundtrip(count + b"$4\r\nEVAL\r\n" + _bulk(self.source) + tail)
+
+    def _roundtrip(self, command: bytes) -> Any:
+        from redis.exceptions import ResponseError
+
+        connection = self._connection
+        try:
+            connection.send_packed_command([command], check_health=False)
+            return connection.read_response()
+        except ResponseError:
+            raise  # a reply: the connection is in step
+        except BaseException:
+            connection.disconnect()  # out of step with the server: a new one next time
+            raise
 
 
 def decode_row(raw: bytes | str) -> dict[str, Any]:
@@ -147,14 +220,17 @@ class WriteBehindBackend(DatabaseBackend):
     def pending_key(self) -> str:
         return f"{conf.get()['RESULTS']['KEY_PREFIX']}pending"
 
+    def script(self, source: str) -> Script:
+        """This process's :class:`Script` of ``source`` (one per backend: the one it ships with)."""
+        if self._ship is None or self._client_pid != os.getpid():
+            self._ship = Script(self.redis(), source)
+        return self._ship
+
     def ship(self, row: dict[str, Any]) -> None:
         """Store one state's row in Redis, for readers and for the flusher: one round trip."""
-        if self._ship is None or self._client_pid != os.getpid():
-            self._ship = self.redis().register_script(_SHIP)
         ready = "1" if row["status"] in upsert.READY else "0"
-        self._ship(
-            keys=[self.meta_key(row["task_id"]), self.pending_key()],
-            args=[encode_row(row), self.ttl(), ready],
+        self.script(_SHIP)(
+            [self.meta_key(row["task_id"]), self.pending_key()], [encode_row(row), self.ttl(), ready]
         )
 
     def ttl(self) -> int:
