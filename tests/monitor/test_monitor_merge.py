@@ -283,3 +283,51 @@ def test_runs_written_in_one_json_statement_read_back_as_bulk_create_writes_them
     runs.write([{**rows[0], "runtime": float("nan")}, {**rows[1], "result": "nan next door"}])
     assert TaskRun.objects.get(task_id="t-0").runtime != TaskRun.objects.get(task_id="t-0").runtime
     assert TaskRun.objects.get(task_id="t-1").result == "nan next door"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rollups_added_in_sql_are_the_rows_the_python_sums_write():
+    """Rollups on PostgreSQL (one statement per table) against the locked read and upsert in Python.
+
+    Every event twice, shuffled, in batches of 3: contributions put in, taken
+    out and moved (late events that name a run), rows emptied and deleted.
+    """
+    from django.db import connection, transaction
+
+    from taskdeck.monitor import rollups as rollup_writer
+
+    assert connection.vendor == "postgresql"
+    rng = random.Random(7)
+    events = SPREAD + rng.sample(SPREAD, len(SPREAD))
+    rng.shuffle(events)
+
+    def write(in_sql: bool) -> list:
+        for model in (TaskRun, *ROLLUPS):
+            model.objects.all().delete()
+        writer, subscriber = RunWriter(), Rollups()
+        for start in range(0, len(events), 3):
+            moves = rollup_writer.deltas(writer.apply(facts(events[start : start + 3])))
+            for model in ROLLUPS:
+                if not moves:
+                    continue
+                with transaction.atomic():
+                    if in_sql:
+                        rollup_writer._add_in_sql(model, moves, "default")
+                    else:
+                        subscriber._write(model, moves)
+        return [rollups.rows(model) for model in ROLLUPS]
+
+    in_python = write(False)
+    assert sum(len(rows) for rows in in_python) > 0
+    assert write(True) == in_python
+    rollups.assert_coarse_rows_add_up()
+    # A batch that takes out what was never put in: no bucket at 0 or below is kept
+    # (as in Python), and a row with something left is not deleted.
+    for model in ROLLUPS:
+        model.objects.all().delete()
+    moves = [((1795566000, "never.written", "", "SUCCESS", 0.5, 0.1, 0), -1)]
+    for model in ROLLUPS:
+        rollup_writer._add_in_sql(model, moves, "default")
+    for model in ROLLUPS:
+        (row,) = rollups.rows(model).values()
+        assert (row["runtime_hist"], row["wait_hist"], row["succeeded"]) == ({}, {}, -1)

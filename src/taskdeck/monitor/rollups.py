@@ -10,10 +10,11 @@ arrival order does not matter.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 
 from taskdeck.models import ROLLUPS, Rollup, TaskTotal
 from taskdeck.monitor import histogram
@@ -58,7 +59,11 @@ class Rollups(Subscriber):
 
     A move adds to (or takes from) the row of its minute, of its quarter hour
     and of its hour, so each coarse row stays the exact sum of its minutes.
-    Per table and batch: one locked read of the rows touched, one upsert.
+    Per table and batch on PostgreSQL: one statement, the batch's sums per row
+    as a JSON document, added to the rows there by ``ON CONFLICT DO UPDATE``
+    (histograms merged by bucket), and a DELETE of the rows it left empty,
+    only when there are such rows. Other databases: one locked read of the
+    rows touched, the sums in Python, one upsert.
     """
 
     name = "rollups"
@@ -72,7 +77,10 @@ class Rollups(Subscriber):
             return
         with transaction.atomic(using=self.using):
             for model in ROLLUPS:
-                self._write(model, moves)
+                if connections[self.using].vendor == "postgresql":
+                    _add_in_sql(model, moves, self.using)
+                else:
+                    self._write(model, moves)
 
     def _write(self, model: type[Rollup], moves: list[tuple[tuple[Any, ...], int]]) -> None:
         start, period = model.period_field, model.period
@@ -106,6 +114,116 @@ class Rollups(Subscriber):
             unique_fields=[start, "name", "queue"],
             update_fields=[*STATE_COLUMN.values(), "retried", "runtime_hist", "wait_hist"],
         )
+
+
+def sums(model: type[Rollup], moves: list[tuple[tuple[Any, ...], int]]) -> list[dict[str, Any]]:
+    """What ``moves`` add to each row of ``model`` they touch (counts and histograms may be negative)."""
+    period = model.period
+    rows: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for (minute, name, queue, state, runtime, wait, retries), sign in moves:
+        key = (minute - minute % period, name, queue)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {
+                "start": _utc(key[0]).isoformat(),
+                "name": name,
+                "queue": queue,
+                **dict.fromkeys(STATE_COLUMN.values(), 0),
+                "retried": 0,
+                "runtime_hist": {},
+                "wait_hist": {},
+            }
+        row[STATE_COLUMN[state]] += sign
+        row["retried"] += sign * retries
+        for value, hist in ((runtime, "runtime_hist"), (wait, "wait_hist")):
+            if value is not None:
+                bucket = histogram.bucket(value)
+                row[hist][bucket] = row[hist].get(bucket, 0) + sign
+    for row in rows.values():
+        for hist in ("runtime_hist", "wait_hist"):
+            row[hist] = {k: v for k, v in row[hist].items() if v}
+    return list(rows.values())
+
+
+#: A histogram column (``{bucket: count}``) plus the one the statement brings, buckets left at 0 dropped.
+_MERGE_HIST = """COALESCE((
+  SELECT jsonb_object_agg(k, total) FROM (
+    SELECT k, SUM(v::bigint) AS total
+    FROM (
+      SELECT * FROM jsonb_each_text(r.{col}) UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.{col})
+    ) AS u(k, v)
+    GROUP BY k
+  ) AS g WHERE total > 0), '{{}}'::jsonb)"""
+#: A histogram without its buckets at 0 or below.
+_CLEAN_HIST = """COALESCE((
+  SELECT jsonb_object_agg(k, v::bigint) FROM jsonb_each_text({col}) AS e(k, v) WHERE v::bigint > 0
+), '{{}}'::jsonb)"""
+_COUNTS = (*STATE_COLUMN.values(), "retried")
+_HISTS = ("runtime_hist", "wait_hist")
+_sql: dict[tuple[type[Rollup], str], tuple[str, str, str]] = {}
+
+
+def _add_in_sql(model: type[Rollup], moves: list[tuple[tuple[Any, ...], int]], using: str) -> None:
+    """Add the sums of ``moves`` to ``model``'s rows in one statement; tidy the rows it left empty.
+
+    A row the statement updates gets its histograms merged and cleaned in
+    the statement. A row it inserts holds the batch's sums as they are: a
+    bucket taken out of a row that was never written (only a batch that
+    contradicts the table does that) is cleaned by a second statement, as
+    the rows left with nothing are deleted by a third; both run only when
+    the first reports such rows.
+    """
+    upsert, clean, delete = _statements(model, using)
+    document = json.dumps(sums(model, moves), separators=(",", ":"))
+    with connections[using].cursor() as cursor:
+        cursor.execute(upsert, [document])
+        found = cursor.fetchall()
+        dirty = [pk for pk, _, is_dirty in found if is_dirty]
+        if dirty:
+            cursor.execute(clean, [dirty])
+        if found:
+            cursor.execute(delete, [[pk for pk, _, _ in found]])
+
+
+def _statements(model: type[Rollup], using: str) -> tuple[str, str, str]:
+    key = (model, using)
+    if key not in _sql:
+        conn = connections[using]
+        qn = conn.ops.quote_name
+        table = qn(model._meta.db_table)
+        start = qn(str(model._meta.get_field(model.period_field).column))
+        counts = ", ".join(qn(c) for c in _COUNTS)
+        upsert = (
+            f"INSERT INTO {table} AS r ({start}, name, queue, {counts}, runtime_hist, wait_hist) "
+            f"SELECT d.start, d.name, d.queue, {', '.join(f'd.{c}' for c in _COUNTS)}, "
+            "d.runtime_hist, d.wait_hist "
+            "FROM json_to_recordset(%s::json) AS d(start timestamptz, name text, queue text, "
+            f"{', '.join(f'{c} integer' for c in _COUNTS)}, runtime_hist jsonb, wait_hist jsonb) "
+            f"ON CONFLICT ({start}, name, queue) DO UPDATE SET "
+            f"{', '.join(f'{c} = r.{c} + EXCLUDED.{c}' for c in _COUNTS)}, "
+            f"{', '.join(f'{h} = {_MERGE_HIST.format(col=h)}' for h in _HISTS)} "
+            f"RETURNING r.id, {counts}, runtime_hist, wait_hist"
+        )
+        empty = f"{' AND '.join(f'{c} = 0' for c in _COUNTS)}"
+        nonpositive = " OR ".join(
+            f"EXISTS (SELECT 1 FROM jsonb_each_text({h}) AS e(k, v) WHERE v::bigint <= 0)" for h in _HISTS
+        )
+        # The rows that may need tidying: all counts 0 (a move emptied them, e.g. a late
+        # event named the run: it moved to another name), or a bucket at 0 or below.
+        upsert = (
+            f"WITH written AS ({upsert}) SELECT id, {empty}, {nonpositive} FROM written "
+            f"WHERE ({empty}) OR {nonpositive}"
+        )
+        clean = (
+            f"UPDATE {table} SET {', '.join(f'{h} = {_CLEAN_HIST.format(col=h)}' for h in _HISTS)} "
+            "WHERE id = ANY(%s)"
+        )
+        delete = (
+            f"DELETE FROM {table} WHERE id = ANY(%s) AND {empty} "
+            "AND runtime_hist = '{}'::jsonb AND wait_hist = '{}'::jsonb"
+        )
+        _sql[key] = (upsert, clean, delete)
+    return _sql[key]
 
 
 class Totals(Subscriber):
