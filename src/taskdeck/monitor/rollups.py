@@ -191,7 +191,7 @@ def _statements(model: type[Rollup], using: str) -> tuple[str, str, str]:
         conn = connections[using]
         qn = conn.ops.quote_name
         table = qn(model._meta.db_table)
-        start = qn(str(model._meta.get_field(model.period_field).column))
+        start = qn(str(getattr(model._meta.get_field(model.period_field), "column", model.period_field)))
         counts = ", ".join(qn(c) for c in _COUNTS)
         upsert = (
             f"INSERT INTO {table} AS r ({start}, name, queue, {counts}, runtime_hist, wait_hist) "
