@@ -115,6 +115,8 @@ def cases(ids: dict[str, Any]) -> list[tuple[str, str, str]]:
                 ("overview", "/taskdeck/"),
                 ("failures (24h)", "/taskdeck/failures/"),
                 ("audit log", "/taskdeck/audit/"),
+                ("workers", "/taskdeck/workers/"),
+                ("api/workers", "/taskdeck/api/workers"),
                 ("api/tasks", "/taskdeck/api/tasks"),
                 ("series 24h (warm)", "/taskdeck/api/series?window=86400"),
                 ("series 24h (cold)", "cold:/taskdeck/api/series?window=86400"),

@@ -71,6 +71,7 @@ COLUMNS = [
     "task_id", "name", "state", "state_at", "queue", "routing_key", "priority", "worker", "args", "kwargs",
     "result", "exception", "traceback", "retries", "first_seen_at", "sent_at", "received_at", "started_at",
     "finished_at", "wait_time", "runtime", "parent_id", "root_id", "group_id", "reconstructed", "updated_at",
+    "payload", "attempts", "lost_worker", "stuck_reason",
 ]  # fmt: skip
 
 
@@ -145,6 +146,10 @@ def runs(count: int, days: float, now: dt.datetime, seed: int = 7) -> Iterator[t
             GROUP_ID if in_group else "",
             False,
             _dt(last),
+            "",  # no payload captured
+            "[]",  # COPY writes every column: the model's defaults are Python's, not the table's
+            "",
+            "",
         )
 
 

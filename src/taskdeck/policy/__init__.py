@@ -8,10 +8,12 @@
 * What each one sees and acts on: its scope (:mod:`taskdeck.policy.scope`),
   by task-name and queue patterns per group or user; a token has its owner's.
   Outside it a run, queue or dead letter does not exist (404), and an action
-  on it is refused and audited (:func:`refuse_outside`).
+  on it is refused and audited (:func:`refuse_outside`). Workers serve every
+  team: each is shown, with the scope's numbers (:func:`workers_for`).
 
 The dashboard (:mod:`taskdeck.dashboard.access`), the API
-(:mod:`taskdeck.api.auth`) and ``/metrics`` read these; nothing here imports them.
+(:mod:`taskdeck.api.auth`), ``/metrics`` and the admin (:mod:`taskdeck.admin`)
+read these; nothing here imports them.
 """
 
 from __future__ import annotations
