@@ -138,6 +138,15 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 1000,
     "FLUSH_INTERVAL": 0.5,
     "BUFFER": 20000,
+    # RabbitMQ: each recorder (by --name) consumes a durable event queue of its
+    # own that outlives a restart, so events sent while it is down wait for it:
+    # each for EVENT_QUEUE_TTL seconds, at most EVENT_QUEUE_MAX_BYTES in all (the
+    # oldest dropped first); the queue itself goes EVENT_QUEUE_EXPIRES seconds
+    # after its recorder stopped for good. (Redis delivers events by PUBLISH:
+    # nothing waits there for a recorder that is down.)
+    "EVENT_QUEUE_TTL": 3600,
+    "EVENT_QUEUE_EXPIRES": 86400,
+    "EVENT_QUEUE_MAX_BYTES": 64 * 1024 * 1024,
     # Characters kept of args/kwargs/result reprs and of tracebacks.
     "REPR_LIMIT": 1024,
     "TRACEBACK_LIMIT": 16384,

@@ -1,10 +1,14 @@
 """The recorder killed and restarted: history reconciled, nothing missing.
 
-Events are not queued for a recorder that is not running (Celery's event
-queue goes away with its consumer), so the runs that finished while it was
+On Redis, events are not queued for a recorder that is not running (they
+are published to whoever listens), so the runs that finished while it was
 down reach the history through reconciliation from django-celery-results'
 rows at start-up. What the test counts: the runs the API lists, the runs
 ``/metrics`` counts, and how many of them were rebuilt from result rows.
+
+On RabbitMQ the recorder's event queue is durable and its own (by recorder
+name): the events sent while it was down wait there, and the restarted
+recorder reads them, received and started times included.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pytest
 from celery import current_app
 
 from taskdeck.models import RecorderState, TaskRun
-from tests.faults.harness import report, settle
+from tests.faults.harness import Worker, report, settle
 from tests.support.ledger import work
 from tests.support.services import wait_for
 
@@ -97,3 +101,35 @@ def test_recorder_killed_mid_run_and_restarted_misses_no_run(ledger, workers, re
     assert counts["after_restart_from_events"] == AFTER
     # Runs did finish unseen, and reconciliation is what brought them back.
     assert reconstructed >= 1
+
+
+@pytest.mark.rabbitmq
+def test_rabbitmq_recorder_restarted_reads_the_events_sent_while_it_was_down(
+    ledger, workers, recorders, rabbitmq, rabbitmq_app
+):
+    env = {"CELERY_BROKER": rabbitmq}
+    first = recorders(env=env)
+    worker: Worker = workers(env=env, concurrency=2, wait=False)
+    wait_for(lambda: rabbitmq_app.control.ping([worker.hostname], timeout=0.5), 90, "the worker to answer")
+    probe = rabbitmq_app.send_task(work.name, (0,), queue="default").id
+    recorded = TaskRun.objects.filter(task_id=probe, state="SUCCESS")
+    wait_for(recorded.exists, 90, "the recorder to listen")
+
+    first.kill_group(signal.SIGKILL)
+    first.popen.wait(30)
+    ids = [rabbitmq_app.send_task(work.name, (i,), queue="default").id for i in range(1, AFTER + 1)]
+    wait_for(lambda: ledger.tally(ids)["lost"] == 0, 120, "every task done while the recorder was down")
+
+    recorders(env=env)
+    runs = TaskRun.objects.filter(task_id__in=ids)
+    wait_for(lambda: runs.filter(state="SUCCESS").count() == len(ids), 120, "every run in the history")
+    # From the events that waited, not rebuilt from result rows: each step of each run is there.
+    wait_for(
+        lambda: (
+            runs.filter(reconstructed=False).exclude(received_at=None).exclude(started_at=None).count()
+            == len(ids)
+        ),
+        60,
+        "every run's received and started times",
+    )
+    assert runs.exclude(sent_at=None).count() == len(ids)

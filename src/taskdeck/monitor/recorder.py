@@ -28,6 +28,7 @@ retried with backoff, the batch kept.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from celery.events.receiver import EventReceiver
 from django.db import close_old_connections, connections, reset_queries, transaction
 from django.db.models import F
 
-from taskdeck import deadletter
+from taskdeck import conf, deadletter
 from taskdeck.errors import is_database_outage
 from taskdeck.models import RecorderState
 from taskdeck.monitor import records as record_rows
@@ -95,11 +96,41 @@ class SafeReceiver(EventReceiver):
         )
 
 
+def event_queue(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The receiver's queue options on RabbitMQ: durable, one per recorder name, bounded.
+
+    Celery's receiver declares a queue of a random name that goes with its
+    consumer, and keeps an event 5 s: a recorder restarting (or busy) lost
+    what was sent meanwhile. The name carries a digest of the limits, so a
+    recorder restarted with others declares a new queue instead of failing on
+    the old one's arguments (which expires unused).
+    """
+    ttl, expires = settings["EVENT_QUEUE_TTL"], settings["EVENT_QUEUE_EXPIRES"]
+    limits = f"{ttl}:{expires}:{settings['EVENT_QUEUE_MAX_BYTES']}"
+    digest = hashlib.sha256(limits.encode()).hexdigest()[:8]
+    return {
+        "node_id": f"taskdeck-recorder.{name}.{digest}",
+        "queue_durable": True,
+        "queue_exclusive": False,
+        "queue_ttl": float(ttl),
+        "queue_expires": float(expires),
+    }
+
+
 class EventSource:
     """Celery events from the broker, on a capture thread, through a bounded buffer."""
 
-    def __init__(self, app: Any, buffer: int = 20000, bad: BadEvents | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        buffer: int = 20000,
+        bad: BadEvents | None = None,
+        name: str = "default",
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.app = app
+        self.name = name
+        self.settings = {**conf.MONITOR_DEFAULTS, **(settings or {})}
         self.bad = bad or BadEvents()
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=buffer)
         self._receiver: Any = None
@@ -144,7 +175,13 @@ class EventSource:
         while not self._stopping.is_set():
             try:
                 with self.app.connection_for_read() as conn:
-                    receiver = SafeReceiver(conn, handlers={"*": self._put}, app=self.app, bad=self.bad)
+                    durable = conn.transport.driver_type == "amqp"
+                    options = event_queue(self.name, self.settings) if durable else {}
+                    receiver = SafeReceiver(
+                        conn, handlers={"*": self._put}, app=self.app, bad=self.bad, **options
+                    )
+                    if durable:
+                        receiver.queue.max_length_bytes = int(self.settings["EVENT_QUEUE_MAX_BYTES"])
                     on_ready = receiver.on_consume_ready
 
                     def consume_ready(*args: Any, on_ready: Any = on_ready, **kwargs: Any) -> None:
@@ -478,7 +515,6 @@ class Recorder:
 
 def payload_limit() -> int:
     """Largest payload text the recorder keeps: what producers with the same settings send, and room."""
-    from taskdeck import conf
 
     size = conf.payloads()["MAX_BYTES"]
     if not isinstance(size, int) or size <= 0:  # taskdeck.E027 names it
@@ -488,7 +524,7 @@ def payload_limit() -> int:
 
 def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default") -> Recorder:
     """A recorder wired from ``TASKDECK["MONITOR"]``: every default subscriber."""
-    from taskdeck import brokers, conf
+    from taskdeck import brokers
     from taskdeck.monitor.alerts import Alerts, deliveries
     from taskdeck.monitor.liveness import Liveness, acks_late_of
     from taskdeck.monitor.queues import ConsumerCounts
@@ -538,7 +574,7 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
     if s["ALERTS"]:
         subscribers.append(Alerts(s["ALERTS"], deliveries(s), interval=s["ALERT_INTERVAL"], recorder=name))
     return Recorder(
-        source=EventSource(app, s["BUFFER"], bad),
+        source=EventSource(app, s["BUFFER"], bad, name=name, settings=s),
         runs=RunWriter(),
         subscribers=subscribers,
         results=ResultsSource(s["REPR_LIMIT"], s["TRACEBACK_LIMIT"]),
