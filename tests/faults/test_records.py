@@ -235,22 +235,25 @@ def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recor
     sent_before = client.xrange(STREAM)
     assert len(sent_before) == sum(expected(h, i)["records"] for h in HOSTS for i in range(200))
 
-    start_recorder("a", env=ENV)
-    b = start_recorder("b", env=ENV)
+    recorders = [start_recorder("a", env=ENV), start_recorder("b", env=ENV)]
+    b = recorders[1]
     store(backend, 200, 800)
     assert settle(lambda: emptied(client), 240), backlog(client)
     written_by = {s.name: s.events for s in RecorderState.objects.filter(name__in=["a", "b"])}
     assert written_by["a"] > 0 and written_by["b"] > 0, written_by  # both took part
     assert_recorded_once(1000)
 
-    # b frozen while it holds records it read and has not acknowledged, then killed.
+    # b frozen while it holds records it read and has not acknowledged, then killed. a is frozen
+    # meanwhile, so that b reads a full batch from a backlog; a then claims what b held.
+    a = recorders[0]
+    os.kill(a.pid, signal.SIGSTOP)
     producer = threading.Thread(target=store, args=(backend, 1000, 1500))
     producer.start()
     held = 0
     try:
-        # Once a backlog waits, each read takes a full batch: b is caught holding one.
         settle(lambda: backlog(client)["in_stream"] >= 2000 or not producer.is_alive(), 120)
-        while producer.is_alive() or not emptied(client):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             os.kill(b.pid, signal.SIGSTOP)
             held = consumers(client).get(f"b@{socket.gethostname()}", {}).get("pending", 0)
             if held:
@@ -260,8 +263,9 @@ def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recor
             time.sleep(0.02)
     finally:
         producer.join()
-    b.popen.wait(30)
+        os.kill(a.pid, signal.SIGCONT)
     assert held > 0, "b never held records unacknowledged: the kill tested nothing"
+    b.popen.wait(30)
     killed = {"held_by_b": held, **backlog(client)}
     assert settle(lambda: emptied(client), 300), (killed, backlog(client), consumers(client))
     assert consumers(client)[f"b@{socket.gethostname()}"]["pending"] == 0  # claimed by a

@@ -106,11 +106,8 @@ def test_api_reports_exactly_the_runs_sent(start_worker, start_recorder, staff_c
     # The worker row.
     wait_for(lambda: Worker.objects.filter(hostname=worker.hostname, online=True).exists(), 30, "worker row")
     # Its pool and queues, asked by the recorder (inspect, done once every online worker replied).
-    wait_for(
-        lambda: Worker.objects.filter(hostname=worker.hostname, queues__isnull=False).exclude(pool="").exists(),
-        60,
-        "the worker's pool and queues",
-    )
+    asked = Worker.objects.filter(hostname=worker.hostname, queues__isnull=False).exclude(pool="")
+    wait_for(asked.exists, 60, "the worker's pool and queues")
     row = Worker.objects.get(hostname=worker.hostname)
     assert row.pool == "prefork" and row.concurrency and row.concurrency > 0
     assert set(row.queues) == set(QUEUES), row.queues
