@@ -52,7 +52,8 @@ def redis_db_url() -> Iterator[str]:
 def broker(redis_db_url: str) -> Iterator[str]:
     """The claimed Redis database, emptied for this test."""
     client = redis.Redis.from_url(redis_db_url)
-    keep = client.get("taskdeck:test:claim")
+    # Kept, or set again if something flushed the database meanwhile (else every later test errs).
+    keep = client.get("taskdeck:test:claim") or "taskdeck-test"
     client.flushdb()
     client.set("taskdeck:test:claim", keep, ex=3600)
     yield redis_db_url
