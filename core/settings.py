@@ -146,10 +146,23 @@ _EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND") or (
     if os.environ.get("DJANGO_SECRET_KEY")
     else "django.core.mail.backends.console.EmailBackend"
 )
+# SMTP: the relay at DJANGO_EMAIL_HOST:DJANGO_EMAIL_PORT (localhost:25), with
+# DJANGO_EMAIL_USER/DJANGO_EMAIL_PASSWORD and DJANGO_EMAIL_USE_TLS=1 if it asks.
+_SMTP = {
+    "host": os.environ.get("DJANGO_EMAIL_HOST", "localhost"),
+    "port": int(os.environ.get("DJANGO_EMAIL_PORT", "25")),
+    "username": os.environ.get("DJANGO_EMAIL_USER", ""),
+    "password": os.environ.get("DJANGO_EMAIL_PASSWORD", ""),
+    "use_tls": os.environ.get("DJANGO_EMAIL_USE_TLS") == "1",
+}
 if django.VERSION >= (6, 1):  # MAILERS replaces EMAIL_BACKEND (deprecated in 6.1)
-    MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND}}
+    _smtp = _EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend"
+    MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND, **({"OPTIONS": _SMTP} if _smtp else {})}}
 else:
     EMAIL_BACKEND = _EMAIL_BACKEND
+    EMAIL_HOST, EMAIL_PORT = _SMTP["host"], _SMTP["port"]
+    EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = _SMTP["username"], _SMTP["password"]
+    EMAIL_USE_TLS = _SMTP["use_tls"]
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 # Compressed copies made by `manage.py collectstatic`; without it (`taskdeck up`)

@@ -96,8 +96,8 @@ def test_deploy_check_is_clean_with_a_key_set_and_debug_off(tmp_path):
 def test_mail_is_printed_on_one_machine_and_sent_by_smtp_in_a_deployment(tmp_path):
     """The demo's welcome email works on `make run` (no relay there); a deployment never prints mail."""
     code = (
-        "import django; django.setup(); from django.core import mail; "
-        "print(type(mail.get_connection()).__module__)"
+        "import django; django.setup(); from django.core import mail; c = mail.get_connection(); "
+        "print(type(c).__module__, getattr(c, 'host', ''), getattr(c, 'port', ''))"
     )
 
     def backend(env: dict[str, str]) -> str:
@@ -109,7 +109,10 @@ def test_mail_is_printed_on_one_machine_and_sent_by_smtp_in_a_deployment(tmp_pat
 
     key = "a-deployment-key-" + "x7Q!" * 12
     assert backend(project_env(tmp_path)) == "django.core.mail.backends.console"
-    assert backend(project_env(tmp_path, DJANGO_SECRET_KEY=key)) == "django.core.mail.backends.smtp"
+    deployed = project_env(tmp_path, DJANGO_SECRET_KEY=key)
+    assert backend(deployed) == "django.core.mail.backends.smtp localhost 25"
+    relay = {"DJANGO_EMAIL_HOST": "smtp.example.com", "DJANGO_EMAIL_PORT": "587"}
+    assert backend({**deployed, **relay}) == "django.core.mail.backends.smtp smtp.example.com 587"
     locmem = "django.core.mail.backends.locmem.EmailBackend"
     chosen = project_env(tmp_path, DJANGO_SECRET_KEY=key, DJANGO_EMAIL_BACKEND=locmem)
     assert backend(chosen) == "django.core.mail.backends.locmem"
