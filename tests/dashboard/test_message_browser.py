@@ -11,10 +11,11 @@ import base64
 import datetime as dt
 import json
 import time
+import uuid
 
 import pytest
 import redis
-from celery import current_app
+from celery import current_app, shared_task
 from celery.result import AsyncResult
 from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, given
@@ -26,7 +27,7 @@ from maintenance.tasks import rebuild_search_index
 from taskdeck import brokers
 from taskdeck.brokers import RawMessage
 from taskdeck.models import QueueSample, TaskRun
-from taskdeck.monitor.messages import read
+from taskdeck.monitor.messages import digest_ref, read
 from taskdeck.monitor.queues import without_consumer
 from taskdeck.terminal import render, snapshot
 from tests.support.services import wait_for
@@ -186,6 +187,57 @@ def test_browse_delete_and_move_on_redis(broker, start_worker, accounts, client)
     assert gone.status_code == 409 and redis_.llen("low_priority") == 1
 
 
+@shared_task(name="tests.login_to_supplier")
+def login_to_supplier(user: str, password: str) -> str:
+    return user
+
+
+def test_keys_that_are_no_queue_are_neither_read_nor_changed(broker, accounts, client):
+    """Only the app's queues are browsed: other programs' lists, kombu's tables, Celery's queues are 404."""
+    from django.test import Client
+
+    misspelt = f"{TYPO}_{uuid.uuid4().hex[:8]}"  # published to first here: kombu binds it now
+
+    redis_ = redis.Redis.from_url(broker)
+    cached = b'{"session": "SESSION-SECRET-abc"}'
+    redis_.rpush("app:cache:sessions", cached)  # a list another program keeps in the same Redis
+    redis_.rpush("celeryev.reply", cached)
+    rebuild_search_index.apply_async((1,), queue=misspelt)  # bound by kombu on publish: a queue
+    grant("operator", "manage_messages")
+    operator, viewer = Client(), Client()
+    operator.force_login(accounts["operator"])
+    viewer.force_login(accounts["viewer"])
+    keys_before = sorted(redis_.keys("*"))
+    ref = digest_ref(cached)
+    for name in ("app:cache:sessions", "celeryev.reply", "unacked", "_kombu.binding.default", "ü", "q" * 300):
+        url = f"/taskdeck/api/queues/{name}/messages"
+        listed, one = viewer.get(url), viewer.get(f"{url}/{ref}")
+        assert (listed.status_code, one.status_code) == (404, 404), (name, listed.content)
+        page = viewer.get(f"/taskdeck/queues/{name}/messages/")
+        assert page.status_code == 404 and b"SESSION-SECRET" not in page.content + listed.content
+        deleted = operator.delete(f"{url}/{ref}")
+        assert deleted.status_code == 409 and "is not a queue of this app" in deleted.json()["message"]
+        moved = operator.post(f"{url}/{ref}/move?to=default")
+        assert moved.status_code == 409, moved.content
+    assert redis_.lrange("app:cache:sessions", 0, -1) == [cached] == redis_.lrange("celeryev.reply", 0, -1)
+    assert sorted(redis_.keys("*")) == keys_before
+    (typo,) = viewer.get(f"/taskdeck/api/queues/{misspelt}/messages").json()["sub_queues"][2]["messages"]
+    assert typo["task"] == rebuild_search_index.name
+
+
+def test_a_positional_argument_named_like_a_secret_is_redacted_in_the_browser(broker, accounts, client):
+    """``login(user, password)`` called positionally: ``password`` hidden, as in the captured payload."""
+    sent = login_to_supplier.apply_async(("ann", "hunter2-positional"), queue="low_priority").id
+    client.force_login(accounts["viewer"])
+    url = "/taskdeck/api/queues/low_priority/messages"
+    listed = client.get(url)
+    (row,) = listed.json()["sub_queues"][0]["messages"]
+    assert (row["task_id"], row["args"], row["redacted"]) == (sent, ["ann", "[redacted]"], True)
+    page = client.get(f"/taskdeck/queues/low_priority/messages/{sent}/")
+    for text in (listed.content, client.get(f"{url}/{sent}").content, page.content):
+        assert b"hunter2" not in text
+
+
 def raw(client: redis.Redis, queue: str, task_id: str) -> bytes:
     for step in (0, 3, 6, 9):
         for item in client.lrange(key(queue, step), 0, -1):
@@ -288,9 +340,9 @@ def test_any_list_item_reads_as_a_row(raw):
 )
 def test_bad_items_in_a_real_queue_are_unreadable_rows_never_a_server_error(broker, admin_client, items):
     redis_ = redis.Redis.from_url(broker)
-    redis_.delete("fuzzed")
-    redis_.lpush("fuzzed", *items)
-    answer = admin_client.get("/taskdeck/api/queues/fuzzed/messages", {"priority": 0})
+    redis_.delete("low_priority")
+    redis_.lpush("low_priority", *items)
+    answer = admin_client.get("/taskdeck/api/queues/low_priority/messages", {"priority": 0})
     assert answer.status_code == 200, answer.content[:300]
     rows = answer.json()["sub_queues"][0]["messages"]
     assert len(rows) == len(items)
@@ -298,8 +350,8 @@ def test_bad_items_in_a_real_queue_are_unreadable_rows_never_a_server_error(brok
         assert row["problem"] is not None or row["task"]
         # Each row has a page (an unreadable one too), found by its ref.
     ref = rows[0]["ref"]
-    assert admin_client.get(f"/taskdeck/api/queues/fuzzed/messages/{ref}").status_code == 200
-    page = admin_client.get("/taskdeck/queues/fuzzed/messages/")
+    assert admin_client.get(f"/taskdeck/api/queues/low_priority/messages/{ref}").status_code == 200
+    page = admin_client.get("/taskdeck/queues/low_priority/messages/")
     assert page.status_code == 200
 
 

@@ -34,6 +34,8 @@ def list_messages(
         raise Http404(f"no queue {name!r} in your scope")
     try:
         pages = messages.browse(current_app, name, priority, offset, limit)
+    except messages.NotAQueue as exc:
+        raise Http404(str(exc)) from exc
     except messages.BROKER_ERRORS as exc:
         return _broker_down(request, exc)
     return {"queue": name, "sub_queues": pages}
@@ -45,6 +47,8 @@ def get_message(request: HttpRequest, name: str, ref: str):
         raise Http404(f"no queue {name!r} in your scope")
     try:
         found = messages.find(current_app, name, ref)
+    except messages.NotAQueue as exc:
+        raise Http404(str(exc)) from exc
     except messages.BROKER_ERRORS as exc:
         return _broker_down(request, exc)
     if found is None:

@@ -102,6 +102,13 @@ class Broker(Protocol):
     def discover_queues(self, conn: Connection) -> list[str]:
         """Names of queues the broker knows of, declared by this app or not (may include empty ones)."""
 
+    def bound_queues(self, conn: Connection) -> set[str]:
+        """Queues the broker's own bindings name (Redis: kombu's binding tables); empty where it keeps none.
+
+        Unlike :meth:`discover_queues`, never a key found by its type alone: a
+        list some other program keeps in the same Redis is not among them.
+        """
+
     def browse(
         self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
     ) -> list[MessageWindow]:

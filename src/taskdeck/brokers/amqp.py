@@ -84,6 +84,9 @@ class AMQPBroker:
     def discover_queues(self, conn: Connection) -> list[str]:
         return []  # AMQP cannot list queues; the sampler also tries the queues runs were sent to
 
+    def bound_queues(self, conn: Connection) -> set[str]:
+        return set()
+
     def browse(
         self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
     ) -> list[MessageWindow]:

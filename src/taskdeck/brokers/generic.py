@@ -41,6 +41,9 @@ class GenericBroker:
     def discover_queues(self, conn: Connection) -> list[str]:
         return []
 
+    def bound_queues(self, conn: Connection) -> set[str]:
+        return set()
+
     def browse(
         self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
     ) -> list[MessageWindow]:

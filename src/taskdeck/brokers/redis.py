@@ -149,19 +149,25 @@ class RedisBroker:
         """
         channel: Any = conn.default_channel
         client, prefix, sep = _plain(channel), channel.global_keyprefix or "", channel.sep
-        names: set[str] = set()
-        tables = _scan(client, f"{_glob(prefix)}_kombu.binding.*", None)
-        for key in tables:
-            exchange = key[len(prefix) + len("_kombu.binding.") :]
-            if exchange in INTERNAL_EXCHANGES:
-                continue
-            for member in client.smembers(key):
-                names.add(_text(member).split(sep)[-1])
+        names = self.bound_queues(conn)
         for key in _scan(client, f"{_glob(prefix)}*", "list"):
             name = key[len(prefix) :]
             base, _, step = name.rpartition(sep)
             names.add(base if base and step.isdigit() else name)
         return sorted(n for n in names if n and not _internal_queue(n))
+
+    def bound_queues(self, conn: Connection) -> set[str]:
+        """Queues named in kombu's binding tables (``_kombu.binding.<exchange>``), Celery's own left out."""
+        channel: Any = conn.default_channel
+        client, prefix, sep = _plain(channel), channel.global_keyprefix or "", channel.sep
+        names: set[str] = set()
+        for key in _scan(client, f"{_glob(prefix)}_kombu.binding.*", "set"):
+            exchange = key[len(prefix) + len("_kombu.binding.") :]
+            if exchange in INTERNAL_EXCHANGES:
+                continue
+            for member in client.smembers(key):
+                names.add(_text(member).split(sep)[-1])
+        return {n for n in names if n and not _internal_queue(n)}
 
     def browse(
         self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int

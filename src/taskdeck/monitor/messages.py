@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 from taskdeck import payloads
 from taskdeck.brokers import RawMessage
+from taskdeck.errors import ActionRefused
 from taskdeck.results import SENT_HEADER
 
 #: Characters of an unreadable message shown as text.
@@ -34,6 +37,14 @@ except ImportError:  # a project without the redis extra
     from kombu.exceptions import OperationalError as _KombuOperationalError
 
     BROKER_ERRORS = (OSError, _KombuOperationalError)
+
+
+class NotAQueue(ActionRefused):
+    """A name that is no queue of this app's: not declared, no run sent to it, bound by no exchange.
+
+    Its key may hold anything (another program's list, kombu's own tables):
+    it is neither read nor changed.
+    """
 
 
 @dataclass
@@ -80,12 +91,16 @@ def digest_ref(raw: bytes) -> str:
     return "raw-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def read(message: RawMessage) -> Waiting:
-    """Decode ``message`` (a Redis list item, or an AMQP body with its envelope); never raises."""
+def read(message: RawMessage, app: Any = None) -> Waiting:
+    """Decode ``message`` (a Redis list item, or an AMQP body with its envelope); never raises.
+
+    With ``app``, a positional argument is redacted by its parameter's name
+    too, as the capture at publish does, for the tasks ``app`` knows.
+    """
     raw = message.raw
     row = Waiting(ref=digest_ref(raw), position=message.position, priority=message.priority, size=len(raw))
     try:
-        _fill(row, message)
+        _fill(row, message, app)
     except Exception as exc:  # anything the content can provoke (RecursionError on deep JSON too)
         row.problem = row.problem or f"cannot be read: {type(exc).__name__}"
     if row.problem:
@@ -94,7 +109,7 @@ def read(message: RawMessage) -> Waiting:
     return row
 
 
-def _fill(row: Waiting, message: RawMessage) -> None:
+def _fill(row: Waiting, message: RawMessage, app: Any) -> None:
     body: Any
     if message.envelope is not None:  # AMQP: headers and properties apart, raw is the body
         envelope, body = message.envelope, message.raw
@@ -164,23 +179,52 @@ def _fill(row: Waiting, message: RawMessage) -> None:
     sent = headers.get(SENT_HEADER)
     if isinstance(sent, int | float) and not isinstance(sent, bool) and math.isfinite(sent):
         row.sent = float(sent)
-    row.args, row.kwargs, row.redacted = _redacted(row.task or "", list(args), kwargs)
+    params = positional_names(app, row.task) if app is not None and row.task else ()
+    row.args, row.kwargs, row.redacted = _redacted(row.task or "", list(args), kwargs, params)
     if not isinstance(row.task, str) or not row.task:
         row.problem = "task name is not text"
 
 
-def _redacted(task: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any, bool]:
+def _redacted(
+    task: str, args: list[Any], kwargs: dict[str, Any], params: tuple[str, ...] = ()
+) -> tuple[Any, Any, bool]:
     """The arguments as the payload rules show them: the same keys, hook and depth as a captured payload.
 
     Whatever the hook raises, or nesting too deep to be walked, hides them
     whole: a message's page never shows what the rules could not look at.
     """
     try:
-        found = payloads.redact(task, args, kwargs, payloads.policy())
+        found = payloads.redact(task, args, kwargs, payloads.policy(), params)
     except Exception:
         return None, None, True
     hidden = found.truncated  # not walked to the bottom: nothing kept
     return found.args, found.kwargs, found.redacted or hidden
+
+
+def positional_names(app: Any, task: str) -> tuple[str, ...]:
+    """Names of ``task``'s positional parameters, its module imported if this process has not yet.
+
+    A web process imports the projects' task modules only when something asks
+    (Celery imports them when a worker starts): the first message of a task
+    it has not seen imports them, so ``login(user, password)`` called
+    positionally shows ``password`` redacted here as in the captured payload.
+    """
+    names = getattr(getattr(app, "amqp", None), "positional_names", None)
+    if names is None:
+        return ()
+    if task not in app.tasks and app not in _IMPORTED:
+        _IMPORTED.add(app)
+        with contextlib.suppress(Exception):  # a task module that fails to import: its names stay unknown
+            app.loader.import_default_modules()
+        cache = getattr(app.amqp, "_params", None)
+        if isinstance(cache, dict):  # a name looked up before the import found nothing
+            cache.pop(task, None)
+    result: tuple[str, ...] = names(task)
+    return result
+
+
+#: Apps whose task modules this process imported for :func:`positional_names`.
+_IMPORTED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _short(value: Any, limit: int = 255) -> str | None:
@@ -229,10 +273,11 @@ def browse(
     broker = brokers.for_url(app.conf.broker_url or "")
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
+        require_queue(app, broker, conn, queue)
         windows = broker.browse(conn, queue, priority, offset, limit)
     pages = []
     for window in windows:
-        rows = [read(m) for m in window.messages]
+        rows = [read(m, app) for m in window.messages]
         end = offset + len(rows)
         more = len(rows) == limit and end < window.total and end <= MAX_OFFSET
         pages.append(SubQueue(window.priority, window.total, offset, rows, end if more else None))
@@ -247,11 +292,12 @@ def find(app: Any, queue: str, ref: str) -> Waiting | None:
     broker = brokers.for_url(app.conf.broker_url or "")
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
+        require_queue(app, broker, conn, queue)
         for offset in range(0, FIND_LIMIT, FIND_WINDOW):
             windows = broker.browse(conn, queue, None, offset, FIND_WINDOW)
             for window in windows:
                 for message in window.messages:
-                    row = read(message)
+                    row = read(message, app)
                     if row.ref == ref:
                         _ages([row])
                         return row
@@ -270,11 +316,37 @@ def remove(app: Any, queue: str, ref: str, to: str | None = None) -> Waiting | N
     broker = brokers.for_url(app.conf.broker_url or "")
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
+        require_queue(app, broker, conn, queue)
         if to is not None and to in app.amqp.queues:
             # Declared as the app's workers declare it (RabbitMQ: its arguments, e.g. x-max-priority).
             app.amqp.queues[to](conn.default_channel).declare()
         taken = broker.remove_message(conn, queue, lambda m: read(m).ref == ref, to)
-    return None if taken is None else read(taken)
+    return None if taken is None else read(taken, app)
+
+
+def require_queue(app: Any, broker: Any, conn: Any, queue: str) -> None:
+    """Raise :class:`NotAQueue` unless ``queue`` is one of this app's queues.
+
+    One it declares (or ``TASKDECK["MONITOR"]["QUEUES"]`` names), one a
+    recorded run was sent to, or one an exchange of the broker binds (a route's
+    misspelt queue: kombu binds it on publish). Not a name found by its key's
+    type alone, nor Celery's event and remote-control queues: browsing or
+    deleting there would read or change what is no task queue.
+    """
+    from taskdeck import conf
+    from taskdeck.models import TaskRun
+    from taskdeck.monitor.queues import configured_queues
+
+    if queue and not _internal(queue):
+        if queue in configured_queues(app, conf.monitor()["QUEUES"])():
+            return
+        if TaskRun.objects.filter(queue=queue).exists() or queue in broker.bound_queues(conn):
+            return
+    raise NotAQueue(f"{queue!r} is not a queue of this app (declared, sent to by a run, or bound)")
+
+
+def _internal(queue: str) -> bool:
+    return queue.startswith(("celeryev.", "_kombu.")) or queue.endswith(".pidbox")
 
 
 def _ages(rows: list[Waiting]) -> None:

@@ -40,6 +40,8 @@ def queue_messages(request: HttpRequest, queue: str) -> HttpResponse:
     offset = _int(request.GET.get("offset")) or 0
     try:
         pages = messages.browse(current_app, queue, priority, offset, conf.dashboard()["PAGE_SIZE"])
+    except messages.NotAQueue as exc:
+        raise Http404(str(exc)) from exc
     except messages.BROKER_ERRORS as exc:
         return _broker_down(request, exc)
     context = {"queue": queue, "pages": pages, "priority": priority, "offset": offset}
@@ -53,6 +55,8 @@ def message(request: HttpRequest, queue: str, ref: str) -> HttpResponse:
         raise Http404(f"no queue {queue!r} in your scope")
     try:
         found = messages.find(current_app, queue, ref)
+    except messages.NotAQueue as exc:
+        raise Http404(str(exc)) from exc
     except messages.BROKER_ERRORS as exc:
         return _broker_down(request, exc)
     if found is None:
