@@ -32,6 +32,7 @@ GUIDE = ROOT / "docs" / "adopting.md"
 MARKER = re.compile(r"<!-- adopting-test: (write|append) (\S+) -->\n```\w*\n(.*?)```", re.S)
 TOKEN = "adoption-e2e-token"
 PASSWORD = "adoption-e2e-password"
+SECRET = "adoption-supplier-s3cret"
 
 
 def steps() -> list[tuple[str, str, str]]:
@@ -157,6 +158,22 @@ def test_a_new_project_follows_the_guide_and_runs_tasks_recorder_and_dashboard(
         with opener.open(f"{base}/taskdeck/tasks/", timeout=10) as response:
             page = response.read().decode()
         assert "shop.tasks.add" in page and "shop.tasks.check_stock" in page
+
+        # A positional secret waiting in a queue nothing consumes: redacted in the message
+        # browser of the web server, a process that never imported shop.tasks itself.
+        waits = (
+            "from shop.tasks import sign_in; "
+            f"print(sign_in.apply_async(('acme', {SECRET!r}), queue='shop_backlog').id)"
+        )
+        task_id = sh([*manage, "shell", "-v", "0", "-c", waits], project, env).strip()
+        request = urllib.request.Request(
+            f"{base}/taskdeck/api/queues/shop_backlog/messages", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read().decode()
+        (row,) = json.loads(body)["sub_queues"][0]["messages"]
+        assert (row["task_id"], row["args"], row["problem"]) == (task_id, ["acme", "[redacted]"], None)
+        assert SECRET not in body
         # The schedule file of Celery's own scheduler is in the data folder, not the project's.
         assert (project / ".taskdeck").is_dir()
         assert not list(project.glob("celerybeat-schedule*"))

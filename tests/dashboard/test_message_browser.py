@@ -238,6 +238,32 @@ def test_a_positional_argument_named_like_a_secret_is_redacted_in_the_browser(br
         assert b"hunter2" not in text
 
 
+def test_an_unreadable_message_previews_no_argument(broker):
+    """A task message of a content type not read (or with a caller's argsrepr): its preview hides both."""
+    sent = login_to_supplier.apply_async(("ann", "hunter2-positional"), queue="low_priority").id
+    envelope = json.loads(raw(redis.Redis.from_url(broker), "low_priority", sent))
+    envelope["content-type"] = "application/x-msgpack"  # not read: its arguments cannot be redacted
+    envelope["headers"]["argsrepr"] = "('ann', 'hunter2-positional')"  # as plain Celery writes it
+    item = json.dumps(envelope).encode()
+    row = read(RawMessage(item, 0, 0), current_app)
+    assert row.problem == "content type 'application/x-msgpack': only JSON is read"
+    body = envelope["body"]
+    assert "hunter2" not in row.preview and body[:20] not in row.preview
+    assert "tests.login_to_supplier" in row.preview and f"[{len(body)} bytes, not shown]" in row.preview
+    amqp = read(RawMessage(base64.b64decode(body), None, 0, {**envelope, "body": None}))
+    assert "hunter2" not in amqp.preview and "not shown" in amqp.preview
+    assert read(RawMessage(b"\xff junk", 0, 0)).preview == "\\xff junk"  # not an envelope: its bytes
+
+
+def test_a_task_this_process_never_imported_reads_through_the_app_proxy(broker):
+    """``celery.current_app`` (a proxy, as the views pass it) and a task name the process does not know."""
+    sent = login_to_supplier.apply_async(("ann", "x"), queue="low_priority").id
+    envelope = json.loads(raw(redis.Redis.from_url(broker), "low_priority", sent))
+    envelope["headers"]["task"] = "shop.tasks.never_imported"
+    row = read(RawMessage(json.dumps(envelope).encode(), 0, 0), current_app)
+    assert (row.problem, row.task, row.args) == (None, "shop.tasks.never_imported", ["ann", "x"])
+
+
 def raw(client: redis.Redis, queue: str, task_id: str) -> bytes:
     for step in (0, 3, 6, 9):
         for item in client.lrange(key(queue, step), 0, -1):

@@ -104,9 +104,47 @@ def read(message: RawMessage, app: Any = None) -> Waiting:
     except Exception as exc:  # anything the content can provoke (RecursionError on deep JSON too)
         row.problem = row.problem or f"cannot be read: {type(exc).__name__}"
     if row.problem:
-        row.preview = raw[:PREVIEW].decode("utf-8", "backslashreplace")
+        row.preview = _preview(message)
         row.args = row.kwargs = None
     return row
+
+
+#: Headers an unreadable message's preview leaves out: the caller's repr of the arguments.
+UNSHOWN_HEADERS = frozenset({"argsrepr", "kwargsrepr"})
+
+
+def _preview(message: RawMessage) -> str:
+    """The start of an unreadable message, for people, without what may hold its arguments.
+
+    A kombu envelope (a Redis list item that is a JSON object with a body, or
+    an AMQP message) is shown with its body and the argument reprs of its
+    headers replaced by their size: its arguments could not be decoded, so
+    they could not be redacted either. Anything else is shown as its first bytes.
+    """
+    raw = message.raw
+    try:
+        envelope: Any = message.envelope
+        if envelope is None:
+            try:
+                envelope = json.loads(raw)
+            except (UnicodeDecodeError, ValueError):
+                return raw[:PREVIEW].decode("utf-8", "backslashreplace")
+            if not isinstance(envelope, dict) or "body" not in envelope:
+                return raw[:PREVIEW].decode("utf-8", "backslashreplace")
+            body_size = len(str(envelope["body"]))
+        else:
+            body_size = len(raw)
+        shown = {"body": f"[{body_size} bytes, not shown]"}
+        shown.update((key, value) for key, value in envelope.items() if key != "body")
+        headers = shown.get("headers")
+        if isinstance(headers, dict):
+            shown["headers"] = {
+                key: f"[{len(str(value))} characters, not shown]" if key in UNSHOWN_HEADERS else value
+                for key, value in headers.items()
+            }
+        return json.dumps(shown, default=str)[:PREVIEW]
+    except Exception:  # nesting too deep to encode, say: nothing of it shown
+        return f"[{len(raw)} bytes, not shown]"
 
 
 def _fill(row: Waiting, message: RawMessage, app: Any) -> None:
@@ -209,6 +247,7 @@ def positional_names(app: Any, task: str) -> tuple[str, ...]:
     it has not seen imports them, so ``login(user, password)`` called
     positionally shows ``password`` redacted here as in the captured payload.
     """
+    app = getattr(app, "_get_current_object", lambda: app)()  # celery.current_app is a proxy
     names = getattr(getattr(app, "amqp", None), "positional_names", None)
     if names is None:
         return ()
