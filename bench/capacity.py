@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -383,7 +383,7 @@ def drain(
     """Start ``names`` recorders on a full stream; runs/s from the first acknowledgement to empty."""
     from taskdeck.models import TaskRun
 
-    with contextlib_exit() as stack:
+    with ExitStack() as stack:
         procs = [stack.enter_context(recorder(environ, name, log)) for name in names]
         wait = time.monotonic() + 180
         while stream.length() >= records:
@@ -398,7 +398,7 @@ def drain(
         with Sampler(stream, database, every=0.25) as sampler:
             left = stream.length()
             while stream.length() > 0:
-                if time.monotonic() > wait + 3600 or any(p.poll() is not None for p in procs):
+                if time.monotonic() > wait + 1800 or any(p.poll() is not None for p in procs):
                     raise SystemExit(f"recorders stopped or too slow; see {log}")
                 from bench.workers import rss_kib
 
@@ -412,6 +412,8 @@ def drain(
     series = [(r["t"], r["in_stream"]) for r in sampler.rows]
     top = next((s for s in series if s[1] <= 0.9 * records), series[0])
     bottom = next((s for s in series if s[1] <= 0.1 * records), series[-1])
+    if bottom[0] <= top[0]:  # a fill too small to sample in between: the whole drain
+        top, bottom = (0.0, left), (used["wall"], 0)
     seconds = max(0.001, bottom[0] - top[0])
     per_record = runs / records
     return {
@@ -427,14 +429,6 @@ def drain(
         "lock_wait_share": sampler.lock_waits / max(1, sampler.lock_samples),
         "peak_backlog": max((r["in_stream"] for r in sampler.rows), default=0),
     }
-
-
-@contextmanager
-def contextlib_exit() -> Iterator[Any]:
-    import contextlib
-
-    with contextlib.ExitStack() as stack:
-        yield stack
 
 
 def fill(environ: dict[str, str], hosts: int, runs: int, first: int, log: Path) -> tuple[int, float]:
