@@ -264,6 +264,31 @@ def test_a_task_this_process_never_imported_reads_through_the_app_proxy(broker):
     assert (row.problem, row.task, row.args) == (None, "shop.tasks.never_imported", ["ann", "x"])
 
 
+def test_a_queue_name_with_slashes_has_its_pages_and_api(broker, accounts):
+    """Celery takes any queue name: ``billing/eu/slow`` on the Queues page was a 500 (no URL for it)."""
+    from django.test import Client
+
+    name = "billing/eu/slow"
+    sent = rebuild_search_index.apply_async((1,), queue=name, priority=0).id  # bound by kombu on publish
+    QueueSample.objects.create(queue=name, ready=1, consumers=0, sampled_at=dt.datetime.now(dt.UTC))
+    grant("operator", "manage_messages")
+    operator = Client()
+    operator.force_login(accounts["operator"])
+    queues = operator.get("/taskdeck/queues/")
+    assert queues.status_code == 200, queues.content[:300]
+    listing = f"/taskdeck/queues/{name}/messages/"
+    assert f'href="{listing}"'.encode() in queues.content
+    assert sent.encode() in operator.get(listing).content
+    assert operator.get(f"{listing}{sent}/").status_code == 200
+    api = f"/taskdeck/api/queues/{name}/messages"
+    assert operator.get(api).json()["sub_queues"][0]["messages"][0]["task_id"] == sent
+    assert operator.get(f"/taskdeck/api/queues/{name}/samples").json()[0]["ready"] == 1
+    moved = operator.post(f"{api}/{sent}/move?to=low_priority")
+    assert moved.status_code == 200, moved.content
+    assert redis.Redis.from_url(broker).llen(name) == 0
+    assert sent.encode() in redis.Redis.from_url(broker).lindex("low_priority", 0)
+
+
 def raw(client: redis.Redis, queue: str, task_id: str) -> bytes:
     for step in (0, 3, 6, 9):
         for item in client.lrange(key(queue, step), 0, -1):

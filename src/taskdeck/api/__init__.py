@@ -121,7 +121,9 @@ def list_queues(request):
     ]
 
 
-@api.get("/queues/{name}/samples", response=list[schemas.QueueOut], summary="Depth over time of one queue")
+@api.get(
+    "/queues/{path:name}/samples", response=list[schemas.QueueOut], summary="Depth over time of one queue"
+)
 def queue_samples(request, name: str, since: dt.datetime | None = None, limit: int = 500):
     if not scope_of(request).allows_queue(name):
         raise Http404(f"no queue {name!r} in your scope")

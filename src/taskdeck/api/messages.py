@@ -23,7 +23,7 @@ router = Router(tags=["messages"])
 
 
 @router.get(
-    "/queues/{name}/messages",
+    "/queues/{path:name}/messages",
     response=schemas.MessagesOut,
     summary="Waiting messages of a queue, oldest first, per priority sub-queue (a page of each)",
 )
@@ -41,7 +41,7 @@ def list_messages(
     return {"queue": name, "sub_queues": pages}
 
 
-@router.get("/queues/{name}/messages/{ref}", response=schemas.WaitingOut, summary="One waiting message")
+@router.get("/queues/{path:name}/messages/{ref}", response=schemas.WaitingOut, summary="One waiting message")
 def get_message(request: HttpRequest, name: str, ref: str):
     if not scope_of(request).allows_queue(name):
         raise Http404(f"no queue {name!r} in your scope")
@@ -57,7 +57,7 @@ def get_message(request: HttpRequest, name: str, ref: str):
 
 
 @router.delete(
-    "/queues/{name}/messages/{ref}",
+    "/queues/{path:name}/messages/{ref}",
     response={200: schemas.ActionOut, 409: schemas.ActionOut},
     auth=[DashboardSession()],
     summary="Delete one waiting message (atomic: a worker that took it first wins)",
@@ -67,7 +67,7 @@ def delete_message(request: HttpRequest, name: str, ref: str):
 
 
 @router.post(
-    "/queues/{name}/messages/{ref}/move",
+    "/queues/{path:name}/messages/{ref}/move",
     response={200: schemas.ActionOut, 409: schemas.ActionOut},
     auth=[DashboardSession()],
     summary="Move one waiting message to another declared queue (?to=), in one step on the broker",
