@@ -287,7 +287,7 @@ def test_runs_written_in_one_json_statement_read_back_as_bulk_create_writes_them
 
 @pytest.mark.django_db(transaction=True)
 def test_rollups_added_in_sql_are_the_rows_the_python_sums_write():
-    """Rollups on PostgreSQL (one statement per table) against the locked read and upsert in Python.
+    """Rollups and totals on PostgreSQL (a statement per table) against a locked read and upsert in Python.
 
     Every event twice, shuffled, in batches of 3: contributions put in, taken
     out and moved (late events that name a run), rows emptied and deleted.
@@ -302,23 +302,31 @@ def test_rollups_added_in_sql_are_the_rows_the_python_sums_write():
     rng.shuffle(events)
 
     def write(in_sql: bool) -> list:
-        for model in (TaskRun, *ROLLUPS):
+        for model in (TaskRun, *ROLLUPS, TaskTotal):
             model.objects.all().delete()
-        writer, subscriber = RunWriter(), Rollups()
+        writer, subscriber, totals = RunWriter(), Rollups(), Totals(BUCKETS)
         for start in range(0, len(events), 3):
             moves = rollup_writer.deltas(writer.apply(facts(events[start : start + 3])))
-            for model in ROLLUPS:
-                if not moves:
-                    continue
-                with transaction.atomic():
+            if not moves:
+                continue
+            with transaction.atomic():
+                for model in ROLLUPS:
                     if in_sql:
                         rollup_writer._add_in_sql(model, moves, "default")
                     else:
                         subscriber._write(model, moves)
-        return [rollups.rows(model) for model in ROLLUPS]
+                if in_sql:
+                    totals._add_in_sql(json.dumps(totals.sums(moves)))
+                else:
+                    totals._write(moves)
+        counted = {
+            (t.name, t.queue, t.state): (t.count, t.runtime_buckets, t.wait_buckets, round(t.runtime_sum, 9))
+            for t in TaskTotal.objects.all()
+        }
+        return [*(rollups.rows(model) for model in ROLLUPS), counted]
 
     in_python = write(False)
-    assert sum(len(rows) for rows in in_python) > 0
+    assert all(in_python) and all(count for count, *_ in in_python[-1].values())
     assert write(True) == in_python
     rollups.assert_coarse_rows_add_up()
     # A batch that takes out what was never put in: no bucket at 0 or below is kept

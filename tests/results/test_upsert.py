@@ -49,3 +49,53 @@ def test_fold_merges_a_batch_as_the_upsert_merges_states():
     assert (folded["t1"]["task_name"], folded["t1"]["date_started"]) == ("a", at)
     assert folded["t1"]["date_created"] == at
     assert folded["t2"]["status"] == "STARTED"
+
+
+def test_a_batch_as_one_json_document_writes_what_rows_one_by_one_write():
+    """PostgreSQL: a batch goes as one JSON parameter; row by row each takes the VALUES statement.
+
+    The same merge rules either way: kept fields, the date created kept, a
+    SUCCESS not replaced by a state that is not ready, NULLs, texts JSON must
+    escape, datetimes to the microsecond, a date left out set by the statement.
+    """
+    from django.db import connection
+
+    assert connection.vendor == "postgresql"
+    at = timezone.now().replace(microsecond=123457)
+    before = [
+        {**state("STARTED", task_name="a.b", worker="w@h", date_started=at), "task_id": f"t{i}"}
+        for i in range(4)
+    ] + [{**state("SUCCESS", result="1"), "task_id": "t4"}]
+    after = [
+        {**state("SUCCESS", result='"naïve ✓ \\" \\\\ \\n"'), "task_id": "t0", "date_done": at},
+        {
+            **state("FAILURE", result="{}", traceback='Traceback\n  x\t"y"', meta='{"children": []}'),
+            "task_id": "t1",
+        },
+        {**state("REVOKED", task_name=None, task_args=None, result="null"), "task_id": "t2"},
+        {**state("RETRY", result="3", task_name="other.name"), "task_id": "t3"},
+        {**state("RETRY", result='"late"'), "task_id": "t4"},  # SUCCESS stays
+    ]
+
+    def table():
+        return {
+            r["task_id"]: {k: v for k, v in r.items() if k not in ("id", "date_done", "date_created")}
+            | {"done_is_set": r["date_done"] is not None}
+            for r in TaskResult.objects.values()
+        }
+
+    for row in before:
+        upsert.upsert(TaskResult, [row])
+    for row in after:
+        upsert.upsert(TaskResult, [row])
+    one_by_one = table()
+    created = {r.task_id: r.date_created for r in TaskResult.objects.all()}
+    assert one_by_one["t4"]["status"] == "SUCCESS" and one_by_one["t2"]["task_name"] == "a.b"
+    TaskResult.objects.all().delete()
+    upsert.upsert(TaskResult, before)
+    created_in_batch = {r.task_id: r.date_created for r in TaskResult.objects.all()}
+    upsert.upsert(TaskResult, after)
+    assert table() == one_by_one
+    assert {r.task_id: r.date_created for r in TaskResult.objects.all()} == created_in_batch
+    assert TaskResult.objects.get(task_id="t0").date_done == at and len(created) == 5
+    assert (TaskResult, "postgresql", upsert.JSON) in upsert._statements  # the batches took it

@@ -227,7 +227,12 @@ def _statements(model: type[Rollup], using: str) -> tuple[str, str, str]:
 
 
 class Totals(Subscriber):
-    """Cumulative counters and Prometheus histograms for ``/metrics``."""
+    """Cumulative counters and Prometheus histograms for ``/metrics``.
+
+    On PostgreSQL, as the rollups: one statement per batch adds the batch's
+    sums (bucket arrays element by element); elsewhere, or when a latency is
+    not a number JSON can carry, a locked read, the sums in Python, an upsert.
+    """
 
     name = "totals"
 
@@ -239,6 +244,19 @@ class Totals(Subscriber):
         moves = deltas(changes)
         if not moves:
             return
+        if connections[self.using].vendor == "postgresql":
+            try:
+                document = json.dumps(self.sums(moves), separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                pass  # JSON has no NaN: the rows are read and written as other databases do it
+            else:
+                with transaction.atomic(using=self.using):
+                    self._add_in_sql(document)
+                return
+        self._write(moves)
+
+    def _write(self, moves: list[tuple[tuple[Any, ...], int]]) -> None:
+        """The totals ``moves`` touch read (locked), added to in Python, written back."""
         keys = {(m[1], m[2], m[3]) for m, _ in moves}
         size = len(self.buckets) + 1
         with transaction.atomic(using=self.using):
@@ -270,6 +288,78 @@ class Totals(Subscriber):
                 unique_fields=["name", "queue", "state"],
                 update_fields=["count", "runtime_buckets", "runtime_sum", "wait_buckets", "wait_sum"],
             )
+
+    def sums(self, moves: list[tuple[tuple[Any, ...], int]]) -> list[dict[str, Any]]:
+        """What ``moves`` add to each total; a latency's buckets None when no move has that latency."""
+        size = len(self.buckets) + 1
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for (_, name, queue, state, runtime, wait, _), sign in moves:
+            row = rows.get((name, queue, state))
+            if row is None:
+                row = rows[(name, queue, state)] = {
+                    "name": name,
+                    "queue": queue,
+                    "state": state,
+                    "count": 0,
+                    "runtime_buckets": None,
+                    "runtime_sum": 0.0,
+                    "wait_buckets": None,
+                    "wait_sum": 0.0,
+                }
+            row["count"] += sign
+            for value, attr in ((runtime, "runtime"), (wait, "wait")):
+                if value is None:
+                    continue
+                counts = row[f"{attr}_buckets"] or [0] * size
+                counts[histogram.le_index(value, self.buckets)] += sign
+                row[f"{attr}_buckets"] = counts
+                row[f"{attr}_sum"] += sign * value
+        return list(rows.values())
+
+    def _add_in_sql(self, document: str) -> None:
+        """One statement adds the batch's sums (:meth:`sums`); the totals it left at 0 are deleted."""
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(_totals_sql(self.using), [document])
+            zero = [pk for (pk,) in cursor.fetchall()]
+            if zero:
+                cursor.execute(
+                    f"DELETE FROM {_table(TaskTotal, self.using)} WHERE id = ANY(%s) AND count = 0", [zero]
+                )
+
+
+#: Two JSON arrays of counts added element by element (the longer one's length). The
+#: statement's is [] when the batch had no such latency: the column stays as it is.
+_ADD_BUCKETS = """COALESCE((
+  SELECT jsonb_agg(COALESCE(a.v::bigint, 0) + COALESCE(b.v::bigint, 0) ORDER BY COALESCE(a.i, b.i))
+  FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(t.{col}) = 'array' THEN t.{col} ELSE '[]' END)
+    WITH ORDINALITY AS a(v, i)
+  FULL JOIN jsonb_array_elements_text(EXCLUDED.{col}) WITH ORDINALITY AS b(v, i) ON a.i = b.i
+), '[]'::jsonb)"""
+_totals: dict[str, str] = {}
+
+
+def _table(model: Any, using: str) -> str:
+    return str(connections[using].ops.quote_name(model._meta.db_table))
+
+
+def _totals_sql(using: str) -> str:
+    if using not in _totals:
+        table = _table(TaskTotal, using)
+        buckets = ("runtime_buckets", "wait_buckets")
+        _totals[using] = (
+            f"WITH written AS (INSERT INTO {table} AS t "
+            "(name, queue, state, count, runtime_buckets, runtime_sum, wait_buckets, wait_sum) "
+            "SELECT d.name, d.queue, d.state, d.count, COALESCE(d.runtime_buckets, '[]'::jsonb), "
+            "d.runtime_sum, COALESCE(d.wait_buckets, '[]'::jsonb), d.wait_sum "
+            "FROM json_to_recordset(%s::json) AS d(name text, queue text, state text, count bigint, "
+            "runtime_buckets jsonb, runtime_sum double precision, "
+            "wait_buckets jsonb, wait_sum double precision) "
+            "ON CONFLICT (name, queue, state) DO UPDATE SET count = t.count + EXCLUDED.count, "
+            "runtime_sum = t.runtime_sum + EXCLUDED.runtime_sum, wait_sum = t.wait_sum + EXCLUDED.wait_sum, "
+            f"{', '.join(f'{c} = {_ADD_BUCKETS.format(col=c)}' for c in buckets)} "
+            "RETURNING t.id, t.count) SELECT id FROM written WHERE count = 0"
+        )
+    return _totals[using]
 
 
 def _load(model: Any, using: str, keys: set[Any], key_of: Callable[[Any], Any], **filters: Any) -> dict:

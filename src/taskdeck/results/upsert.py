@@ -11,8 +11,13 @@ cursor wrapper: on PostgreSQL with server-side parameter binding (Django's
 default, client-side binding, quotes each parameter in Python, which cost
 more CPU than the rest of storing a state — docs/results.md). Prepared
 statements follow the connection's ``prepare_threshold`` (Django's default:
-none, so connection poolers keep working). Errors are Django's, through
-``wrap_database_errors``. Not in ``connection.queries``, even with ``DEBUG``.
+none, so connection poolers keep working). A batch of rows on PostgreSQL (the
+write-behind flusher's, the recorder's) is one parameter, the rows as a JSON
+document (``SELECT ... FROM json_populate_recordset(...)`` in place of
+``VALUES``): one statement text for every batch size, and no value bound
+one by one (a batch with a value JSON cannot carry takes ``VALUES``). Errors
+are Django's, through ``wrap_database_errors``. Not in
+``connection.queries``, even with ``DEBUG``.
 
 What the upsert keeps of the row already there:
 
@@ -35,8 +40,10 @@ What the upsert keeps of the row already there:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery import states
@@ -72,6 +79,8 @@ class Statement:
 
 
 _statements: dict[tuple[type[Model], str, int], Statement] = {}
+#: The statement's "row count" for a batch sent as one JSON document (PostgreSQL).
+JSON = -1
 
 
 def supports_upsert(model: type[Model], using: str | None = None) -> bool:
@@ -106,6 +115,11 @@ def upsert(model: type[Model], rows: Sequence[Mapping[str, Any]], using: str | N
 
 
 def _execute(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapping[str, Any]]) -> None:
+    if conn.vendor == "postgresql" and len(rows) > 1:
+        document = _document(conn, model, rows)
+        if document is not None:
+            _send(conn, _statement(conn, model, JSON).sql, [document])
+            return
     statement = _statement(conn, model, len(rows))
     now = timezone.now()
     params: list[Any] = []
@@ -121,6 +135,35 @@ def _execute(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mappi
             else:
                 value = field.get_default()
             params.append(field.get_db_prep_save(value, conn) if prepare else value)
+    _send(conn, statement.sql, params)
+
+
+def _document(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """A batch as one JSON array of objects keyed by column (datetimes in ISO 8601); None if it has NaN."""
+    statement = _statement(conn, model, JSON)
+    now = timezone.now()
+    items = []
+    for row in rows:
+        item = {}
+        for field in statement.fields:
+            name = field.name
+            if name in row:
+                value = row[name]
+                if value is None and name in NOW_IF_MISSING:
+                    value = now
+            elif name in NOW_IF_MISSING:
+                value = now
+            else:
+                value = field.get_default()
+            item[field.column] = value.isoformat() if isinstance(value, datetime) else value
+        items.append(item)
+    try:
+        return json.dumps(items, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None  # not JSON: the statement with one parameter per value takes it
+
+
+def _send(conn: BaseDatabaseWrapper, sql: str, params: list[Any]) -> None:
     conn.validate_no_broken_transaction()
     conn.ensure_connection()
     raw: Any = conn.connection
@@ -129,9 +172,9 @@ def _execute(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mappi
             import psycopg
 
             with psycopg.Cursor(raw) as cursor:  # server-side binding
-                cursor.execute(statement.sql, params)
+                cursor.execute(sql, params)
         else:
-            raw.execute(statement.sql, params)
+            raw.execute(sql, params)
 
 
 def _statement(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Statement:
@@ -151,9 +194,13 @@ def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Stateme
     row = "(" + ", ".join([mark] * len(fields)) + ")"
     updates = list(_updates(fields, table, qn))
     ready = ", ".join(f"'{state}'" for state in READY)
+    names = ", ".join(columns[f.name] for f in fields)
+    if count == JSON:
+        source = f"SELECT {names} FROM json_populate_recordset(NULL::{table}, %s::json)"
+    else:
+        source = f"VALUES {', '.join([row] * count)}"
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns[f.name] for f in fields)}) "
-        f"VALUES {', '.join([row] * count)} "
+        f"INSERT INTO {table} ({names}) {source} "
         f"ON CONFLICT ({columns[CONFLICT_FIELD]}) DO UPDATE SET {', '.join(updates)} "
         f"WHERE {table}.{columns['status']} <> '{FINAL}' OR EXCLUDED.{columns['status']} IN ({ready})"
     )
