@@ -118,7 +118,7 @@ def drain(
     from bench.brokers import queue_ready
     from bench.throughput import APPS, client, result_backend, row_env
 
-    env = row_env(key, url, database_url, args.tmp)
+    env = row_env(key, url, database_url, args.tmp, args.redis_url)  # the record row's stream on RabbitMQ
     variant = dict(variant or {})
     flags = UP if variant.pop("worker", "quiet") == "up" else QUIET
     extra_includes = [m for m in str(variant.pop("include", "")).split(",") if m]
@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     cpu: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     profiles: list[str] = []
     with redis_db() as redis_url, databases() as urls:
+        args.redis_url = redis_url
         for _ in range(args.rounds):
             for b, k, name, settings in columns:
                 with broker(b, redis_url) as url:

@@ -98,4 +98,33 @@ def test_a_batch_as_one_json_document_writes_what_rows_one_by_one_write():
     assert table() == one_by_one
     assert {r.task_id: r.date_created for r in TaskResult.objects.all()} == created_in_batch
     assert TaskResult.objects.get(task_id="t0").date_done == at and len(created) == 5
-    assert (TaskResult, "postgresql", upsert.JSON) in upsert._statements  # the batches took it
+    assert (TaskResult, "postgresql", upsert.JSON, False) in upsert._statements  # the batches took it
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_in_order_a_state_not_ready_done_before_the_stored_one_is_ignored(batch):
+    """The recorder's rows (``in_order``): a RETRY that reaches the table after its run's FAILURE.
+
+    Without the rule the RETRY replaces the FAILURE (only SUCCESS is final):
+    the row would say the run is still being retried.
+    """
+    at = timezone.now()
+    failed = state("FAILURE", result='"boom"', date_done=at)
+    late_retry = state("RETRY", result='"again"', date_done=at - timedelta(seconds=1))
+    other = {**state("SUCCESS", result="1"), "task_id": "t2"}
+
+    def write(rows, in_order):
+        upsert.upsert(TaskResult, [*rows, other] if batch else rows, in_order=in_order)
+
+    write([failed], True)
+    write([late_retry], True)
+    assert TaskResult.objects.get(task_id="t1").status == "FAILURE"
+    # A later state that is not ready still replaces it (a task run again under its id) ...
+    write([state("STARTED", date_done=at + timedelta(seconds=1))], True)
+    assert TaskResult.objects.get(task_id="t1").status == "STARTED"
+    # ... and a ready state always does, as without the rule.
+    write([state("FAILURE", result='"old"', date_done=at - timedelta(seconds=5))], True)
+    assert TaskResult.objects.get(task_id="t1").status == "FAILURE"
+    # Without it (the direct and write-behind backends): as django-celery-results, the last one written.
+    write([late_retry], False)
+    assert TaskResult.objects.get(task_id="t1").status == "RETRY"

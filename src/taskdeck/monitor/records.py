@@ -156,7 +156,8 @@ def write_results(rows: list[dict[str, Any]], using: str | None = None) -> None:
     from taskdeck.results import upsert
     from taskdeck.results.flusher import fold, forget
 
-    upsert.upsert(TaskResult, forget(TaskResult, fold(result_row(row) for row in rows)), using)
+    # In order: two recorders write batches of one stream in whichever order they commit.
+    upsert.upsert(TaskResult, forget(TaskResult, fold(result_row(row) for row in rows)), using, in_order=True)
 
 
 def _ts(value: datetime | None) -> float | None:

@@ -78,7 +78,7 @@ class Statement:
     prepare: list[bool]  # per field: whether its value needs get_db_prep_save
 
 
-_statements: dict[tuple[type[Model], str, int], Statement] = {}
+_statements: dict[tuple[type[Model], str, int, bool], Statement] = {}
 #: The statement's "row count" for a batch sent as one JSON document (PostgreSQL).
 JSON = -1
 
@@ -93,8 +93,15 @@ def replaces(before: str, after: str) -> bool:
     return before != FINAL or after in READY
 
 
-def upsert(model: type[Model], rows: Sequence[Mapping[str, Any]], using: str | None = None) -> None:
+def upsert(
+    model: type[Model], rows: Sequence[Mapping[str, Any]], using: str | None = None, in_order: bool = False
+) -> None:
     """Insert or update ``rows`` (field name -> Python value) in one statement.
+
+    ``in_order=True`` (rows that may arrive out of order: the recorder's, read
+    by several recorders from one stream) adds a rule: a state that is not
+    ready, done (``date_done``) before the state stored, is ignored — a RETRY
+    written after its run's FAILURE would otherwise replace it.
 
     Task ids must be unique within ``rows`` (PostgreSQL refuses to update a
     row twice in one statement); fields a row leaves out take their default.
@@ -106,21 +113,23 @@ def upsert(model: type[Model], rows: Sequence[Mapping[str, Any]], using: str | N
         return
     conn = connections[using or router.db_for_write(model)]
     try:
-        _execute(conn, model, rows)
+        _execute(conn, model, rows, in_order)
     except (OperationalError, InterfaceError):
         if conn.in_atomic_block:
             raise
         conn.close()
-        _execute(conn, model, rows)
+        _execute(conn, model, rows, in_order)
 
 
-def _execute(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapping[str, Any]]) -> None:
+def _execute(
+    conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapping[str, Any]], in_order: bool = False
+) -> None:
     if conn.vendor == "postgresql" and len(rows) > 1:
         document = _document(conn, model, rows)
         if document is not None:
-            _send(conn, _statement(conn, model, JSON).sql, [document])
+            _send(conn, _statement(conn, model, JSON, in_order).sql, [document])
             return
-    statement = _statement(conn, model, len(rows))
+    statement = _statement(conn, model, len(rows), in_order)
     now = timezone.now()
     params: list[Any] = []
     for row in rows:
@@ -177,14 +186,16 @@ def _send(conn: BaseDatabaseWrapper, sql: str, params: list[Any]) -> None:
             raw.execute(sql, params)
 
 
-def _statement(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Statement:
-    key = (model, conn.vendor, count)
+def _statement(
+    conn: BaseDatabaseWrapper, model: type[Model], count: int, in_order: bool = False
+) -> Statement:
+    key = (model, conn.vendor, count, in_order)
     if key not in _statements:
-        _statements[key] = _build(conn, model, count)
+        _statements[key] = _build(conn, model, count, in_order)
     return _statements[key]
 
 
-def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Statement:
+def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int, in_order: bool = False) -> Statement:
     opts = model._meta
     fields: list[Field[Any, Any]] = [f for f in opts.concrete_fields if not f.primary_key]
     qn = conn.ops.quote_name
@@ -202,8 +213,14 @@ def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int) -> Stateme
     sql = (
         f"INSERT INTO {table} ({names}) {source} "
         f"ON CONFLICT ({columns[CONFLICT_FIELD]}) DO UPDATE SET {', '.join(updates)} "
-        f"WHERE {table}.{columns['status']} <> '{FINAL}' OR EXCLUDED.{columns['status']} IN ({ready})"
+        f"WHERE ({table}.{columns['status']} <> '{FINAL}' OR EXCLUDED.{columns['status']} IN ({ready}))"
     )
+    if in_order:
+        done = columns["date_done"]
+        sql += (
+            f" AND (EXCLUDED.{columns['status']} IN ({ready}) OR {table}.{done} IS NULL"
+            f" OR EXCLUDED.{done} IS NULL OR EXCLUDED.{done} >= {table}.{done})"
+        )
     return Statement(sql, fields, [f.get_internal_type() not in PLAIN_TYPES for f in fields])
 
 
