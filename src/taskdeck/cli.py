@@ -351,12 +351,35 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+#: Options of ``taskdeck`` itself that take a value (they come before the command).
+GLOBAL_VALUE_OPTIONS = frozenset({"--settings", "-A", "--app"})
+
+
+def _after_command(argv: list[str], command: str) -> list[str]:
+    """The arguments after ``command`` in ``argv``: the command's own, passed on as they are."""
+    value_next = False
+    for index, token in enumerate(argv):
+        if value_next:
+            value_next = False
+        elif token in GLOBAL_VALUE_OPTIONS:
+            value_next = True
+        elif token == command:
+            return argv[index + 1 :]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = parser()
+    # The recorder's commands parse their own options (`monitor --name b`, `status --window 60`):
+    # argparse's REMAINDER does not take an option that comes first, so they are not left to it.
+    args, unknown = top.parse_known_args(argv)
+    if unknown and args.func is not None:
+        top.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         setup(args)
         if args.func is None:
-            rest = list(args.rest)
+            rest = _after_command(argv, args.monitor)
             if args.monitor in ("status", "top", "monitor") and "-A" not in rest and "--app" not in rest:
                 rest = ["-A", args.app, *rest]
             return int(_monitor_cli(args.monitor)(rest))
