@@ -145,7 +145,7 @@ class QueueSampleAdmin(ReadOnlyAdmin):
 @admin.register(RecorderState)
 class RecorderStateAdmin(ReadOnlyAdmin):
     list_display = (
-        "name", "pid", "started_at", "heartbeat_at", "last_event_at", "lag", "events", "reconciled"
+        "name", "pid", "started_at", "heartbeat_at", "last_event_at", "lag", "backlog", "events", "reconciled"
     )  # fmt: skip
 
 

@@ -46,18 +46,7 @@ class MonitorCollector:
         workers = GaugeMetricFamily("taskdeck_workers_online", "Workers whose heartbeat is current.")
         workers.add_metric([], Worker.objects.online().count())
         yield workers
-        recorder = recorder_health()
-        lag = GaugeMetricFamily(
-            "taskdeck_recorder_lag_seconds", "Event timestamp to database write, last batch."
-        )
-        lag.add_metric([], recorder["lag"] if recorder["lag"] is not None else float("nan"))
-        yield lag
-        up = GaugeMetricFamily("taskdeck_recorder_up", "1 when the recorder's heartbeat is current.")
-        up.add_metric([], 1.0 if recorder["running"] else 0.0)
-        yield up
-        events = CounterMetricFamily("taskdeck_recorder_events", "Celery events the recorder processed.")
-        events.add_metric([], recorder["events"])
-        yield events
+        yield from self._recorders()
         yield self._bad_events()
         yield from self._processes()
 
@@ -89,6 +78,32 @@ class MonitorCollector:
         for key in sorted(counts):
             runs.add_metric(list(key), counts[key])
         return runs
+
+    def _recorders(self) -> Iterator[Metric]:
+        """Each recorder by name (``taskdeck monitor --name``); ``default`` down when there is none."""
+        each = recorder_health()["recorders"] or {"default": {"running": False, "lag": None, "events": 0}}
+        label = ["recorder"]
+        lag = GaugeMetricFamily(
+            "taskdeck_recorder_lag_seconds", "Event timestamp to database write, last batch.", labels=label
+        )
+        up = GaugeMetricFamily(
+            "taskdeck_recorder_up", "1 when the recorder's heartbeat is current.", labels=label
+        )
+        events = CounterMetricFamily(
+            "taskdeck_recorder_events", "Celery events the recorder processed.", labels=label
+        )
+        backlog = GaugeMetricFamily(
+            "taskdeck_recorder_backlog",
+            "Records waiting in the records stream at the recorder's last heartbeat (record backend).",
+            labels=label,
+        )
+        for name, health in sorted(each.items()):
+            lag.add_metric([name], health["lag"] if health["lag"] is not None else float("nan"))
+            up.add_metric([name], 1.0 if health["running"] else 0.0)
+            events.add_metric([name], health["events"])
+            if health.get("backlog") is not None:
+                backlog.add_metric([name], health["backlog"])
+        yield from (lag, up, events, backlog)
 
     def _bad_events(self) -> Metric:
         bad = CounterMetricFamily(

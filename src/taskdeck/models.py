@@ -386,6 +386,12 @@ class RecorderState(models.Model):
     lag = models.FloatField("lag (s)", default=0.0, help_text="Event timestamp to write, last batch, max.")
     events = models.BigIntegerField("events processed", default=0)
     reconciled = models.BigIntegerField("runs reconstructed", default=0)
+    backlog = models.BigIntegerField(
+        "records waiting",
+        null=True,
+        blank=True,
+        help_text="Entries in the records stream at the last heartbeat (record backend only).",
+    )
     bad_events = models.JSONField(
         "bad events skipped",
         default=dict,

@@ -109,6 +109,9 @@ def test_worker_sigkill_and_recorder_kill_lose_no_record(broker, ledger, workers
     assert caught_up, counts
     assert counts["runs_reconstructed"] == 0, "every run came from its record"
     assert counts["left_in_stream"] == {"in_stream": 0, "read_not_acked": 0}, counts
+    # What /metrics says the stream holds (taskdeck_recorder_backlog), from the recorder's heartbeat.
+    state = RecorderState.objects.filter(name="default")
+    wait_for(lambda: state.filter(backlog=0).exists(), 30, "the recorder to report an empty stream")
 
 
 def test_broker_crash_loses_no_record(ledger, workers, recorders, redis_servers):

@@ -88,6 +88,34 @@ def test_search_and_health(staff_client, recorded):
     assert health["recorder"]["running"] is False and health["ok"] is False  # no recorder in this test
 
 
+def test_recorders_under_other_names_count_for_health_banner_and_metrics(client, staff_client, recorded):
+    """A deployment whose recorders run as --name east and --name west (none as "default")."""
+    from taskdeck.models import RecorderState
+
+    now = timezone.now()
+    RecorderState.objects.create(name="east", heartbeat_at=now, lag=0.4, events=70, backlog=12)
+    RecorderState.objects.create(name="west", heartbeat_at=now - dt.timedelta(hours=1), lag=0.1, events=30)
+    health = staff_client.get("/taskdeck/api/health").json()["recorder"]
+    assert (health["running"], health["ok"], health["lag"], health["events"]) == (True, True, 0.4, 100)
+    assert {name: h["running"] for name, h in health["recorders"].items()} == {"east": True, "west": False}
+    banner = staff_client.get("/taskdeck/status/").content.decode()
+    assert "recorder is not running" not in banner.lower(), banner
+    metrics = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    for line in (
+        'taskdeck_recorder_up{recorder="east"} 1.0',
+        'taskdeck_recorder_up{recorder="west"} 0.0',
+        'taskdeck_recorder_events_total{recorder="east"} 70.0',
+        'taskdeck_recorder_lag_seconds{recorder="west"} 0.1',
+        'taskdeck_recorder_backlog{recorder="east"} 12.0',
+    ):
+        assert line in metrics, line
+    assert 'taskdeck_recorder_backlog{recorder="west"}' not in metrics  # no records read there
+    RecorderState.objects.all().delete()
+    metrics = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'taskdeck_recorder_up{recorder="default"} 0.0' in metrics  # none at all: an alert can fire
+    assert "recorder is not running" in staff_client.get("/taskdeck/status/").content.decode().lower()
+
+
 def test_terminal_snapshot_renders_workers_queues_failures(recorded):
     by_priority = {"0": 3, "3": 1}
     QueueSample.objects.create(sampled_at=timezone.now(), queue="default", ready=4, by_priority=by_priority)

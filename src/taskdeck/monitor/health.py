@@ -38,12 +38,50 @@ def database_health() -> dict[str, Any]:
         return {"ok": False, "error": str(exc)}
 
 
-def recorder_health(name: str = "default", now: dt.datetime | None = None) -> dict[str, Any]:
+def recorder_health(name: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """One recorder's health by ``name``; with no name, the deployment's: every recorder's together.
+
+    A deployment may run recorders under several names (``taskdeck monitor
+    --name``, one per host): it records while any of them runs; its lag is the
+    largest of those running, its events the sum. ``recorders`` has each one's.
+    """
     now = now or timezone.now()
-    state = RecorderState.objects.filter(name=name).first()
+    states = list(RecorderState.objects.filter(**({"name": name} if name is not None else {})))
+    each = {state.name: _one_recorder(state, now) for state in states}
+    if not each:
+        return {
+            "ok": False,
+            "running": False,
+            "lag": None,
+            "heartbeat_age": None,
+            "events": 0,
+            "recorders": {},
+        }
+    if name is not None:
+        return {**each[name], "recorders": each}
+    running = [h for h in each.values() if h["running"]] or list(each.values())
+    newest = min(
+        running, key=lambda h: h["heartbeat_age"] if h["heartbeat_age"] is not None else float("inf")
+    )
+    lags = [h["lag"] for h in running if h["lag"] is not None]
+    last = [h["last_event_at"] for h in each.values() if h.get("last_event_at")]
+    return {
+        "ok": any(h["ok"] for h in each.values()),
+        "running": any(h["running"] for h in each.values()),
+        "lag": max(lags) if lags else None,
+        "heartbeat_age": newest["heartbeat_age"],
+        "events": sum(h["events"] for h in each.values()),
+        "reconstructed": sum(h.get("reconstructed", 0) for h in each.values()),
+        "last_event_at": max(last) if last else None,
+        "backlog": max((h["backlog"] for h in running if h.get("backlog") is not None), default=None),
+        "recorders": each,
+    }
+
+
+def _one_recorder(state: RecorderState, now: dt.datetime) -> dict[str, Any]:
     stale_after = conf.monitor()["RECORDER_STALE_AFTER"]
-    if state is None or state.heartbeat_at is None:
-        return {"ok": False, "running": False, "lag": None, "heartbeat_age": None, "events": 0}
+    if state.heartbeat_at is None:
+        return {"ok": False, "running": False, "lag": None, "heartbeat_age": None, "events": state.events}
     age = (now - state.heartbeat_at).total_seconds()
     return {
         "ok": age <= stale_after and state.lag <= stale_after,
@@ -53,6 +91,7 @@ def recorder_health(name: str = "default", now: dt.datetime | None = None) -> di
         "events": state.events,
         "reconstructed": state.reconciled,
         "last_event_at": state.last_event_at,
+        "backlog": state.backlog,
     }
 
 

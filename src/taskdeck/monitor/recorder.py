@@ -492,8 +492,17 @@ class Recorder:
                 self._log_error(f"{subscriber.name}.on_tick")
         if self.source.ready.is_set() and self.heartbeat_every.due(now):
             RecorderState.objects.filter(name=self.name).update(
-                heartbeat_at=dt.datetime.fromtimestamp(now, dt.UTC)
+                heartbeat_at=dt.datetime.fromtimestamp(now, dt.UTC), backlog=self.records_backlog()
             )
+
+    def records_backlog(self) -> int | None:
+        """Entries waiting in the records stream; None without records, or while Redis does not answer."""
+        if self.records is None:
+            return None
+        try:
+            return self.records.backlog()
+        except Exception:  # Redis down: the heartbeat still goes; reading records says why
+            return None
 
     def reconcile(self, since: dt.datetime | None, until: dt.datetime | None) -> int:
         """Fill in runs that finished without the recorder seeing it; returns how many."""
