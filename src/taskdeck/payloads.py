@@ -255,6 +255,18 @@ def _redact(value: Any, secret: Callable[[str], bool], depth: int) -> tuple[Any,
     return value, False
 
 
+def fitted(args: Any, kwargs: Any, limit: int) -> tuple[Any, Any, bool]:
+    """``args`` and ``kwargs`` cut as a captured payload is when their JSON is over ``limit`` characters.
+
+    Returns them, and whether they were cut.
+    """
+    text = json.dumps({"args": args, "kwargs": kwargs}, default=str)
+    if len(text) <= limit:
+        return args, kwargs, False
+    cut = json.loads(_cut(json.loads(text), limit))
+    return cut["args"], cut["kwargs"], True
+
+
 def _cut(payload: Any, limit: int) -> str:
     """Shorter cuts of a decoded payload until its JSON fits ``limit``; no values if none does."""
     keep = FIRST_CUT

@@ -289,6 +289,24 @@ def test_a_queue_name_with_slashes_has_its_pages_and_api(broker, accounts):
     assert sent.encode() in redis.Redis.from_url(broker).lindex("low_priority", 0)
 
 
+def test_a_page_of_large_messages_is_cut_one_message_is_whole(broker, accounts, client):
+    """Messages of 300 kB: a page cuts each one's arguments as a payload is cut; one message is whole."""
+    from taskdeck import payloads
+
+    big = "x" * 300_000
+    sent = [rebuild_search_index.apply_async((big, i), queue="low_priority", priority=0).id for i in range(3)]
+    client.force_login(accounts["viewer"])
+    url = "/taskdeck/api/queues/low_priority/messages"
+    listed = client.get(url, {"priority": 0})
+    rows = listed.json()["sub_queues"][0]["messages"]
+    assert [(r["task_id"], r["truncated"]) for r in rows] == [(t, True) for t in sent]
+    assert len(listed.content) < 3 * payloads.policy().max_bytes + 5_000  # was 900 kB
+    assert rows[0]["args"][0].startswith("xxxx") and rows[0]["args"][0].endswith("…")
+    whole = client.get(f"{url}/{sent[0]}").json()
+    assert (whole["args"], whole["truncated"]) == ([big, 0], False)
+    assert client.get("/taskdeck/queues/low_priority/messages/").status_code == 200
+
+
 def raw(client: redis.Redis, queue: str, task_id: str) -> bytes:
     for step in (0, 3, 6, 9):
         for item in client.lrange(key(queue, step), 0, -1):

@@ -256,6 +256,9 @@ class WaitingOut(Schema):
     expires: str | None
     retries: int | None
     redacted: bool
+    truncated: bool = Field(
+        description="Arguments cut to TASKDECK['PAYLOADS']['MAX_BYTES'] in a list (one message is whole)"
+    )
     redelivered: bool
     problem: str | None = Field(description="Why it cannot be read as a task call; null when it can")
     preview: str | None = Field(description="The first bytes of an unreadable message, as text")

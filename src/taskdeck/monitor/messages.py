@@ -67,6 +67,8 @@ class Waiting:
     parent_id: str | None = None
     root_id: str | None = None
     redacted: bool = False
+    #: Arguments cut to ``TASKDECK["PAYLOADS"]["MAX_BYTES"]`` for a page of many (one message is shown whole).
+    truncated: bool = False
     redelivered: bool = False
     #: Why the message cannot be read as a task call (None: it can).
     problem: str | None = None
@@ -315,8 +317,15 @@ def browse(
         require_queue(app, broker, conn, queue)
         windows = broker.browse(conn, queue, priority, offset, limit)
     pages = []
+    try:
+        limit_bytes = payloads.policy().max_bytes
+    except Exception:  # rules that cannot be built: no arguments were shown anyway (_redacted)
+        limit_bytes = payloads.Policy.max_bytes
     for window in windows:
         rows = [read(m, app) for m in window.messages]
+        for row in rows:  # a page of 200 messages of 1 MiB each is not sent whole
+            if row.readable:
+                row.args, row.kwargs, row.truncated = payloads.fitted(row.args, row.kwargs, limit_bytes)
         end = offset + len(rows)
         more = len(rows) == limit and end < window.total and end <= MAX_OFFSET
         pages.append(SubQueue(window.priority, window.total, offset, rows, end if more else None))
