@@ -10,6 +10,7 @@ from functools import wraps
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
 from taskdeck.policy import bearer, can_view, find_token, token_valid
@@ -22,8 +23,22 @@ class TokenAuth(HttpBearer):
         return find_token(token)
 
 
+#: Said to a token that tries to act (its request would otherwise fail as "CSRF check Failed").
+TOKENS_ONLY_READ = (
+    "API tokens only read: acting (requeue, retry, delete, move) needs a dashboard session "
+    "of a user with the permission, and its CSRF token"
+)
+
+
 class DashboardSession(SessionAuth):
     """A logged-in user the dashboard would admit: the read-only role reads the API too."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        user = getattr(request, "user", None)
+        acting = request.method not in {"GET", "HEAD", "OPTIONS"}
+        if acting and bearer(request) and not (user is not None and user.is_authenticated):
+            raise HttpError(403, TOKENS_ONLY_READ)
+        return super()._get_key(request)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
