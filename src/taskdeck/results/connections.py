@@ -79,6 +79,11 @@ class WorkerConnections(DjangoWorkerFixup):
     def __init__(self, app: Celery) -> None:
         super().__init__(app)
         self._policy: str | None = None
+        from django.db.backends.signals import connection_created
+
+        connection_created.connect(_connected, dispatch_uid="taskdeck.results.connections")
+        if any(c.connection is not None for c in self._db.connections.all(initialized_only=True)):
+            _connected(None)  # opened before this fix-up was made (at start-up)
 
     @property
     def policy(self) -> str:
@@ -103,7 +108,15 @@ class WorkerConnections(DjangoWorkerFixup):
             self.close_cache()
 
     def close_old_connections(self) -> None:
-        """Django's ``close_old_connections``, plus a hang-up check that costs no round trip."""
+        """Django's ``close_old_connections``, plus a hang-up check that costs no round trip.
+
+        Nothing to do in a process that never opened a connection (a pool
+        process whose tasks and result backend do not touch the database: the
+        write-behind and record backends'): asking Django which connections
+        exist, twice per task, was 5% of such a process's CPU (docs/benchmarks.md).
+        """
+        if _connected_in != os.getpid():
+            return
         for conn in self._db.connections.all(initialized_only=True):
             if conn.connection is not None and not conn.in_atomic_block and _hung_up(conn):
                 # The server closed it while idle: Django would only find out
@@ -133,6 +146,16 @@ class WorkerConnections(DjangoWorkerFixup):
         except (self.DatabaseError, *self.interface_errors):
             # A broken connection may fail to close cleanly; it is gone either way.
             conn.connection = None
+
+
+#: The process that last opened a database connection (``connection_created``); a forked
+#: child starts with its parent's pid here, and closes what it inherited.
+_connected_in: int | None = None
+
+
+def _connected(sender: Any, **kwargs: Any) -> None:
+    global _connected_in
+    _connected_in = os.getpid()
 
 
 def _hung_up(conn: Any) -> bool:
