@@ -193,7 +193,8 @@ def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_wor
     assert "the broker's envelope of the message cannot be read (AttributeError:" in letter.reason
     assert letter.headers["headers"] == ["task", "id"]
     assert json.loads(bytes(letter.body)) == [["x"], {}, {"callbacks": None, "errbacks": None, "chain": None}]
-    assert TaskResult.objects.get(task_id=letter.task_id).status == "REJECTED"
+    row = TaskResult.objects.filter(task_id=letter.task_id)
+    wait_for(lambda: row.filter(status="REJECTED").exists(), 30, "the REJECTED result row")
     keeps_serving(bus, pid, probe)
 
 
@@ -207,7 +208,9 @@ def test_a_list_item_that_is_not_json_does_not_stop_the_worker(broker, start_wor
     )
     assert "the broker's envelope of the message cannot be read" in letter.reason
     assert bytes(letter.body) == b"\xff not JSON {"
-    assert TaskResult.objects.get(task_id=letter.task_id).status == "REJECTED"
+    # The letter and the row are two writes: the row may land a moment after the letter.
+    row = TaskResult.objects.filter(task_id=letter.task_id)
+    wait_for(lambda: row.filter(status="REJECTED").exists(), 30, "the REJECTED result row")
     keeps_serving(bus, pid, probe)
 
 
