@@ -134,17 +134,18 @@ def _execute(
     params: list[Any] = []
     for row in rows:
         for field, prepare in zip(statement.fields, statement.prepare, strict=True):
-            name = field.name
-            if name in row:
-                value = row[name]
-                if value is None and name in NOW_IF_MISSING:
-                    value = now
-            elif name in NOW_IF_MISSING:
-                value = now
-            else:
-                value = field.get_default()
+            value = _value(row, field, now)
             params.append(field.get_db_prep_save(value, conn) if prepare else value)
     _send(conn, statement.sql, params)
+
+
+def _value(row: Mapping[str, Any], field: Any, now: datetime) -> Any:
+    """``field``'s value in ``row``: its default if absent; now for a missing or empty NOW_IF_MISSING time."""
+    name = field.name
+    if name in row:
+        value = row[name]
+        return now if value is None and name in NOW_IF_MISSING else value
+    return now if name in NOW_IF_MISSING else field.get_default()
 
 
 def _document(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapping[str, Any]]) -> str | None:
@@ -155,15 +156,7 @@ def _document(conn: BaseDatabaseWrapper, model: type[Model], rows: Sequence[Mapp
     for row in rows:
         item = {}
         for field in statement.fields:
-            name = field.name
-            if name in row:
-                value = row[name]
-                if value is None and name in NOW_IF_MISSING:
-                    value = now
-            elif name in NOW_IF_MISSING:
-                value = now
-            else:
-                value = field.get_default()
+            value = _value(row, field, now)
             item[field.column] = value.isoformat() if isinstance(value, datetime) else value
         items.append(item)
     try:
