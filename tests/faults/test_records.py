@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -20,12 +19,15 @@ from typing import Any
 import pytest
 import redis
 from celery import current_app
+from django.db import connection
 from django_celery_results.models import TaskResult
 
 from bench.capacity import expected, host_name, store_run
 from taskdeck.models import DeadLetter, RecorderState, TaskRollup, TaskRun, TaskTotal
 from taskdeck.monitor.records import GROUP
+from taskdeck.monitor.runs import WRITERS_LOCK
 from taskdeck.results import RECORD
+from taskdeck.results import record
 from taskdeck.results.record import RecordBackend
 from tests.faults.harness import busy, drained, losses, report, settle
 from tests.support import rollups
@@ -227,13 +229,34 @@ def assert_recorded_once(upto: int) -> None:
     rollups.assert_coarse_rows_add_up()
 
 
+def freeze_between_transactions(proc: Any, cursor: Any) -> None:
+    """SIGSTOP ``proc`` at a moment no other session of the test database is in a transaction.
+
+    A recorder frozen inside one would hold its locks, and the other recorder could wait on them
+    forever instead of reading.
+    """
+    busy_sessions = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state <> 'idle'"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        os.kill(proc.pid, signal.SIGSTOP)
+        cursor.execute(busy_sessions)
+        if cursor.fetchone()[0] == 0:
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the recorders were never both between transactions"
+        time.sleep(0.05)
+
+
 @pytest.mark.timeout(600)
-def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recorder, broker):
+def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recorder, broker, monkeypatch):
     """Records of 7,500 runs (retried, failed, four task names, three queues, three worker hosts)
     through two recorders at once: every row once, whichever recorder wrote it; then one recorder
     SIGKILLed while it holds records read and not acknowledged: the other claims them
     (``XAUTOCLAIM`` after ``CLAIM_IDLE``); then records sent a second time change nothing.
-    Control: with ``RecordSource.claim`` claiming nothing, the 1,000 records b held stayed pending."""
+    Control: with ``RecordSource.claim`` claiming nothing, the batch b held stayed pending."""
     client = redis.Redis.from_url(broker)
     backend = RecordBackend(app=current_app)
     store(backend, 0, 200)  # before any recorder runs: they wait in the stream
@@ -248,28 +271,31 @@ def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recor
     assert written_by["a"] > 0 and written_by["b"] > 0, written_by  # both took part
     assert_recorded_once(1000)
 
-    # b frozen while it holds records it read and has not acknowledged, then killed. a is frozen
-    # meanwhile, so that b reads a full batch from a backlog; a then claims what b held.
+    # b killed while it holds a batch it read and has not acknowledged. The test holds the writers'
+    # lock (taken first in every batch's transaction), so b, having read a batch, waits on it with
+    # the batch pending; a is frozen meanwhile, and then claims what b held. The records arrive in
+    # one transaction, so that a read waiting for them is served a full batch, not the first one.
     a = recorders[0]
-    os.kill(a.pid, signal.SIGSTOP)
-    producer = threading.Thread(target=store, args=(backend, 1000, 1500))
-    producer.start()
-    held = 0
-    try:
-        settle(lambda: backlog(client)["in_stream"] >= 2000 or not producer.is_alive(), 120)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            os.kill(b.pid, signal.SIGSTOP)
-            held = consumers(client).get(f"b@{socket.gethostname()}", {}).get("pending", 0)
-            if held:
-                os.kill(b.pid, signal.SIGKILL)
-                break
-            os.kill(b.pid, signal.SIGCONT)
-            time.sleep(0.02)
-    finally:
-        producer.join()
-        os.kill(a.pid, signal.SIGCONT)
-    assert held > 0, "b never held records unacknowledged: the kill tested nothing"
+    me = f"b@{socket.gethostname()}"
+    with monkeypatch.context() as patched:
+        patched.setattr(record, "stream_key", lambda: f"{STREAM}:staged")
+        store(backend, 1000, 1500)
+    staged = client.xrange(f"{STREAM}:staged")
+    client.delete(f"{STREAM}:staged")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [WRITERS_LOCK])  # once a's batch, if any, ends
+        try:
+            freeze_between_transactions(a, cursor)
+            with client.pipeline(transaction=True) as pipe:
+                for _, fields in staged:
+                    pipe.xadd(STREAM, fields)
+                pipe.execute()
+            wait_for(lambda: consumers(client).get(me, {}).get("pending", 0) > 0, 120, "b to read a batch")
+            held = consumers(client)[me]["pending"]
+            os.kill(b.pid, signal.SIGKILL)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [WRITERS_LOCK])
+            os.kill(a.pid, signal.SIGCONT)
     b.popen.wait(30)
     killed = {"held_by_b": held, **backlog(client)}
     # Claimed CLAIM_IDLE (60 s) after b's last read, at the next look (every 30 s).
