@@ -19,15 +19,17 @@ REDIS = os.environ.get("TASKDECK_TEST_REDIS", "redis://127.0.0.1:6379")
 RABBITMQ = os.environ.get("TASKDECK_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll until ``predicate()`` is truthy; fail naming ``what`` after ``timeout`` seconds."""
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 60, what: str | Callable[[], str] = "condition"
+) -> Any:
+    """Poll until ``predicate()`` is truthy; fail naming ``what`` (or what it returns) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(0.2)
 
 
