@@ -12,6 +12,7 @@ from celery.app.amqp import AMQP as CeleryAMQP
 from kombu import Producer, pools
 from kombu.exceptions import EncodeError
 
+from taskdeck import payloads
 from taskdeck.errors import MessageTooLargeError, TaskArgumentError
 from taskdeck.results import FIXUP, SENT_HEADER
 
@@ -124,7 +125,6 @@ class TaskProducer(Producer):
 
 
 #: Key of a task-sent event, removed before it is published, saying the caller gave its own reprs.
-_MASKED = "_taskdeck_masked"
 #: The repr text of arguments whose redaction failed.
 NOT_SHOWN = "'[not shown: the payload capture failed]'"
 
@@ -140,10 +140,17 @@ class AMQP(CeleryAMQP):
         self, task_id: Any, name: Any, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any
     ) -> Any:
         message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
-        argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
-        if message.sent_event is not None and (argsrepr is not None or kwargsrepr is not None):
-            # The caller's own repr text may hide a secret: the capture must not show it.
-            message.sent_event[_MASKED] = (_custom_repr(argsrepr, args), _custom_repr(kwargsrepr, kwargs))
+        # The caller's own repr text may hide a secret: no capture or view may show those values.
+        masked = [
+            part
+            for part, text, value in (
+                ("args", options.get("argsrepr"), args),
+                ("kwargs", options.get("kwargsrepr"), kwargs),
+            )
+            if payloads.custom_repr(text, value)
+        ]
+        if masked and isinstance(message.headers, dict):
+            message.headers[payloads.MASKED_HEADER] = masked
         return message
 
     def positional_names(self, name: str) -> tuple[str, ...]:
@@ -195,8 +202,8 @@ class AMQP(CeleryAMQP):
                 # group the task belongs to and the priority it was sent with.
                 headers = message.headers or {}
                 message.sent_event.update(group_id=headers.get("group"), priority=kwargs.get("priority"))
-                masked = message.sent_event.pop(_MASKED, (False, False))
-                _capture(self, name, message, _queue_name(kwargs), masked)
+                parts = headers.get(payloads.MASKED_HEADER) or ()
+                _capture(self, name, message, _queue_name(kwargs), ("args" in parts, "kwargs" in parts))
             try:
                 return send(producer, name, message, **kwargs)
             except TaskArgumentError:
@@ -211,8 +218,6 @@ class AMQP(CeleryAMQP):
 
 def _capture(amqp: AMQP, name: str, message: Any, queue: str | None, masked: tuple[bool, bool]) -> None:
     """Put the call's payload in its task-sent event; an error is counted and logged, never raised."""
-    from taskdeck import payloads
-
     try:
         policy = payloads.policy()
         if not policy.applies(name, queue) or not isinstance(message.body, tuple):
@@ -247,19 +252,6 @@ def _queue_name(options: dict[str, Any]) -> str | None:
     if queue is None:
         return options.get("routing_key")
     return queue if isinstance(queue, str) else getattr(queue, "name", None)
-
-
-def _custom_repr(text: Any, value: Any) -> bool:
-    """Whether ``text`` is not simply the repr of ``value`` (then it is a caller's mask)."""
-    if text is None:
-        return False
-    try:
-        candidates = {repr(value)}
-        if isinstance(value, list | tuple):
-            candidates |= {repr(list(value)), repr(tuple(value))}
-        return text not in candidates
-    except Exception:  # noqa: BLE001 - a value whose repr fails: treat the text as a mask
-        return True
 
 
 def _argument_error(task: str, body: Any, exc: Exception) -> EncodeError:

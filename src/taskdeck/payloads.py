@@ -293,6 +293,50 @@ def _shorten(value: Any, keep: int, depth: int = 0) -> Any:
     return value
 
 
+#: The message header taskdeck's publisher sets when the caller gave its own
+#: ``argsrepr`` or ``kwargsrepr`` (Celery's way to keep a secret out of views):
+#: ``["args"]``, ``["kwargs"]`` or both. A view of the message hides those values.
+MASKED_HEADER = "taskdeck_masked"
+
+
+def custom_repr(text: Any, value: Any, maxsize: int | None = None) -> bool:
+    """Whether ``text`` is not simply Celery's repr of ``value`` (then it is a caller's mask).
+
+    With ``maxsize``, Celery's own cut repr (what it writes when the caller gave
+    none) is not taken for a mask either. A value whose repr fails counts as masked.
+    """
+    if text is None:
+        return False
+    try:
+        forms = [value, list(value), tuple(value)] if isinstance(value, list | tuple) else [value]
+        candidates = {repr(form) for form in forms}
+        if maxsize is not None:
+            candidates |= {redacted_repr(form, maxsize) for form in forms}
+        return text not in candidates
+    except Exception:  # noqa: BLE001 - a repr that fails: treat the text as a mask
+        return True
+
+
+def masked_parts(headers: dict[str, Any], args: Any, kwargs: Any, maxsize: int = 1024) -> tuple[bool, bool]:
+    """Whether a message's positional and keyword arguments were masked by their caller.
+
+    taskdeck's publisher says so in :data:`MASKED_HEADER`; for a message of
+    another publisher, an ``argsrepr`` or ``kwargsrepr`` header that is not
+    Celery's repr of the decoded values counts as a mask (JSON may have changed
+    a value's type: then the values are hidden, never shown by mistake).
+    """
+    from taskdeck.results import SENT_HEADER
+
+    if SENT_HEADER in headers:
+        said = headers.get(MASKED_HEADER)
+        parts = said if isinstance(said, list) else []
+        return "args" in parts, "kwargs" in parts
+    return (
+        custom_repr(headers.get("argsrepr"), args, maxsize),
+        custom_repr(headers.get("kwargsrepr"), kwargs, maxsize),
+    )
+
+
 def redacted_repr(value: Any, maxsize: int) -> str:
     """Celery's repr of ``value`` (as ``argsrepr`` is made), for headers and events of a redacted call."""
     from celery.utils.saferepr import saferepr

@@ -238,6 +238,35 @@ def test_a_positional_argument_named_like_a_secret_is_redacted_in_the_browser(br
         assert b"hunter2" not in text
 
 
+def test_arguments_their_caller_masked_with_argsrepr_are_hidden_in_the_browser(broker, accounts, client):
+    """A call that gave its own ``argsrepr`` (Celery's way to keep a value out of views): hidden here too.
+
+    taskdeck's publisher marks the message; a message of another publisher
+    counts as masked when its ``argsrepr`` is not Celery's repr of its arguments.
+    """
+    secret = "card-4111111111111111"
+    sent = rebuild_search_index.apply_async((secret,), argsrepr="('card-****',)", queue="low_priority").id
+    plain = rebuild_search_index.apply_async(("catalog",), queue="low_priority").id
+    client.force_login(accounts["viewer"])
+    url = "/taskdeck/api/queues/low_priority/messages"
+    listed = client.get(url)
+    rows = {row["task_id"]: row for sub in listed.json()["sub_queues"] for row in sub["messages"]}
+    assert (rows[sent]["args"], rows[sent]["redacted"]) == (None, True)
+    assert (rows[plain]["args"], rows[plain]["redacted"]) == (["catalog"], False)
+    page = client.get(f"/taskdeck/queues/low_priority/messages/{sent}/")
+    for text in (listed.content, client.get(f"{url}/{sent}").content, page.content):
+        assert secret.encode() not in text
+
+    # The same messages as another publisher (plain Celery) writes them: no taskdeck headers.
+    client_ = redis.Redis.from_url(broker)
+    for task_id, args_shown in ((sent, None), (plain, ["catalog"])):
+        envelope = json.loads(raw(client_, "low_priority", task_id))
+        for header in ("taskdeck_sent", "taskdeck_masked"):
+            envelope["headers"].pop(header, None)
+        row = read(RawMessage(json.dumps(envelope).encode(), 0, 0), current_app)
+        assert (row.problem, row.args) == (None, args_shown), task_id
+
+
 def test_an_unreadable_message_previews_no_argument(broker):
     """A task message of a content type not read (or with a caller's argsrepr): its preview hides both."""
     sent = login_to_supplier.apply_async(("ann", "hunter2-positional"), queue="low_priority").id

@@ -67,8 +67,10 @@ def test_poison_task_backs_off_with_jitter_fails_and_is_redriven(
     wait_for(
         lambda: all(r.ready() for r in sent),
         180,
-        lambda: f"every poison task to end: states {[r.state for r in sent]}, attempts {attempts_so_far()},"
-        f" worker log {worker.log}",
+        lambda: (
+            f"every poison task to end: states {[r.state for r in sent]}, attempts {attempts_so_far()},"
+            f" worker log {worker.log}"
+        ),
     )
 
     by_task: dict[str, list[dict]] = defaultdict(list)

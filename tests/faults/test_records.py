@@ -26,8 +26,7 @@ from bench.capacity import expected, host_name, store_run
 from taskdeck.models import DeadLetter, RecorderState, TaskRollup, TaskRun, TaskTotal
 from taskdeck.monitor.records import GROUP
 from taskdeck.monitor.runs import WRITERS_LOCK
-from taskdeck.results import RECORD
-from taskdeck.results import record
+from taskdeck.results import RECORD, record
 from taskdeck.results.record import RecordBackend
 from tests.faults.harness import busy, drained, losses, report, settle
 from tests.support import rollups

@@ -220,13 +220,18 @@ def _fill(row: Waiting, message: RawMessage, app: Any) -> None:
     if isinstance(sent, int | float) and not isinstance(sent, bool) and math.isfinite(sent):
         row.sent = float(sent)
     params = positional_names(app, row.task) if app is not None and row.task else ()
-    row.args, row.kwargs, row.redacted = _redacted(row.task or "", list(args), kwargs, params)
+    masked = payloads.masked_parts(headers, args, kwargs)
+    row.args, row.kwargs, row.redacted = _redacted(row.task or "", list(args), kwargs, params, masked)
     if not isinstance(row.task, str) or not row.task:
         row.problem = "task name is not text"
 
 
 def _redacted(
-    task: str, args: list[Any], kwargs: dict[str, Any], params: tuple[str, ...] = ()
+    task: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    params: tuple[str, ...] = (),
+    masked: tuple[bool, bool] = (False, False),
 ) -> tuple[Any, Any, bool]:
     """The arguments as the payload rules show them: the same keys, hook and depth as a captured payload.
 
@@ -234,7 +239,7 @@ def _redacted(
     whole: a message's page never shows what the rules could not look at.
     """
     try:
-        found = payloads.redact(task, args, kwargs, payloads.policy(), params)
+        found = payloads.redact(task, args, kwargs, payloads.policy(), params, masked)
     except Exception:
         return None, None, True
     hidden = found.truncated  # not walked to the bottom: nothing kept
