@@ -148,11 +148,22 @@ class Worker(Process):
 
     def wait_ready(self, timeout: float = 90) -> None:
         wait_for(
-            lambda: not self.alive() or current_app.control.ping([self.hostname], timeout=0.5),
+            lambda: not self.alive() or self.answers_ping(),
             timeout,
             f"worker {self.hostname} to answer ping (log: {self.log})",
         )
         assert self.alive(), f"worker exited, see {self.log}"
+
+    def answers_ping(self) -> bool:
+        """Whether the worker answers; False too while this process's broker connection is broken.
+
+        After a broker restart, the pooled connection breaks on its first use
+        (``BrokenPipeError``) and reconnects on the next.
+        """
+        try:
+            return bool(current_app.control.ping([self.hostname], timeout=0.5))
+        except (OSError, redis.ConnectionError, *current_app.connection_for_read().connection_errors):
+            return False
 
     def pool(self) -> list[int]:
         return children(self.pid)
@@ -455,6 +466,25 @@ class Namespace:
         with contextlib.suppress(subprocess.SubprocessError):
             self._ip("link", "del", self.host_if)  # gone with its peer already, normally
         self.created = False
+
+
+def kept_running(started: list[Worker], start: Any, name: str, **kwargs: Any) -> Any:
+    """A check that starts the last worker of ``started`` again whenever it has died, as systemd's
+    ``Restart=always`` would (each start counted in ``started``); it returns False, so that it can
+    be or'ed into any wait's predicate and look for as long as the test waits.
+
+    A worker that meets a broker restart may take seconds to exit (one exited with
+    ``AttributeError: 'NoneType' object has no attribute 'hostname'`` raised in kombu's restore
+    of unacknowledged messages as its channel closed): one look a few seconds after the restart
+    can miss it.
+    """
+
+    def revive() -> bool:
+        if not started[-1].alive():
+            started.append(start(name=f"{name}-{len(started)}", **kwargs))
+        return False
+
+    return revive
 
 
 def settle(predicate: Any, timeout: float) -> bool:

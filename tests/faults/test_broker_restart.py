@@ -18,7 +18,7 @@ import time
 import pytest
 from celery import current_app
 
-from tests.faults.harness import depth, drained, losses, publishing_to, report, settle
+from tests.faults.harness import depth, drained, kept_running, losses, publishing_to, report, settle
 from tests.faults.worker_settings import VISIBILITY_TIMEOUT
 from tests.support.ledger import work
 from tests.support.services import wait_for
@@ -63,12 +63,11 @@ def test_broker_restarted_twice_mid_run_loses_nothing(ledger, workers, redis_ser
     env = {"CELERY_BROKER": server.url}
     with publishing_to(server.url):
         started = [workers(env=env, concurrency=2, name="survivor")]
+        revive = kept_running(started, workers, "survivor", env=env, concurrency=2)
 
         def supervise() -> None:
-            """Start the worker again if it died, as systemd's Restart=always would (counted)."""
-            time.sleep(3)  # it reconnects within a second or two, or it has exited
-            if not started[-1].alive():
-                started.append(workers(env=env, concurrency=2, name=f"survivor-{len(started)}"))
+            time.sleep(3)  # it reconnects within a second or two, or it is exiting
+            revive()
 
         with current_app.producer_or_acquire() as producer:
             ids = [work.apply_async((i, 5), producer=producer).id for i in range(BACKLOG)]
@@ -79,7 +78,7 @@ def test_broker_restarted_twice_mid_run_loses_nothing(ledger, workers, redis_ser
         outages = [restart(server, signal.SIGTERM)]
         waiting_after_clean = depth(server.client(), "default")
         supervise()
-        wait_for(lambda: ledger.done_count() >= 200, 180, "200 tasks done")
+        wait_for(lambda: revive() or ledger.done_count() >= 200, 180, "200 tasks done")
         outages.append(restart(server, signal.SIGKILL))
         supervise()
         trickle.join(300)
@@ -88,7 +87,7 @@ def test_broker_restarted_twice_mid_run_loses_nothing(ledger, workers, redis_ser
         worker = started[-1]
 
         client = server.client()
-        ended = settle(lambda: ledger.tally(ids)["lost"] == 0 or drained(client), 240)
+        ended = settle(lambda: revive() or ledger.tally(ids)["lost"] == 0 or drained(client), 240)
         tally = ledger.tally(ids, limit=None)
         tally.pop("unknown")
         lost = losses(tally.pop("lost_ids"), *started)

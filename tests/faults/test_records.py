@@ -28,7 +28,7 @@ from taskdeck.monitor.records import GROUP
 from taskdeck.monitor.runs import WRITERS_LOCK
 from taskdeck.results import RECORD, record
 from taskdeck.results.record import RecordBackend
-from tests.faults.harness import busy, drained, losses, report, settle
+from tests.faults.harness import busy, drained, kept_running, losses, report, settle
 from tests.support import rollups
 from tests.support.ledger import work
 from tests.support.services import wait_for
@@ -123,6 +123,7 @@ def test_broker_crash_loses_no_record(ledger, workers, recorders, redis_servers)
 
     with publishing_to(server.url):
         started = [workers(env=env, concurrency=2, name="survivor")]
+        revive = kept_running(started, workers, "survivor", env=env, concurrency=2)
         recorders(env=env)
         ids = send(400, 5)
         wait_for(lambda: ledger.done_count() >= 120, 120, "120 tasks done")
@@ -130,12 +131,11 @@ def test_broker_crash_loses_no_record(ledger, workers, recorders, redis_servers)
         server.stop(signal.SIGKILL)  # a crash: what Redis had not yet written to its file is gone
         time.sleep(2)
         server.start()
-        time.sleep(3)  # a worker reconnects within a second or two, or has exited
-        if not started[-1].alive():
-            started.append(workers(env=env, concurrency=2, name="survivor-2"))
+        time.sleep(3)  # a worker reconnects within a second or two, or is exiting
+        revive()
 
         client = server.client()
-        ended = settle(lambda: ledger.tally(ids)["lost"] == 0 or drained(client), 240)
+        ended = settle(lambda: revive() or ledger.tally(ids)["lost"] == 0 or drained(client), 240)
         tally = ledger.tally(ids, limit=None)
         done = {r["id"] for r in ledger.done()} & set(ids)
         lost = losses(tally["lost_ids"], *started)
