@@ -69,3 +69,40 @@ def test_a_channel_is_wrapped_once(broker: str) -> None:
         assert not reuse_client(channel)
         assert channel._create_client() is channel._create_client()
         assert channel._create_client(asynchronous=True) is not channel._create_client()
+
+
+def _close_after_the_connection_let_go(url: str, reuse: bool) -> tuple[Exception | None, int]:
+    """A channel holding an unacknowledged message, closed after its transport let go of the
+    connection, as a worker's consumer closes it when the broker restarts; (what the close raised,
+    messages still in ``unacked``)."""
+    queue = Queue("reuse", Exchange("reuse", type="direct"), routing_key="reuse")
+    conn = Connection(url)
+    channel = conn.default_channel
+    if reuse:
+        assert reuse_client(channel)
+    Producer(channel).publish({"i": 1}, exchange=queue.exchange, routing_key="reuse", declare=[queue])
+    got: list[Any] = []
+    consumer = Consumer(channel, [queue], callbacks=[lambda body, message: got.append(message)])
+    consumer.consume()
+    conn.drain_events(timeout=10)
+    assert len(got) == 1  # delivered, not acknowledged
+    channel._disconnect_pools()
+    channel.connection.client = None  # what closing the connection first leaves
+    raised = None
+    try:
+        conn.maybe_close_channel(channel)  # connection errors ignored, as Celery's close does
+    except Exception as exc:  # noqa: BLE001 - the control's AttributeError, returned to the test
+        raised = exc
+    return raised, redis.Redis.from_url(url).hlen("unacked")
+
+
+def test_a_channel_closed_after_its_connection_raises_what_the_close_ignores(broker: str) -> None:
+    """The worker reconnects instead of exiting; the message waits in ``unacked``, not lost."""
+    raised, unacked = _close_after_the_connection_let_go(broker, reuse=True)
+    assert raised is None and unacked == 1
+
+
+def test_without_it_kombu_raises_attribute_error_there(broker: str) -> None:
+    """The control: kombu's own channel raises what stops a worker (``Unrecoverable error``)."""
+    raised, _ = _close_after_the_connection_let_go(broker, reuse=False)
+    assert isinstance(raised, AttributeError) and "hostname" in str(raised)

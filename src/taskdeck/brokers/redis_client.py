@@ -16,12 +16,20 @@ replaced. A client holds no connection of its own: each command takes one
 from the pool and gives it back, as with a new client, so nothing else
 changes; the channel's asynchronous client (the consumer loop's
 ``BRPOP``) is kombu's, untouched. Other transports are left alone.
+
+The same hook keeps a broker restart from stopping the worker: a channel
+closed after its connection was let go asks for a client to restore its
+unacknowledged messages, and kombu, making a pool from a connection that is
+gone, raises ``AttributeError``, which Celery treats as unrecoverable. Here it
+is a connection error, which Celery's close ignores (docs/reliability.md,
+guarantee 4).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import bootsteps
 
 
@@ -37,6 +45,14 @@ def reuse_client(channel: Any) -> bool:
     def _create_client(asynchronous: bool = False) -> Any:
         if asynchronous:
             return create(asynchronous=True)
+        transport = channel.connection
+        if transport is None or transport.client is None:
+            # The connection is being closed (a broker restart) and the channel, closing after it,
+            # asks for a client to restore its unacknowledged messages: kombu would make a pool from
+            # a connection that is gone and raise AttributeError, which stops the worker. A
+            # connection error is what Celery's close ignores; the worker then reconnects, and the
+            # messages stay in ``unacked`` until the visibility timeout gives them back.
+            raise redis.ConnectionError("the channel's broker connection is closed")
         if not cached or cached[0].connection_pool is not channel.pool:
             cached[:] = [create()]
         return cached[0]
