@@ -124,7 +124,6 @@ class TaskProducer(Producer):
         return prepared
 
 
-#: Key of a task-sent event, removed before it is published, saying the caller gave its own reprs.
 #: The repr text of arguments whose redaction failed.
 NOT_SHOWN = "'[not shown: the payload capture failed]'"
 
@@ -202,8 +201,7 @@ class AMQP(CeleryAMQP):
                 # group the task belongs to and the priority it was sent with.
                 headers = message.headers or {}
                 message.sent_event.update(group_id=headers.get("group"), priority=kwargs.get("priority"))
-                parts = headers.get(payloads.MASKED_HEADER) or ()
-                _capture(self, name, message, _queue_name(kwargs), ("args" in parts, "kwargs" in parts))
+                _capture(self, name, message, _queue_name(kwargs), payloads.masked_by_header(headers))
             try:
                 return send(producer, name, message, **kwargs)
             except TaskArgumentError:

@@ -317,6 +317,13 @@ def custom_repr(text: Any, value: Any, maxsize: int | None = None) -> bool:
         return True
 
 
+def masked_by_header(headers: dict[str, Any]) -> tuple[bool, bool]:
+    """What taskdeck's publisher said in :data:`MASKED_HEADER`: (positional masked, keyword masked)."""
+    said = headers.get(MASKED_HEADER)
+    parts = said if isinstance(said, list) else []
+    return "args" in parts, "kwargs" in parts
+
+
 def masked_parts(headers: dict[str, Any], args: Any, kwargs: Any, maxsize: int = 1024) -> tuple[bool, bool]:
     """Whether a message's positional and keyword arguments were masked by their caller.
 
@@ -328,9 +335,7 @@ def masked_parts(headers: dict[str, Any], args: Any, kwargs: Any, maxsize: int =
     from taskdeck.results import SENT_HEADER
 
     if SENT_HEADER in headers:
-        said = headers.get(MASKED_HEADER)
-        parts = said if isinstance(said, list) else []
-        return "args" in parts, "kwargs" in parts
+        return masked_by_header(headers)
     return (
         custom_repr(headers.get("argsrepr"), args, maxsize),
         custom_repr(headers.get("kwargsrepr"), kwargs, maxsize),
