@@ -41,6 +41,9 @@ def env(events: bool, batched: bool = True) -> dict[str, str]:
         **os.environ,
         "CELERY_BROKER": REDIS,
         "TASKDECK_EVENTS": "1" if events else "0",
+        # Task events are this bench's subject: the direct backend, whose runs they carry
+        # (the record backend, the default on Redis, sends none: bench/throughput.py).
+        "CELERY_BACKEND": "taskdeck.results.backend:DatabaseBackend",
         "DJANGO_SETTINGS_MODULE": settings,
         "PYTHONPATH": str(ROOT),
     }

@@ -137,7 +137,7 @@ def drain(
     db = database_url.rsplit("/", 1)[1]
     with ExitStack() as stack, Connection(url) as conn:
         procs, recorder = [], None
-        if key.startswith("taskdeck"):
+        if key.startswith("taskdeck") and key != "taskdeck-off":
             argv = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
             if profiled:
                 argv[2:4] = ["bench.profile_recorder"]

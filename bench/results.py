@@ -97,12 +97,13 @@ def configs(variants: list[str]) -> list[Config]:
         rows.append(
             Config(
                 f"taskdeck-{db}",
-                "taskdeck (direct upsert, the default)",
+                "taskdeck (direct upsert)",
                 db,
                 "core",
                 "core.celery_app:app",
                 settings="core.settings",
                 include="bench.noop",
+                env={"CELERY_BACKEND": "taskdeck.results.backend:DatabaseBackend"},
             )
         )
         rows.append(

@@ -76,29 +76,31 @@ class Row:
 ROWS = {
     "bare": "bare Celery (defaults, results ignored)",
     "bare-knobs": "bare Celery + taskdeck's worker settings (acks late, prefetch 1)",
-    "taskdeck": "taskdeck stack (results in PostgreSQL, events, recorder)",
+    "taskdeck": "taskdeck stack as shipped, recorder running",
+    "taskdeck-off": "taskdeck stack as shipped, recorder stopped (what monitoring costs)",
+    "taskdeck-direct": "taskdeck stack, direct results in PostgreSQL, events, recorder",
     "taskdeck-wb": "taskdeck stack, write-behind results (Redis only)",
     **{key: ref.label for key, ref in REFERENCES.items()},
-    "taskdeck-rec": "taskdeck stack, one record per run (results and runs from a Redis stream)",
+    "taskdeck-rec": "taskdeck stack, one record per run, the stream in the bench's Redis",
 }
-#: Rows a broker cannot run: write-behind keeps results in the broker's Redis;
-#: the other queues (bench/references.py) are measured on Redis.
-SKIP = {("rabbitmq", "taskdeck-wb"), *(("rabbitmq", key) for key in REFERENCES)}
+#: Rows a broker cannot run, or that repeat another: write-behind keeps results in
+#: the broker's Redis; the other queues (bench/references.py) are measured on
+#: Redis; on Redis the stack as shipped is the record row.
+SKIP = {
+    ("rabbitmq", "taskdeck-wb"),
+    ("redis", "taskdeck-rec"),
+    *(("rabbitmq", key) for key in REFERENCES),
+}
 WRITE_BEHIND = "taskdeck.results.writebehind:WriteBehindBackend"
 RECORD = "taskdeck.results.record:RecordBackend"
-APPS = {
-    "bare": "bench.bare_defaults",
-    "bare-knobs": "bench.bare",
-    "taskdeck": "core",
-    "taskdeck-wb": "core",
-    "taskdeck-rec": "core",
-}
+DIRECT = "taskdeck.results.backend:DatabaseBackend"
+#: The rows of the reference project (``-A core``); every one but ``taskdeck-off`` runs the recorder.
+STACK = ("taskdeck", "taskdeck-off", "taskdeck-direct", "taskdeck-wb", "taskdeck-rec")
+APPS = {"bare": "bench.bare_defaults", "bare-knobs": "bench.bare", **dict.fromkeys(STACK, "core")}
 CLIENT_APPS = {
     "bare": "bench.bare_defaults:app",
     "bare-knobs": "bench.bare:app",
-    "taskdeck": "core.celery_app:app",
-    "taskdeck-wb": "core.celery_app:app",
-    "taskdeck-rec": "core.celery_app:app",
+    **dict.fromkeys(STACK, "core.celery_app:app"),
 }
 
 
@@ -108,19 +110,18 @@ def result_backend(broker_url: str) -> str:
 
 
 def row_env(key: str, broker_url: str, database_url: str, tmp: Path, redis_url: str = "") -> dict[str, str]:
-    if key.startswith("taskdeck"):
-        backend = {"CELERY_BACKEND": WRITE_BEHIND} if key == "taskdeck-wb" else {}
-        # The record row: the project's own event settings for it (worker task events off).
-        events = {"TASKDECK_EVENTS": "1"}
-        if key == "taskdeck-rec":
-            backend = {"CELERY_BACKEND": RECORD}
-            events = {"TASKDECK_RESULTS_REDIS_URL": redis_url} if not broker_url.startswith("redis") else {}
+    if key in STACK:
+        # "taskdeck" and "taskdeck-off": the project's own backend and event settings.
+        backend: dict[str, str] = {
+            "taskdeck-direct": {"CELERY_BACKEND": DIRECT, "TASKDECK_EVENTS": "1"},
+            "taskdeck-wb": {"CELERY_BACKEND": WRITE_BEHIND, "TASKDECK_EVENTS": "1"},
+            "taskdeck-rec": {"CELERY_BACKEND": RECORD, "TASKDECK_RESULTS_REDIS_URL": redis_url},
+        }.get(key, {})
         return child_env(
             CELERY_BROKER=broker_url,
             DATABASE_URL=database_url,
             DJANGO_SETTINGS_MODULE="core.settings",
             TASKDECK_DATA_DIR=str(tmp),
-            **events,
             **backend,
         )
     return child_env(CELERY_BROKER=broker_url, BENCH_RESULT_BACKEND=result_backend(broker_url))
@@ -193,8 +194,9 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
     log = args.logs / f"throughput-{row.broker}-{row.key}.log"
     with ExitStack() as stack, Connection(url) as conn:
         procs = []
-        if row.key.startswith("taskdeck"):
+        if row.key in STACK:
             clear_runs(database_url)
+        if row.key in STACK and row.key != "taskdeck-off":
             recorder = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
             procs.append(
                 stack.enter_context(running(recorder, env, args.logs / f"recorder-{row.broker}.log"))
@@ -203,9 +205,9 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
         ready = queue_ready(conn, QUEUE)
         if ready != args.tasks:
             raise SystemExit(f"{row.key}: published {args.tasks}, found {ready} in the queue")
-        extra = ["-I", "bench.noop"] if row.key.startswith("taskdeck") else []
+        extra = ["-I", "bench.noop"] if row.key in STACK else []
         argv = worker_argv(APPS[row.key], [QUEUE], 2, f"bench-{row.key}", *extra)
-        if not row.key.startswith("taskdeck"):
+        if row.key not in STACK:
             argv[3:3] = ["--result-backend", result_backend(url)]  # celery -A APP --result-backend URL worker
         procs.append(stack.enter_context(running(argv, env, log)))
         wait_until(lambda: queue_ready(conn, QUEUE) < args.tasks, 120, f"{row.key} to start", procs, log)
@@ -216,7 +218,7 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
         busy, total = (b - a for a, b in zip(cpu, machine_cpu(), strict=True))
         row.drain.append(args.tasks / elapsed)
         row.busy.append(busy / total if total else 0.0)
-        if row.key.startswith("taskdeck"):
+        if row.key in STACK and row.key != "taskdeck-off":
             row.lags += recorder_lags(database_url, args.tasks, procs[0])
         row.latencies += client(row.key, env, "latency", args.latency)
 

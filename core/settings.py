@@ -16,6 +16,7 @@ import django
 
 from taskdeck.datadir import secret_key
 from taskdeck.lanes import NOTES_LANES, declare_queues, lanes_for
+from taskdeck.preset import default_result_backend, sends_task_events
 from taskdeck.routing import TaskRoutes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -187,14 +188,18 @@ LOGGING = {
 # project uses the embedded Redis that `taskdeck up` starts on a unix socket.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER") or f"redis+socket://{DATA_DIR / 'redis.sock'}"
 # Results in the Django database (django-celery-results' tables), as the notes
-# do, written by taskdeck's backend: one upsert per state instead of a read and
-# a write (docs/results.md). CELERY_BACKEND=django-db gives the stock backend;
-# CELERY_BACKEND=taskdeck.results.writebehind:WriteBehindBackend the faster
-# write-behind one (results through Redis, rows written in batches).
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND", "taskdeck.results.backend:DatabaseBackend")
-# With taskdeck.results.record:RecordBackend, each run's result and monitor
-# facts go through one Redis stream (docs/results.md, "One record per task run").
-RECORDS = CELERY_RESULT_BACKEND == "taskdeck.results.record:RecordBackend"
+# do. By default one record per task run (docs/results.md): the worker sends
+# each run's result and monitor facts in one Redis write, AsyncResult reads it
+# from Redis at once, and the recorder (`taskdeck monitor`, part of `taskdeck
+# up`) writes the result rows, run rows and rollups in batches. On a broker
+# that is not Redis (RabbitMQ) without TASKDECK_RESULTS_REDIS_URL, taskdeck's
+# direct backend: one upsert per state. CELERY_BACKEND names another:
+# taskdeck.results.backend:DatabaseBackend (direct), django-db (the stock one),
+# taskdeck.results.writebehind:WriteBehindBackend (results through Redis, rows
+# written by a flusher in the workers).
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_BACKEND") or default_result_backend(
+    CELERY_BROKER_URL, os.environ.get("TASKDECK_RESULTS_REDIS_URL")
+)
 # Without it django-celery-results stores no task name, args, worker or traceback.
 CELERY_RESULT_EXTENDED = True
 # STARTED state and date_started are only recorded with this on.
@@ -286,7 +291,8 @@ TASKS = {
 # TASKDECK_EVENTS=0 turns both off (bench/monitor_overhead.py compares the two).
 # With the record backend the workers' task events are not needed (the records
 # carry the same facts); heartbeats still go out, and producers still send task-sent.
-CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("TASKDECK_EVENTS", "0" if RECORDS else "1") == "1"
+_TASK_EVENTS = "1" if sends_task_events(CELERY_RESULT_BACKEND) else "0"
+CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("TASKDECK_EVENTS", _TASK_EVENTS) == "1"
 CELERY_TASK_SEND_SENT_EVENT = os.environ.get("TASKDECK_EVENTS", "1") == "1"
 
 # django-celery-beat's scheduler when it is installed; else Celery's own, whose

@@ -141,6 +141,23 @@ def test_a_new_project_follows_the_guide_and_runs_tasks_recorder_and_dashboard(
             "both runs recorded",
         )
 
+        # The preset's backend on a Redis broker: one record per run, whose result rows the
+        # recorder of `taskdeck up` writes to django-celery-results' table.
+        rows = (
+            "from celery import current_app; from django_celery_results.models import TaskResult; "
+            "print(type(current_app.backend).__name__, "
+            "sorted(TaskResult.objects.values_list('task_name', 'status')))"
+        )
+        seen = [""]
+
+        def stored() -> bool:
+            seen[0] = sh([*manage, "shell", "-v", "0", "-c", rows], project, env).strip()
+            return seen[0] == (
+                "RecordBackend [('shop.tasks.add', 'SUCCESS'), ('shop.tasks.check_stock', 'FAILURE')]"
+            )
+
+        wait_for(stored, 60, lambda: f"the record backend's result rows in the table, saw {seen[0]}")
+
         # The dashboard, logged in as the staff user.
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         with opener.open(f"{base}/taskdeck/login/", timeout=10) as response:

@@ -112,7 +112,13 @@ def publish_pickled(task_id: str, queue: str = "default") -> None:
     publish_raw(body, "application/x-python-serialize", task_headers(task_id), task_id, queue)
 
 
-def test_pickled_message_is_refused_logged_and_the_worker_keeps_serving(broker, start_worker, probe):
+def test_pickled_message_is_refused_logged_and_the_worker_keeps_serving(
+    broker,
+    start_worker,
+    start_recorder,  # noqa: F811
+    probe,
+):
+    start_recorder()  # the shipped default on Redis: it writes the result rows from the records
     worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
     client = redis.Redis.from_url(broker)
     pickled_id = str(uuid.uuid4())
@@ -130,7 +136,7 @@ def test_pickled_message_is_refused_logged_and_the_worker_keeps_serving(broker, 
     assert "The message has been ignored and discarded" in log
     assert probe.started(pickled_id) is None, "the pickled message must never run"
     # Recorded under its id (taskdeck.rejections), where Celery's log line does not name it.
-    row = TaskResult.objects.get(task_id=pickled_id)
+    row = wait_for(lambda: TaskResult.objects.filter(task_id=pickled_id).first(), 30, "the REJECTED row")
     assert (row.status, row.task_name) == ("REJECTED", record.name)
     assert "MessageRejected" in row.result and "application/x-python-serialize" in row.result
     wait_for(lambda: f"[{pickled_id}] from queue 'default' refused" in worker.output(), 30, "taskdeck's line")
@@ -141,7 +147,13 @@ def test_pickled_message_is_refused_logged_and_the_worker_keeps_serving(broker, 
     assert worker.alive()
 
 
-def test_unknown_task_name_is_recorded_as_failure_and_the_worker_keeps_serving(broker, start_worker, probe):
+def test_unknown_task_name_is_recorded_as_failure_and_the_worker_keeps_serving(
+    broker,
+    start_worker,
+    start_recorder,  # noqa: F811
+    probe,
+):
+    start_recorder()
     worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
     client = redis.Redis.from_url(broker)
     ghost = current_app.send_task("billing.tasks.ghost", args=(42,))

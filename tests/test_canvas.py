@@ -30,10 +30,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUEUES = ["default", "high_priority", "medium_priority", "low_priority", "notifications"]
 DAY = "2024-03-01"
 DIRECT = "taskdeck.results.backend:DatabaseBackend"
+RECORD = "taskdeck.results.record:RecordBackend"
 
 
 @pytest.fixture
-def worker(start_worker, probe):
+def worker(start_worker, start_recorder, probe):
+    # The shipped default on Redis: the recorder writes the result rows from the records.
+    start_recorder()
     return start_worker(QUEUES, concurrency=2, args=PROBE_ARGS, env=probe.env)
 
 
@@ -243,7 +246,9 @@ def test_group_chained_after_a_failed_task_fails_each_of_its_tasks(canvas_worker
     assert [r.state for r in res.results] == ["FAILURE", "FAILURE"]
 
 
-@pytest.mark.parametrize("backend_path", [DIRECT, WRITE_BEHIND], ids=["direct", "writebehind"])
+@pytest.mark.parametrize(
+    "backend_path", [DIRECT, WRITE_BEHIND, RECORD], ids=["direct", "writebehind", "record"]
+)
 def test_group_get_raises_a_revoked_task_while_another_still_runs(start_worker, broker, backend_path):
     from celery import current_app
     from celery.exceptions import TaskRevokedError

@@ -298,7 +298,9 @@ def fresh_app():
 def test_w021_w023_a_setting_that_blinds_monitoring_is_named(setting, check_id):
     from taskdeck.settings_checks import check_monitoring
 
-    with override_settings(**{setting: False}):
+    # The direct backend: with the record one (the default on Redis) task events are meant to be off.
+    direct = {"CELERY_RESULT_BACKEND": "taskdeck.results.backend:DatabaseBackend"}
+    with override_settings(**{**direct, "CELERY_WORKER_SEND_TASK_EVENTS": True, setting: False}):
         (message,) = check_monitoring(fresh_app().conf)
     assert isinstance(message, Warning) and message.id == check_id
     assert message.msg.startswith(f"{setting} is False: ")
@@ -358,14 +360,22 @@ def test_w021_still_warns_with_events_off_and_another_backend(backend):
 def test_the_preset_turns_monitoring_on_where_settings_say_nothing():
     from taskdeck.settings_checks import check_monitoring
 
-    names = ["CELERY_WORKER_SEND_TASK_EVENTS", "CELERY_TASK_SEND_SENT_EVENT", "CELERY_RESULT_EXTENDED"]
+    names = [
+        "CELERY_WORKER_SEND_TASK_EVENTS",
+        "CELERY_TASK_SEND_SENT_EVENT",
+        "CELERY_RESULT_EXTENDED",
+        "CELERY_RESULT_BACKEND",
+    ]
     with override_settings():
         for name in names:
             delattr(settings, name)
         app = fresh_app()
         assert not any(hasattr(settings, name) for name in names)
         assert check_monitoring(app.conf) == []
-        assert app.conf.worker_send_task_events and app.conf.task_send_sent_event and app.conf.result_extended
+        # On a Redis broker: one record per run, which carries what task events would.
+        assert app.conf.result_backend == "taskdeck.results.record:RecordBackend"
+        assert not app.conf.worker_send_task_events
+        assert app.conf.task_send_sent_event and app.conf.result_extended
 
 
 def test_plain_celery_defaults_fire_all_three():

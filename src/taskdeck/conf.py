@@ -186,7 +186,9 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "LIVENESS_INTERVAL": 5,
     "STUCK_AFTER": 300,
     "STUCK_NO_CONSUMER_AFTER": 30,
-    # Recorder health: lag and heartbeat older than this is "stale".
+    # Recorder health: lag and heartbeat older than this is "stale". Workers with
+    # the record backend look this often, and warn in their log while a record
+    # has waited longer than this for a recorder (0: they never look).
     "RECORDER_STALE_AFTER": 30,
     # Access: the API needs a staff session or a token; /metrics a token or a
     # client address in METRICS_NETWORKS. TOKENS are accepted besides the

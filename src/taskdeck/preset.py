@@ -20,17 +20,22 @@ from typing import Any
 
 from django.conf import settings
 
+from taskdeck.results import BACKEND, RECORD
+
+#: One record per task run (docs/results.md): the preset's backend where a Redis holds the records.
+RECORD_BACKEND = RECORD
+#: Results in the Django database, one upsert per state: the preset's backend where none does.
+DIRECT_BACKEND = BACKEND
+
 #: Celery's names (lower case, without the namespace) -> taskdeck's value;
-#: values that depend on other settings are filled in by :func:`celery_preset`.
+#: values that depend on other settings (the broker, the result backend and
+#: task events among them) are filled in by :func:`celery_preset`.
 STATIC_PRESET: dict[str, Any] = {
     # Monitoring: the recorder sees every run from publish to finish, with
     # its name, arguments and worker.
-    "worker_send_task_events": True,
     "task_send_sent_event": True,
     "result_extended": True,
     "task_track_started": True,
-    # Results in the Django database, one upsert per state (docs/results.md).
-    "result_backend": "taskdeck.results.backend:DatabaseBackend",
     # A worker killed mid-task does not lose it; a high task is not stuck
     # behind low ones a process already holds.
     "task_acks_late": True,
@@ -54,6 +59,27 @@ STATIC_PRESET: dict[str, Any] = {
 }
 
 
+def default_result_backend(broker_url: str, results_redis_url: str | None = None) -> str:
+    """The record backend when its records have a Redis, else the direct backend.
+
+    The records go to ``TASKDECK["RESULTS"]["REDIS_URL"]``, else to the
+    broker's Redis (a Sentinel URL is not one the backend can use): on a
+    RabbitMQ broker without that setting, results go to the database directly.
+    """
+    from taskdeck import brokers
+
+    if results_redis_url:
+        return RECORD_BACKEND
+    if brokers.for_url(broker_url or "").name == "redis" and not broker_url.startswith("sentinel"):
+        return RECORD_BACKEND
+    return DIRECT_BACKEND
+
+
+def sends_task_events(result_backend: str) -> bool:
+    """Whether workers send task events by default: not with the record backend (its records carry them)."""
+    return result_backend != RECORD_BACKEND
+
+
 def celery_preset(namespace: str = "CELERY") -> dict[str, Any]:
     """Every preset value (Celery's lower-case names), computed from the current settings."""
     from taskdeck import conf
@@ -65,6 +91,10 @@ def celery_preset(namespace: str = "CELERY") -> dict[str, Any]:
     # The embedded default: the Redis `taskdeck up` starts on a socket in DATA_DIR.
     preset["broker_url"] = f"redis+socket://{data_dir / 'redis.sock'}"
     broker_url = getattr(settings, f"{namespace}_BROKER_URL", None) or preset["broker_url"]
+    preset["result_backend"] = default_result_backend(broker_url, options["RESULTS"]["REDIS_URL"])
+    # Heartbeats go out either way; task events only where no record carries the run.
+    backend = getattr(settings, f"{namespace}_RESULT_BACKEND", None) or preset["result_backend"]
+    preset["worker_send_task_events"] = sends_task_events(str(backend))
     default = options["DEFAULT_QUEUE"]
     preset["task_default_queue"] = default
     lanes = options["LANES"] if isinstance(options["LANES"], dict) else {}

@@ -14,7 +14,7 @@ logger = logging.getLogger("taskdeck")
 
 def connect() -> None:
     from taskdeck import rejections
-    from taskdeck.results import flusher
+    from taskdeck.results import flusher, record
 
     signals.task_unknown.connect(_record_unknown_task, dispatch_uid="taskdeck.task_unknown")
     # Refused messages (pickle, unknown content types, non-task messages) leave a row.
@@ -22,6 +22,7 @@ def connect() -> None:
     signals.task_internal_error.connect(_name_internal_error, dispatch_uid="taskdeck.task_internal_error")
     signals.worker_init.connect(_refuse_bad_settings, dispatch_uid="taskdeck.worker_init")
     flusher.connect()
+    record.connect()
 
 
 def _record_unknown_task(*, name: str, id: str, message: Any, **kwargs: Any) -> None:

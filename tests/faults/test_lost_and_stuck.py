@@ -31,6 +31,7 @@ from tests.support.services import wait_for
 
 LIVENESS = {"DJANGO_SETTINGS_MODULE": "tests.faults.liveness_settings"}
 RECORDS = "taskdeck.results.record:RecordBackend"
+DIRECT = "taskdeck.results.backend:DatabaseBackend"
 #: The first delivery hangs this long (killed long before); a redelivered one runs at once.
 HANG_MS = 300_000
 
@@ -61,7 +62,7 @@ def test_redis_killed_worker_run_is_lost_then_succeeds_once_redelivered(
     facts, ledger, workers, recorders, staff_client
 ):
     """With task events, or with one record per run (no task events: no RECEIVED step)."""
-    env = {**LIVENESS, **({"CELERY_BACKEND": RECORDS} if facts == "records" else {})}
+    env = {**LIVENESS, "CELERY_BACKEND": RECORDS if facts == "records" else DIRECT}
     recorders(env=env)
     doomed = workers(env=env, concurrency=1, name="lost")
     task_id = work.apply_async((1,), {"first_ms": HANG_MS}).id

@@ -1,6 +1,7 @@
 """The recorder killed and restarted: history reconciled, nothing missing.
 
-On Redis, events are not queued for a recorder that is not running (they
+With task events (the direct backend's; the record backend's case is in
+tests/faults/test_records.py). On Redis, events are not queued for a recorder that is not running (they
 are published to whoever listens), so the runs that finished while it was
 down reach the history through reconciliation from django-celery-results'
 rows at start-up. What the test counts: the runs the API lists, the runs
@@ -20,6 +21,7 @@ import pytest
 from celery import current_app
 
 from taskdeck.models import RecorderState, TaskRun
+from taskdeck.results import BACKEND
 from tests.faults.harness import Worker, report, settle
 from tests.support.ledger import work
 from tests.support.services import wait_for
@@ -47,7 +49,7 @@ def listed(client) -> dict[str, str]:
 
 
 def test_recorder_killed_mid_run_and_restarted_misses_no_run(ledger, workers, recorders, staff_client):
-    workers(concurrency=2)
+    workers(concurrency=2, env={"CELERY_BACKEND": BACKEND})
     first = recorders()
     with current_app.producer_or_acquire() as producer:
         ids = [work.apply_async((i, 5), producer=producer).id for i in range(TASKS)]

@@ -74,10 +74,8 @@ def test_a_body_that_is_not_a_task_call_does_not_stop_the_worker(bus, probe):
     keeps_serving(bus, pid, probe)
 
 
-def test_a_message_that_never_ran_is_not_recorded_as_success(bus, probe, request):
+def test_a_message_that_never_ran_is_not_recorded_as_success(bus, probe):
     """Body ``[{"a": 1}, [], {}]``: Celery's tracer reported it as a success it never was."""
-    if bus.name == "redis":
-        request.getfixturevalue("start_recorder")()
     pid = bus.worker.pid
     task_id = str(uuid.uuid4())
     publish(
@@ -171,20 +169,21 @@ def test_an_unknown_task_is_a_failure_and_kept_for_requeueing(bus, probe):
     keeps_serving(bus, pid, probe)
 
 
-def redis_bus(broker, start_worker, probe, gossip: bool = False) -> tuple[Bus, redis.Redis]:
-    """Redis only: a probed worker on ``default`` and a client on its database."""
+def redis_bus(broker, start_worker, start_recorder, probe, gossip: bool = False) -> tuple[Bus, redis.Redis]:
+    """Redis only: a probed worker on ``default``, the recorder of its records, a client on its database."""
     from celery import current_app
 
     from tests.support.probe import PROBE_ARGS
 
+    start_recorder()
     worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env, gossip=gossip)
     client = redis.Redis.from_url(broker)
     return Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked")), client
 
 
-def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_worker, probe):
+def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_worker, start_recorder, probe):
     """Redis only: its envelope is JSON and can carry anything; AMQP headers are always a table."""
-    bus, client = redis_bus(broker, start_worker, probe)
+    bus, client = redis_bus(broker, start_worker, start_recorder, probe)
     pid = bus.worker.pid
     publish(bus.app, call_body("x"), headers=["task", "id"])
     letter = wait_for(
@@ -198,9 +197,9 @@ def test_headers_that_are_not_a_mapping_do_not_stop_the_worker(broker, start_wor
     keeps_serving(bus, pid, probe)
 
 
-def test_a_list_item_that_is_not_json_does_not_stop_the_worker(broker, start_worker, probe):
+def test_a_list_item_that_is_not_json_does_not_stop_the_worker(broker, start_worker, start_recorder, probe):
     """Redis only: an item pushed by something other than kombu; kombu's parse of it stopped the worker."""
-    bus, client = redis_bus(broker, start_worker, probe)
+    bus, client = redis_bus(broker, start_worker, start_recorder, probe)
     pid = bus.worker.pid
     client.lpush("default", b"\xff not JSON {")
     letter = wait_for(
@@ -214,7 +213,9 @@ def test_a_list_item_that_is_not_json_does_not_stop_the_worker(broker, start_wor
     keeps_serving(bus, pid, probe)
 
 
-def test_a_poison_message_waiting_when_the_worker_starts_does_not_stop_it(broker, start_worker, probe):
+def test_a_poison_message_waiting_when_the_worker_starts_does_not_stop_it(
+    broker, start_worker, start_recorder, probe
+):
     """What the embedded Redis kept on disk after a crash loop: the next start met it first and died."""
     from celery import current_app
     from kombu import Exchange, Queue
@@ -230,6 +231,7 @@ def test_a_poison_message_waiting_when_the_worker_starts_does_not_stop_it(broker
     publish(current_app, b'"hello"', headers=task_headers(poison))
     publish(current_app, call_body("after"), headers=task_headers(good))
     assert redis_depth(client) == 2  # both wait for the worker
+    start_recorder()
     worker = start_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env)
     wait_for(lambda: probe.started(good), 60, "the good task queued behind the poison one")
     bus = Bus("redis", current_app, worker, lambda: redis_depth(client) + client.hlen("unacked"))
@@ -238,11 +240,11 @@ def test_a_poison_message_waiting_when_the_worker_starts_does_not_stop_it(broker
     keeps_serving(bus, worker.pid, probe)
 
 
-def test_junk_worker_events_do_not_stop_a_worker(broker, start_worker, probe):
+def test_junk_worker_events_do_not_stop_a_worker(broker, start_worker, start_recorder, probe):
     """Celery's gossip read other workers' events unchecked: one junk event stopped every worker at once."""
     from celery.events.event import get_exchange
 
-    bus, _ = redis_bus(broker, start_worker, probe, gossip=True)
+    bus, _ = redis_bus(broker, start_worker, start_recorder, probe, gossip=True)
     pid = bus.worker.pid
     junk = [
         ("worker.heartbeat", "string"),  # TypeError: string indices must be integers

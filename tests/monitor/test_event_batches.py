@@ -55,7 +55,9 @@ def test_task_events_arrive_complete_in_few_publishes(start_worker, broker, sett
         queue = Queue(f"test-events-{uuid.uuid4().hex[:8]}", exchange, routing_key="#", auto_delete=True)
         Consumer(conn, [queue], callbacks=[on_message], accept=["json"]).consume()
         drain(conn, 0.5)  # subscribed before anything is sent
-        start_worker(["notifications"], env={"DJANGO_SETTINGS_MODULE": settings_module})
+        # Task events on: with the record backend, the default on Redis, a worker sends none.
+        env = {"DJANGO_SETTINGS_MODULE": settings_module, "TASKDECK_EVENTS": "1"}
+        start_worker(["notifications"], env=env)
         results = [send_sms.delay("+4412345", f"message {i}") for i in range(TASKS)]
         for result in results:
             result.get(timeout=60)

@@ -1,4 +1,4 @@
-"""The result backend with real workers on Redis and the PostgreSQL test database.
+"""The direct result backend with real workers on Redis and the PostgreSQL test database.
 
 What users rely on (tests/results/checks.py, run here in the test process),
 and what makes it fast: each worker process keeps one database session for
@@ -12,16 +12,19 @@ from collections import defaultdict
 import pytest
 from django.db import connection
 
+from taskdeck.results import BACKEND
 from tests.results import checks
 from tests.results.conftest import TASKS
 from tests.results.tasks import add, whoami
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+#: The direct backend by name: on Redis the shipped default is the record one (test_results_record.py).
+DIRECT = {"CELERY_BACKEND": BACKEND}
 
 
 def test_get_failure_retries_and_extended_fields(start_worker):
-    worker = start_worker(["default"], args=TASKS)
+    worker = start_worker(["default"], args=TASKS, env=DIRECT)
     checks.get_success_and_failure(worker.hostname)
     checks.unknown_task_is_named(worker.hostname)
     checks.extended_fields(worker.hostname)
@@ -29,12 +32,12 @@ def test_get_failure_retries_and_extended_fields(start_worker):
 
 
 def test_started_is_visible_while_the_task_runs(start_worker):
-    worker = start_worker(["default"], args=TASKS)
+    worker = start_worker(["default"], args=TASKS, env=DIRECT)
     checks.started_while_running(worker.hostname)
 
 
 def test_group_join_and_chord_callback_once(start_worker):
-    worker = start_worker(["default"], args=TASKS)
+    worker = start_worker(["default"], args=TASKS, env=DIRECT)
     checks.group_join(worker.hostname)
     checks.chord_once(worker.hostname)
 
@@ -60,7 +63,7 @@ def other_sessions() -> set[int]:
 def test_each_worker_process_keeps_one_session(start_worker):
     # Sessions of earlier tests' processes still ending (a loaded run had one) are not this worker's.
     before = other_sessions()
-    start_worker(["default"], concurrency=2, args=TASKS)
+    start_worker(["default"], concurrency=2, args=TASKS, env=DIRECT)
     seen = sessions(30)
     assert all(len(backends) == 1 for backends in seen.values()), seen
     backends = set().union(*seen.values())
@@ -73,7 +76,7 @@ def test_each_worker_process_keeps_one_session(start_worker):
 
 
 def test_sessions_survive_forks_next_to_the_main_process_session(start_worker):
-    worker = start_worker(["default"], concurrency=2, args=[*TASKS, "--max-tasks-per-child", "3"])
+    worker = start_worker(["default"], concurrency=2, args=[*TASKS, "--max-tasks-per-child", "3"], env=DIRECT)
 
     # The main process stores an unknown task's FAILURE and names it: it now
     # holds a session, which every child forked from now on inherits and must
@@ -89,7 +92,7 @@ def test_sessions_survive_forks_next_to_the_main_process_session(start_worker):
 
 
 def test_a_session_killed_by_the_server_is_replaced(start_worker):
-    start_worker(["default"], concurrency=1, args=TASKS)
+    start_worker(["default"], concurrency=1, args=TASKS, env=DIRECT)
     first = whoami.delay().get(timeout=checks.TIMEOUT)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [first["backend"]])

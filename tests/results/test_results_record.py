@@ -96,3 +96,44 @@ def test_a_killed_worker_and_a_killed_recorder_lose_nothing(start_worker, start_
     wait_for(lambda: TaskRun.objects.filter(task_id__in=ids, state="SUCCESS").count() == 30, 120, "the runs")
     assert sum(r.succeeded for r in TaskRollup.objects.filter(name="tests.results.tasks.add")) == 30
     wait_for(lambda: client.xlen(STREAM) == 0, 60, "the stream to be emptied")
+
+
+def test_a_worker_says_when_its_records_wait_for_a_recorder(start_worker, start_recorder):
+    """No recorder: the worker's log says the results wait in Redis; a recorder started: it says so again."""
+    env = {**ENV, "DJANGO_SETTINGS_MODULE": "tests.support.recorder_watch_settings"}
+    worker = start_worker(["default"], args=TASKS, env=env)
+    assert add.delay(1, 2).get(timeout=checks.TIMEOUT) == 3
+    said = "no recorder has read the task records"
+    wait_for(lambda: said in worker.output(), 30, f"the worker's warning in {worker.log}")
+    warning = next(line for line in worker.output().splitlines() if said in line)
+    assert "(1 waiting in Redis, taskdeck:results:records)" in warning and "taskdeck monitor" in warning
+    assert "reads the task records again" not in worker.output()
+
+    start_recorder(env=env)
+    wait_for(lambda: TaskResult.objects.filter(status="SUCCESS").exists(), 60, "the result row")
+    wait_for(lambda: "reads the task records again" in worker.output(), 30, f"the all-clear in {worker.log}")
+    assert worker.output().count(said) == 1  # said once, not at every look
+
+
+@pytest.mark.parametrize("final", ["FAILURE", "REVOKED", "SUCCESS"])
+@pytest.mark.parametrize("backend_class", ["write-behind", "record"])
+def test_a_retry_stored_after_the_next_attempt_ended_is_ignored_in_redis(broker, final, backend_class):
+    """The Redis copy follows the upsert's rule: Celery stores a RETRY after sending the next attempt."""
+    import uuid
+
+    from celery import current_app
+
+    from taskdeck.results.writebehind import WriteBehindBackend
+
+    backend = (WriteBehindBackend if backend_class == "write-behind" else RecordBackend)(app=current_app)
+    task_id = str(uuid.uuid4())
+
+    def ship(status: str) -> str:
+        backend.ship({"task_id": task_id, "status": status, "result": "null", "content_encoding": "utf-8"})
+        stored = backend.stored_row(task_id)
+        assert stored is not None
+        return str(stored["status"])
+
+    assert ship(final) == final
+    assert ship("RETRY") == final
+    assert ship("STARTED") == ("SUCCESS" if final == "SUCCESS" else "STARTED")  # run again under its id

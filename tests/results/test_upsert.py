@@ -36,6 +36,25 @@ def test_success_is_final():
     assert TaskResult.objects.get(task_id="t1").status == "SUCCESS"
 
 
+@pytest.mark.parametrize("final", ["FAILURE", "REVOKED", "SUCCESS"])
+def test_a_retry_stored_after_the_next_attempt_ended_is_ignored(final):
+    """Celery sends a retry's message before it stores the RETRY: the next attempt may end first."""
+    upsert.upsert(TaskResult, [state(final, result='"last attempt"')])
+    upsert.upsert(TaskResult, [state("RETRY", result='"attempt before"')])
+    assert TaskResult.objects.get(task_id="t1").status == final
+    assert fold([state(final), state("RETRY")])[0]["status"] == final
+
+
+def test_a_retry_replaces_a_state_that_is_not_ready_and_a_ready_state_replaces_a_retry():
+    upsert.upsert(TaskResult, [state("STARTED")])
+    upsert.upsert(TaskResult, [state("RETRY")])
+    assert TaskResult.objects.get(task_id="t1").status == "RETRY"
+    upsert.upsert(TaskResult, [state("FAILURE")])
+    assert TaskResult.objects.get(task_id="t1").status == "FAILURE"
+    upsert.upsert(TaskResult, [state("STARTED")])  # run again under its id: shown running
+    assert TaskResult.objects.get(task_id="t1").status == "STARTED"
+
+
 def test_fold_merges_a_batch_as_the_upsert_merges_states():
     at = timezone.now()
     rows = [
@@ -125,6 +144,9 @@ def test_in_order_a_state_not_ready_done_before_the_stored_one_is_ignored(batch)
     # ... and a ready state always does, as without the rule.
     write([state("FAILURE", result='"old"', date_done=at - timedelta(seconds=5))], True)
     assert TaskResult.objects.get(task_id="t1").status == "FAILURE"
-    # Without it (the direct and write-behind backends): as django-celery-results, the last one written.
+    # Without it (the direct and write-behind backends): as django-celery-results, the last one
+    # written, but for a RETRY after a ready state (Celery stores it after sending the next attempt).
     write([late_retry], False)
-    assert TaskResult.objects.get(task_id="t1").status == "RETRY"
+    assert TaskResult.objects.get(task_id="t1").status == "FAILURE"
+    write([state("STARTED", date_done=at - timedelta(seconds=1))], False)
+    assert TaskResult.objects.get(task_id="t1").status == "STARTED"

@@ -7,6 +7,7 @@ queue declared once without ``x-max-priority`` could not gain it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,7 @@ from django.conf import settings
 
 from bench.brokers import rabbitmq_vhost
 from taskdeck.lanes import declare_queues, lanes_for
+from taskdeck.preset import default_result_backend
 from tests.support.services import RABBITMQ
 
 
@@ -38,4 +40,10 @@ def celery_app(broker_url: str) -> Celery:
     app.config_from_object("django.conf:settings", namespace="CELERY")
     names = [q.name for q in settings.CELERY_TASK_QUEUES] + list(lanes_for(broker_url).values())
     app.conf.task_queues = declare_queues(broker_url, names)
+    # The result backend core/settings.py picks on this broker (the direct one, without a Redis
+    # for records), which a worker started on it also uses.
+    if not os.environ.get("CELERY_BACKEND"):
+        app.conf.result_backend = default_result_backend(
+            broker_url, os.environ.get("TASKDECK_RESULTS_REDIS_URL")
+        )
     return app

@@ -235,7 +235,29 @@ def facts(row: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) ->
     if isinstance(sent, int | float) and not isinstance(sent, bool):
         out.append(RunFact(task_id, "SENT", round(float(sent), 6), column="sent_ts", identity=identity))
     if started is not None and status != "STARTED":
-        out.append(RunFact(task_id, "STARTED", started, column="started_ts", identity=identity))
+        # The attempt's start, which a fast task's record alone says (its STARTED was held back):
+        # the same marks a shipped STARTED record makes, so a run that has both keeps one of each.
+        # Its retry count pairs the attempt with its end: a retry's next attempt can start before
+        # the attempt before it stored its RETRY.
+        out.append(
+            RunFact(
+                task_id,
+                "STARTED",
+                started,
+                column="started_ts",
+                identity=identity,
+                mark=attempts.mark("started", started, worker),
+            )
+        )
+        if retries is not None:
+            out.append(
+                RunFact(
+                    task_id,
+                    "STARTED",
+                    started,
+                    mark=attempts.mark("received", started, worker, retries=retries),
+                )
+            )
     if status == "STARTED":
         at = started or done
         out.append(

@@ -1,7 +1,7 @@
 """Results in the Django database at close to bare Celery's speed.
 
-- :mod:`~taskdeck.results.backend`: the result backend (django-celery-results'
-  tables, one upsert per state), the default;
+- :mod:`~taskdeck.results.backend`: the direct backend (django-celery-results'
+  tables, one upsert per state), the default without a Redis for records;
 - :mod:`~taskdeck.results.upsert`: the upsert statement itself;
 - :mod:`~taskdeck.results.started`: STARTED held back for tasks that end at once;
 - :mod:`~taskdeck.results.connections`: how workers keep their database
@@ -9,7 +9,8 @@
 - :mod:`~taskdeck.results.writebehind` and :mod:`~taskdeck.results.flusher`:
   results through Redis, rows written in batches (opt-in);
 - :mod:`~taskdeck.results.record`: one record per task run (result and
-  monitor facts) through a Redis stream, written by the recorder.
+  monitor facts) through a Redis stream, written by the recorder: the
+  default where a Redis holds the records (:func:`taskdeck.preset.default_result_backend`).
 
 docs/results.md says why, with the figures.
 """

@@ -54,20 +54,20 @@ SHIP_RETRY_FOR = 30.0
 #: The stream entry's one field.
 FIELD = "r"
 
-# Store a state unless it is not ready (ARGV[3] == '0') and the task's stored
-# state is SUCCESS, as the upsert does. KEYS[1] meta, KEYS[2] stream; ARGV[1]
-# the record, ARGV[2] the TTL.
-_SHIP = """
-if ARGV[3] == '0' then
-  local current = redis.call('GET', KEYS[1])
-  if current and cjson.decode(current)['status'] == 'SUCCESS' then
-    return 0
-  end
+# Store a state unless the task's stored one stays (upsert.LUA_KEPT, ARGV[3]
+# its upsert.ship_flag), as the upsert does. KEYS[1] meta, KEYS[2] stream;
+# ARGV[1] the record, ARGV[2] the TTL.
+_SHIP = (
+    upsert.LUA_KEPT
+    + """
+if ARGV[3] ~= '1' and kept(redis.call('GET', KEYS[1]), ARGV[3]) then
+  return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
 return 1
 """
+)
 
 
 def stream_key() -> str:
@@ -110,9 +110,9 @@ class RecordBackend(WriteBehindBackend):
                 delay = min(delay * 2, 2.0)
 
     def _ship_once(self, row: dict[str, Any]) -> None:
-        ready = "1" if row["status"] in upsert.READY else "0"
         self.script(_SHIP)(
-            [self.meta_key(row["task_id"]), stream_key()], [encode_row(row), self.ttl(), ready]
+            [self.meta_key(row["task_id"]), stream_key()],
+            [encode_row(row), self.ttl(), upsert.ship_flag(row["status"])],
         )
 
     def _row(
@@ -163,3 +163,93 @@ class RecordBackend(WriteBehindBackend):
         self.after_commit(forget)
         # The database's row, as django-celery-results forgets it (not the write-behind's pending list).
         super(WriteBehindBackend, self)._forget(task_id)
+
+
+def oldest_record_age(client: Any) -> tuple[int, float]:
+    """How many records wait in the stream, and how long the oldest has waited (s; Redis' clock)."""
+    waiting = int(client.xlen(stream_key()))
+    first = client.xrange(stream_key(), "-", "+", count=1) if waiting else []
+    if not first:
+        return waiting, 0.0
+    entry_id = first[0][0]
+    ms = int((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)).split("-", 1)[0])
+    seconds, micros = client.time()
+    return waiting, max(0.0, seconds + micros / 1e6 - ms / 1000)
+
+
+class RecorderWatch:
+    """Warn in a worker's log while its records wait for a recorder longer than ``RECORDER_STALE_AFTER``.
+
+    With the record backend a run's result row reaches the table only when a
+    recorder (``taskdeck monitor``) reads its record. A worker started
+    without one, or whose recorder has died, stores every result in Redis
+    (``AsyncResult`` reads it) and nothing in the database: this says so in
+    the worker's own log, once when it starts and once when it ends. A
+    thread of the worker's main process looks every ``RECORDER_STALE_AFTER``
+    seconds: two Redis commands, no database.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        self.app = app
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="taskdeck-recorder-watch", daemon=True)
+
+    def run(self) -> None:
+        import redis
+
+        from taskdeck.results.writebehind import redis_url
+
+        interval = float(conf.monitor()["RECORDER_STALE_AFTER"])
+        client = redis.Redis.from_url(redis_url(self.app))
+        warned = False
+        while not self.stop.wait(interval):
+            try:
+                waiting, age = oldest_record_age(client)
+            except redis.RedisError as exc:
+                logger.debug("the records stream cannot be read (%s): looking again in %.0fs", exc, interval)
+                continue
+            if age > interval and not warned:
+                logger.warning(
+                    "no recorder has read the task records for %.0fs (%d waiting in Redis, %s): their "
+                    "results and runs reach the database only when one does. Run `taskdeck monitor` "
+                    "(`taskdeck up` runs one); AsyncResult reads the results from Redis meanwhile.",
+                    age,
+                    waiting,
+                    stream_key(),
+                )
+                warned = True
+            elif age <= interval and warned:
+                logger.info("a recorder reads the task records again (%d waiting)", waiting)
+                warned = False
+
+
+_watches: dict[int, RecorderWatch] = {}
+
+
+def connect() -> None:
+    """Watch the records of every worker whose result backend is the record one."""
+    from celery import signals
+
+    signals.worker_ready.connect(_start_watch, dispatch_uid="taskdeck.results.record.watch", weak=False)
+    signals.worker_shutdown.connect(_stop_watch, dispatch_uid="taskdeck.results.record.unwatch", weak=False)
+
+
+def _start_watch(sender: Any = None, **kwargs: Any) -> None:
+    app = getattr(sender, "app", None)
+    if (
+        app is None
+        or not isinstance(app.backend, RecordBackend)
+        or not conf.monitor()["RECORDER_STALE_AFTER"]
+    ):
+        return
+    watch = RecorderWatch(app)
+    watch.thread.start()
+    _watches[id(app)] = watch
+
+
+def _stop_watch(sender: Any = None, **kwargs: Any) -> None:
+    for watch in _watches.values():
+        watch.stop.set()
+    _watches.clear()

@@ -29,13 +29,17 @@ What the upsert keeps of the row already there:
 - everything else (status, result, traceback, meta, content type, date_done)
   is the new state's, as django-celery-results does;
 - except that a SUCCESS is never replaced by a state that is not ready
-  (STARTED, RETRY, PENDING, a custom ``update_state``): that one is ignored.
-  A retried task whose next attempt succeeded before the previous attempt
-  stored its RETRY, or a task delivered twice whose second run stores
-  STARTED, would otherwise turn a finished task back into an unfinished one,
-  and ``get()`` would wait forever. A ready state (SUCCESS, FAILURE,
-  REVOKED) replaces it, as django-celery-results does: a task run again
-  under the same id, or revoked after it succeeded, stores its later state.
+  (STARTED, RETRY, PENDING, a custom ``update_state``), nor any ready state
+  (FAILURE, REVOKED...) by a RETRY: that one is ignored. Celery sends a
+  retry's message before it stores the RETRY, so the next attempt can end
+  first: a retried task whose next attempt succeeded, or failed for the last
+  time, before the previous attempt stored its RETRY, or a task delivered
+  twice whose second run stores STARTED, would otherwise turn a finished
+  task back into an unfinished one, and ``get()`` would wait forever (seen:
+  a task with ``retry_jitter``, whose countdown drew 0 s, ended RETRY after
+  its FAILURE). A ready state (SUCCESS, FAILURE, REVOKED) replaces it, as
+  django-celery-results does: a task run again under the same id, or
+  revoked after it succeeded, stores its later state.
 """
 
 from __future__ import annotations
@@ -90,7 +94,31 @@ def supports_upsert(model: type[Model], using: str | None = None) -> bool:
 
 def replaces(before: str, after: str) -> bool:
     """Whether a state ``after`` stored over a stored ``before`` is kept (the rule above)."""
-    return before != FINAL or after in READY
+    if before == FINAL:
+        return after in READY
+    return not (before in READY and after == states.RETRY)
+
+
+def ship_flag(status: str) -> str:
+    """``ARGV`` of :data:`LUA_KEPT` for a state: ``1`` ready, ``r`` RETRY, ``0`` any other."""
+    return "1" if status in READY else "r" if status == states.RETRY else "0"
+
+
+#: Lua: ``kept(current, flag)``, whether the stored row ``current`` (JSON) stays
+#: over a state of :func:`ship_flag` ``flag`` (the rule above, for the rows in Redis).
+LUA_KEPT = (
+    "local READY = {"
+    + ", ".join(f"[{state!r}] = true" for state in READY)
+    + """}
+local function kept(current, flag)
+  if not current or flag == '1' then
+    return false
+  end
+  local status = cjson.decode(current)['status']
+  return status == 'SUCCESS' or (flag == 'r' and READY[status] == true)
+end
+"""
+)
 
 
 def upsert(
@@ -203,10 +231,12 @@ def _build(conn: BaseDatabaseWrapper, model: type[Model], count: int, in_order: 
         source = f"SELECT {names} FROM json_populate_recordset(NULL::{table}, %s::json)"
     else:
         source = f"VALUES {', '.join([row] * count)}"
+    status = columns["status"]
     sql = (
         f"INSERT INTO {table} ({names}) {source} "
         f"ON CONFLICT ({columns[CONFLICT_FIELD]}) DO UPDATE SET {', '.join(updates)} "
-        f"WHERE ({table}.{columns['status']} <> '{FINAL}' OR EXCLUDED.{columns['status']} IN ({ready}))"
+        f"WHERE ({table}.{status} <> '{FINAL}' OR EXCLUDED.{status} IN ({ready}))"
+        f" AND NOT ({table}.{status} IN ({ready}) AND EXCLUDED.{status} = '{states.RETRY}')"
     )
     if in_order:
         done = columns["date_done"]

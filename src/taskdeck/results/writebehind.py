@@ -76,18 +76,20 @@ CLEANUP_CHUNK = 1000
 #: A pending entry that is not a row: ``forget()`` of the task named.
 FORGET = "forget"
 
-# Store a state unless it is not ready (ARGV[3] == '0') and the task's stored
-# state is SUCCESS, as in the upsert. KEYS[1] meta, KEYS[2] pending; ARGV[1]
-# the row, ARGV[2] the TTL.
-_SHIP = """
-local current = redis.call('GET', KEYS[1])
-if current and ARGV[3] == '0' and cjson.decode(current)['status'] == 'SUCCESS' then
+# Store a state unless the task's stored one stays (upsert.LUA_KEPT, ARGV[3]
+# its upsert.ship_flag), as in the upsert. KEYS[1] meta, KEYS[2] pending;
+# ARGV[1] the row, ARGV[2] the TTL.
+_SHIP = (
+    upsert.LUA_KEPT
+    + """
+if ARGV[3] ~= '1' and kept(redis.call('GET', KEYS[1]), ARGV[3]) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 """
+)
 
 
 def redis_url(app: Any) -> str:
@@ -228,9 +230,9 @@ class WriteBehindBackend(DatabaseBackend):
 
     def ship(self, row: dict[str, Any]) -> None:
         """Store one state's row in Redis, for readers and for the flusher: one round trip."""
-        ready = "1" if row["status"] in upsert.READY else "0"
         self.script(_SHIP)(
-            [self.meta_key(row["task_id"]), self.pending_key()], [encode_row(row), self.ttl(), ready]
+            [self.meta_key(row["task_id"]), self.pending_key()],
+            [encode_row(row), self.ttl(), upsert.ship_flag(row["status"])],
         )
 
     def ttl(self) -> int:
@@ -290,6 +292,11 @@ class WriteBehindBackend(DatabaseBackend):
         row["date_created"] = started_at or now
         row["date_started"] = started_at
         return row
+
+    def stored_row(self, task_id: str) -> dict[str, Any] | None:
+        """The newest state's row as shipped (``TaskResult`` fields and more); None once gone from Redis."""
+        raw = self.redis().get(self.meta_key(task_id))
+        return None if raw is None else decode_row(raw)
 
     def _get_task_meta_for(self, task_id: str) -> Any:
         raw = self.redis().get(self.meta_key(task_id))

@@ -65,13 +65,39 @@ def record_enqueued(task_id: str, name: str, args: list[Any], kwargs: dict[str, 
 
 
 def read(backend: Any, result_id: str, using: str) -> Any:
-    """The framework's ``TaskResult`` of ``result_id``; ``TaskResultDoesNotExist`` if there is no row."""
+    """The framework's ``TaskResult`` of ``result_id``; ``TaskResultDoesNotExist`` if there is no row.
+
+    With a result backend that stores each state in Redis before the table
+    (the record and write-behind backends), the state there is the newer one:
+    it is read over the row, so a result is current the moment the task's
+    state is stored, not once the recorder has written its row.
+    """
+    from celery import current_app
     from django_celery_results.models import TaskResult as Row
 
     row = Row.objects.using(using).filter(task_id=result_id).first()
+    stored_row = getattr(current_app.backend, "stored_row", None)
+    newer = stored_row(result_id) if stored_row is not None else None
+    if newer:
+        row = _overlay(row, newer, Row)
     if row is None or not row.task_name:
         raise compat.TaskResultDoesNotExist(f"no result with id {result_id!r}")
     return from_row(backend, row)
+
+
+def _overlay(row: Any, newer: dict[str, Any], model: Any) -> Any:
+    """``row`` (or a new unsaved one) with the fields of the newer state stored in Redis.
+
+    The row's ``date_created`` (when it was enqueued) is kept: the stored
+    state's is when the task started.
+    """
+    fields = {f.attname for f in model._meta.concrete_fields} - {"id"}
+    if row is None:
+        return model(**{k: v for k, v in newer.items() if k in fields})
+    for name, value in newer.items():
+        if name in fields and name != "date_created" and (value is not None or name != "task_name"):
+            setattr(row, name, value)
+    return row
 
 
 def from_row(backend: Any, row: Any) -> Any:
