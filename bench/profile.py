@@ -116,7 +116,7 @@ def drain(
     from kombu import Connection
 
     from bench.brokers import queue_ready
-    from bench.throughput import APPS, client, result_backend, row_env
+    from bench.throughput import APPS, client, result_backend, row_env, runs_recorder
 
     env = row_env(key, url, database_url, args.tmp, args.redis_url)  # the record row's stream on RabbitMQ
     variant = dict(variant or {})
@@ -137,7 +137,7 @@ def drain(
     db = database_url.rsplit("/", 1)[1]
     with ExitStack() as stack, Connection(url) as conn:
         procs, recorder = [], None
-        if key.startswith("taskdeck") and key != "taskdeck-off":
+        if runs_recorder(key):
             argv = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
             if profiled:
                 argv[2:4] = ["bench.profile_recorder"]

@@ -96,6 +96,13 @@ RECORD = "taskdeck.results.record:RecordBackend"
 DIRECT = "taskdeck.results.backend:DatabaseBackend"
 #: The rows of the reference project (``-A core``); every one but ``taskdeck-off`` runs the recorder.
 STACK = ("taskdeck", "taskdeck-off", "taskdeck-direct", "taskdeck-wb", "taskdeck-rec")
+
+
+def runs_recorder(key: str) -> bool:
+    """Whether the row ``key`` runs the recorder beside its worker."""
+    return key in STACK and key != "taskdeck-off"
+
+
 APPS = {"bare": "bench.bare_defaults", "bare-knobs": "bench.bare", **dict.fromkeys(STACK, "core")}
 CLIENT_APPS = {
     "bare": "bench.bare_defaults:app",
@@ -196,7 +203,7 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
         procs = []
         if row.key in STACK:
             clear_runs(database_url)
-        if row.key in STACK and row.key != "taskdeck-off":
+        if runs_recorder(row.key):
             recorder = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
             procs.append(
                 stack.enter_context(running(recorder, env, args.logs / f"recorder-{row.broker}.log"))
@@ -218,7 +225,7 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
         busy, total = (b - a for a, b in zip(cpu, machine_cpu(), strict=True))
         row.drain.append(args.tasks / elapsed)
         row.busy.append(busy / total if total else 0.0)
-        if row.key in STACK and row.key != "taskdeck-off":
+        if runs_recorder(row.key):
             row.lags += recorder_lags(database_url, args.tasks, procs[0])
         row.latencies += client(row.key, env, "latency", args.latency)
 

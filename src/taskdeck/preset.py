@@ -68,9 +68,7 @@ def default_result_backend(broker_url: str, results_redis_url: str | None = None
     """
     from taskdeck import brokers
 
-    if results_redis_url:
-        return RECORD_BACKEND
-    if brokers.for_url(broker_url or "").name == "redis" and not broker_url.startswith("sentinel"):
+    if results_redis_url or brokers.is_plain_redis(broker_url or ""):
         return RECORD_BACKEND
     return DIRECT_BACKEND
 

@@ -45,7 +45,13 @@ def finished_run(task_id: str, starts: int = 0) -> TaskRun:
             return None
         return run
 
-    return wait_for(found, 90, f"run {task_id} recorded")
+    def seen() -> str:
+        run = TaskRun.objects.filter(task_id=task_id).first()
+        if run is None:
+            return f"run {task_id} recorded: no run yet"
+        return f"run {task_id} recorded: {run.state}, payload {bool(run.payload)}, marks {run.attempts}"
+
+    return wait_for(found, 90, seen)
 
 
 def test_retry_sends_the_captured_arguments_exactly_and_attempts_are_shown(

@@ -129,6 +129,11 @@ class Broker(Protocol):
         """
 
 
+def is_plain_redis(url: str) -> bool:
+    """Whether ``url`` is a Redis that redis-py connects to directly (Sentinel is not)."""
+    return for_url(url).name == "redis" and not url.lower().startswith("sentinel")
+
+
 def for_url(url: str) -> Broker:
     """The :class:`Broker` for a Celery broker URL."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()

@@ -175,6 +175,18 @@ def _text(encoded: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+def _start(task_id: str, at: float, worker: str, count: int | None, **fact: Any) -> list[RunFact]:
+    """An attempt's start: its ``started_ts`` and mark; its retry ``count`` as task-received gives it."""
+    out = [
+        RunFact(
+            task_id, "STARTED", at, column="started_ts", mark=attempts.mark("started", at, worker), **fact
+        )
+    ]
+    if count is not None:
+        out.append(RunFact(task_id, "STARTED", at, mark=attempts.mark("received", at, worker, retries=count)))
+    return out
+
+
 def _result_repr(row: dict[str, Any]) -> str:
     """The result's repr, or the exception's (``ValueError('boom')``), as the event would carry it."""
     if row.get("content_type") != "application/json" or not row.get("result"):
@@ -239,44 +251,18 @@ def facts(row: dict[str, Any], repr_limit: int = 1024, tb_limit: int = 16384) ->
         # the same marks a shipped STARTED record makes, so a run that has both keeps one of each.
         # Its retry count pairs the attempt with its end: a retry's next attempt can start before
         # the attempt before it stored its RETRY.
-        out.append(
-            RunFact(
-                task_id,
-                "STARTED",
-                started,
-                column="started_ts",
-                identity=identity,
-                mark=attempts.mark("started", started, worker),
-            )
-        )
-        if retries is not None:
-            out.append(
-                RunFact(
-                    task_id,
-                    "STARTED",
-                    started,
-                    mark=attempts.mark("received", started, worker, retries=retries),
-                )
-            )
+        out += _start(task_id, started, worker, retries, identity=identity)
     if status == "STARTED":
-        at = started or done
-        out.append(
-            RunFact(
-                task_id,
-                "STARTED",
-                at,
-                column="started_ts",
-                identity=identity,
-                attempt={"worker": worker},
-                retries=retries,
-                priority=priority,
-                mark=attempts.mark("started", at, worker),
-            )
+        out += _start(
+            task_id,
+            started or done,
+            worker,
+            retries,
+            identity=identity,
+            attempt={"worker": worker},
+            retries=retries,
+            priority=priority,
         )
-        if retries is not None:  # the attempt's retry count, as a task-received event gives it
-            out.append(
-                RunFact(task_id, "STARTED", at, mark=attempts.mark("received", at, worker, retries=retries))
-            )
         return out
     attempt: dict[str, Any] = {"worker": worker}
     if status == "SUCCESS":

@@ -79,6 +79,10 @@ class RecordBackend(WriteBehindBackend):
     """Results and monitor facts in one Redis stream (see the module docstring)."""
 
     uses_flusher = False
+    ship_script = _SHIP
+
+    def ship_key(self) -> str:
+        return stream_key()
 
     def ship(self, row: dict[str, Any]) -> None:
         """Store one state's record; while Redis does not answer, try again for ``SHIP_RETRY_FOR`` s.
@@ -95,7 +99,7 @@ class RecordBackend(WriteBehindBackend):
         delay, deadline = 0.1, time.monotonic() + SHIP_RETRY_FOR
         while True:
             try:
-                return self._ship_once(row)
+                return super().ship(row)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -108,12 +112,6 @@ class RecordBackend(WriteBehindBackend):
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-    def _ship_once(self, row: dict[str, Any]) -> None:
-        self.script(_SHIP)(
-            [self.meta_key(row["task_id"]), stream_key()],
-            [encode_row(row), self.ttl(), upsert.ship_flag(row["status"])],
-        )
 
     def _row(
         self,
@@ -166,15 +164,20 @@ class RecordBackend(WriteBehindBackend):
 
 
 def oldest_record_age(client: Any) -> tuple[int, float]:
-    """How many records wait in the stream, and how long the oldest has waited (s; Redis' clock)."""
-    waiting = int(client.xlen(stream_key()))
-    first = client.xrange(stream_key(), "-", "+", count=1) if waiting else []
+    """How many records wait in the stream, and how long the oldest has waited (s; Redis' clock).
+
+    ``XLEN``, ``XRANGE … COUNT 1`` and ``TIME`` in one round trip.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(stream_key())
+    pipe.xrange(stream_key(), "-", "+", count=1)
+    pipe.time()
+    waiting, first, (seconds, micros) = pipe.execute()
     if not first:
-        return waiting, 0.0
+        return int(waiting), 0.0
     entry_id = first[0][0]
     ms = int((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)).split("-", 1)[0])
-    seconds, micros = client.time()
-    return waiting, max(0.0, seconds + micros / 1e6 - ms / 1000)
+    return int(waiting), max(0.0, seconds + micros / 1e6 - ms / 1000)
 
 
 class RecorderWatch:
@@ -184,9 +187,10 @@ class RecorderWatch:
     recorder (``taskdeck monitor``) reads its record. A worker started
     without one, or whose recorder has died, stores every result in Redis
     (``AsyncResult`` reads it) and nothing in the database: this says so in
-    the worker's own log, once when it starts and once when it ends. A
-    thread of the worker's main process looks every ``RECORDER_STALE_AFTER``
-    seconds: two Redis commands, no database.
+    the worker's own log, once when records start to wait too long and once
+    when a recorder reads them again. A thread of the worker's main process
+    looks every ``RECORDER_STALE_AFTER`` seconds: one Redis round trip
+    (:func:`oldest_record_age`), no database.
     """
 
     def __init__(self, app: Any) -> None:

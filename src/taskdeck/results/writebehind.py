@@ -101,7 +101,7 @@ def redis_url(app: Any) -> str:
     if url:
         return str(url)
     broker = app.conf.broker_url or ""
-    if brokers.for_url(broker).name != "redis" or broker.startswith("sentinel"):
+    if not brokers.is_plain_redis(broker):
         raise ConfigurationError(
             f"the write-behind result backend keeps results in Redis, and the broker {broker!r} is "
             "not a Redis URL it can use: set TASKDECK['RESULTS']['REDIS_URL'] to a redis:// URL, "
@@ -200,6 +200,8 @@ class WriteBehindBackend(DatabaseBackend):
 
     #: Whether workers run a :mod:`~taskdeck.results.flusher` beside them for this backend.
     uses_flusher = True
+    #: The script that stores a state: the meta key, then :meth:`ship_key`.
+    ship_script = _SHIP
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -228,10 +230,14 @@ class WriteBehindBackend(DatabaseBackend):
             self._ship = Script(self.redis(), source)
         return self._ship
 
+    def ship_key(self) -> str:
+        """Where :attr:`ship_script` puts each state besides the meta key: the flusher's pending list."""
+        return self.pending_key()
+
     def ship(self, row: dict[str, Any]) -> None:
         """Store one state's row in Redis, for readers and for the flusher: one round trip."""
-        self.script(_SHIP)(
-            [self.meta_key(row["task_id"]), self.pending_key()],
+        self.script(self.ship_script)(
+            [self.meta_key(row["task_id"]), self.ship_key()],
             [encode_row(row), self.ttl(), upsert.ship_flag(row["status"])],
         )
 

@@ -86,18 +86,18 @@ def read(backend: Any, result_id: str, using: str) -> Any:
 
 
 def _overlay(row: Any, newer: dict[str, Any], model: Any) -> Any:
-    """``row`` (or a new unsaved one) with the fields of the newer state stored in Redis.
+    """An unsaved row: ``row`` (if any) merged with the newer state stored in Redis.
 
-    The row's ``date_created`` (when it was enqueued) is kept: the stored
-    state's is when the task started.
+    Merged as the upsert will write it (:func:`taskdeck.results.flusher.fold`):
+    the row's ``date_created`` (when it was enqueued) and the extended fields
+    the state leaves empty are kept.
     """
+    from taskdeck.results.flusher import fold
+
     fields = {f.attname for f in model._meta.concrete_fields} - {"id"}
-    if row is None:
-        return model(**{k: v for k, v in newer.items() if k in fields})
-    for name, value in newer.items():
-        if name in fields and name != "date_created" and (value is not None or name != "task_name"):
-            setattr(row, name, value)
-    return row
+    states = [newer] if row is None else [{name: getattr(row, name) for name in fields}, newer]
+    (merged,) = fold(states)
+    return model(**{k: v for k, v in merged.items() if k in fields})
 
 
 def from_row(backend: Any, row: Any) -> Any:
