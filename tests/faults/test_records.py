@@ -28,7 +28,7 @@ from taskdeck.monitor.records import GROUP
 from taskdeck.monitor.runs import WRITERS_LOCK
 from taskdeck.results import RECORD, record
 from taskdeck.results.record import RecordBackend
-from tests.faults.harness import busy, drained, kept_running, losses, report, settle
+from tests.faults.harness import broker_state, busy, drained, kept_running, losses, report, settle
 from tests.support import rollups
 from tests.support.ledger import work
 from tests.support.services import wait_for
@@ -70,6 +70,7 @@ def everything_written(ids: list[str], done: set[str]) -> bool:
     return counts["result_rows"] == counts["runs"] == counts["rollup_succeeded"] == len(done) == len(ids)
 
 
+@pytest.mark.timeout(600)  # the waits below, each bounded, add up to more than the default 300 s
 def test_worker_sigkill_and_recorder_kill_lose_no_record(broker, ledger, workers, recorders):
     client = redis.Redis.from_url(broker)
     first = workers(env=ENV, concurrency=2, name="doomed")
@@ -79,7 +80,7 @@ def test_worker_sigkill_and_recorder_kill_lose_no_record(broker, ledger, workers
     wait_for(lambda: busy(first.pool()), 60, "a pool process in the middle of a task")
     first.kill_group(signal.SIGKILL)  # main process and pool: nothing acknowledged after this
     first.popen.wait(30)
-    at_worker_kill = {"done": ledger.done_count(), "unacked": int(client.hlen("unacked")), **backlog(client)}
+    at_worker_kill = {"done": ledger.done_count(), **broker_state(client), **backlog(client)}
     workers(env=ENV, concurrency=2, name="heir")
 
     wait_for(lambda: ledger.done_count() >= 300, 120, "300 tasks done")
@@ -104,6 +105,7 @@ def test_worker_sigkill_and_recorder_kill_lose_no_record(broker, ledger, workers
         "catch_up_s": round(time.monotonic() - restarted, 1),
         **written(ids, done),
         "left_in_stream": backlog(client),
+        "broker_at_end": broker_state(client),
     }
     report("records-kills", counts)
     assert ended and tally["lost"] == 0, counts

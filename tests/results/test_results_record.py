@@ -8,11 +8,14 @@ worker or the recorder is killed.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import signal
 
 import pytest
 import redis
 from celery.result import AsyncResult
+from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from taskdeck.models import TaskRollup, TaskRun
@@ -137,3 +140,55 @@ def test_a_retry_stored_after_the_next_attempt_ended_is_ignored_in_redis(broker,
     assert ship(final) == final
     assert ship("RETRY") == final
     assert ship("STARTED") == ("SUCCESS" if final == "SUCCESS" else "STARTED")  # run again under its id
+    if backend_class == "record":  # each state's record goes to the recorder all the same
+        entries = redis.Redis.from_url(broker).xrange(STREAM)
+        assert [json.loads(fields[b"r"])["status"] for _, fields in entries] == [final, "RETRY", "STARTED"]
+
+
+def test_an_attempt_that_ends_after_the_next_one_keeps_its_place(broker, start_recorder):
+    """Celery sends a retry's next attempt before it stores the RETRY: under load the next attempt
+    (another process) can end first. The late RETRY changes no state, in Redis or in the tables,
+    and its attempt is shown all the same: three attempts, the first two retried."""
+    import uuid
+
+    from celery import current_app
+    from celery.app.task import Context
+
+    from taskdeck.monitor.attempts import attempts
+
+    backend = RecordBackend(app=current_app)
+    task_id = str(uuid.uuid4())
+
+    t0 = timezone.now()
+
+    def end(retries: int, state: str, started: float, done: float) -> None:
+        """Attempt ``retries + 1``, started and ended ``started`` and ``done`` seconds after t0."""
+        request = Context(
+            id=task_id,
+            task="tests.results.tasks.add",
+            args=[1, 2],
+            kwargs={},
+            hostname="w@h",
+            retries=retries,
+            delivery_info={"routing_key": "default"},
+        )
+        result = backend.encode_result(
+            3 if state == "SUCCESS" else ValueError(f"attempt {retries + 1}"), state
+        )
+        at, began = t0 + dt.timedelta(seconds=done), t0 + dt.timedelta(seconds=started)
+        backend.ship(backend._row(task_id, result, state, None, request, at, began))
+
+    end(0, "RETRY", 0.0, 0.1)
+    end(2, "SUCCESS", 0.3, 0.4)  # attempt 3, sent by attempt 2 before it stored its RETRY
+    end(1, "RETRY", 0.2, 0.25)  # stored last
+    assert backend.stored_row(task_id)["status"] == "SUCCESS"
+    start_recorder(env=ENV)
+    wait_for(lambda: TaskResult.objects.filter(task_id=task_id).exists(), 60, "the result row")
+    wait_for(lambda: redis.Redis.from_url(broker).xlen(STREAM) == 0, 60, "every record written")
+    assert TaskResult.objects.get(task_id=task_id).status == "SUCCESS"
+    run = TaskRun.objects.get(task_id=task_id)
+    shown = [(a["number"], a["state"]) for a in attempts(run.attempts)]
+    assert (run.state, run.retries, shown) == ("SUCCESS", 2, [(1, "RETRY"), (2, "RETRY"), (3, "SUCCESS")]), (
+        run.attempts
+    )
+    assert sum(r.retried for r in TaskRollup.objects.filter(name="tests.results.tasks.add")) == 2

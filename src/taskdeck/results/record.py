@@ -54,17 +54,20 @@ SHIP_RETRY_FOR = 30.0
 #: The stream entry's one field.
 FIELD = "r"
 
-# Store a state unless the task's stored one stays (upsert.LUA_KEPT, ARGV[3]
-# its upsert.ship_flag), as the upsert does. KEYS[1] meta, KEYS[2] stream;
-# ARGV[1] the record, ARGV[2] the TTL.
+# Append the record; store its state for readers unless the task's stored one
+# stays (upsert.LUA_KEPT, ARGV[3] its upsert.ship_flag), as the upsert does.
+# A record whose state does not replace the stored one still goes to the
+# stream: it holds its attempt's facts (a retry's RETRY stored after the next
+# attempt's SUCCESS is that attempt's end), and the recorder applies the same
+# rule to the rows. KEYS[1] meta, KEYS[2] stream; ARGV[1] the record, ARGV[2] the TTL.
 _SHIP = (
     upsert.LUA_KEPT
     + """
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
 if ARGV[3] ~= '1' and kept(redis.call('GET', KEYS[1]), ARGV[3]) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
 return 1
 """
 )
