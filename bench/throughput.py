@@ -13,21 +13,26 @@ Rows, each with a worker ``-P prefork -c 2`` of its own, on a broker of its own
   acks on receipt, no events, results ignored. Every ratio is to this row.
 - ``bare + taskdeck worker settings``: the same app with late acks and
   prefetch 1 (bench/bare.py), what taskdeck's priority defaults cost alone.
-- ``taskdeck``: the reference project as shipped (``-A core``): results in
-  PostgreSQL through taskdeck's backend, task and sent events on, and the
-  recorder (``taskdeck monitor``) running and writing them.
-- ``taskdeck-wb``: the same with the write-behind backend (Redis brokers only).
-- ``taskdeck-rec``: the same with one record per task run
-  (``taskdeck.results.record``): no worker task events, the recorder writes
-  results, runs and rollups from the records' stream (on RabbitMQ the stream
-  is in the bench's Redis).
+- ``taskdeck``: the reference project as shipped (``-A core``, no backend
+  named): on Redis one record per task run (``taskdeck.results.record``: no
+  worker task events, the recorder writes results, runs and rollups from the
+  records' stream); on RabbitMQ the direct backend (results in PostgreSQL)
+  with task events. The recorder (``taskdeck monitor``) runs beside it.
+- ``taskdeck-off``: the same with no recorder running: what monitoring costs.
+- ``taskdeck-direct``: the direct backend with task events (Redis; on
+  RabbitMQ it is the row as shipped); ``taskdeck-wb``: the write-behind
+  backend (Redis only).
+- ``taskdeck-rec`` (RabbitMQ only): one record per task run, the stream in
+  the bench's Redis (``TASKDECK_RESULTS_REDIS_URL``).
 - ``dramatiq``, ``huey`` (Redis only): the same noop on Dramatiq and Huey,
   two worker processes each, as references (bench/references.py); a
   reference that cannot run is marked with why, and the bench goes on.
 
 Taskdeck rows also print the recorder's lag: for every run of the pass, the
 time from its end (``finished_at``) to its run row's last write
-(``updated_at``), p99 over the passes.
+(``updated_at``), p99 over the passes. The recorder is started, and has
+beaten its first heartbeat, before the first task is sent, as a recorder
+that runs all the time would be.
 
 ``--rows bare,taskdeck,huey`` runs a subset (bare always). For each:
 **enqueue** — N noop tasks published by the row's own app in one process
@@ -51,6 +56,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +211,12 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
             clear_runs(database_url)
         if runs_recorder(row.key):
             recorder = [sys.executable, "-m", "taskdeck.monitor", "monitor", "-A", "core", "-l", "warning"]
-            procs.append(
-                stack.enter_context(running(recorder, env, args.logs / f"recorder-{row.broker}.log"))
-            )
+            recorder_log = args.logs / f"recorder-{row.broker}.log"
+            procs.append(stack.enter_context(running(recorder, env, recorder_log)))
+            # Running before the first task is sent, as in production: the lag is the steady
+            # state's, not the recorder's start (its imports and reconcile take seconds here).
+            ready = partial(recorder_ready, database_url, procs[0].pid)
+            wait_until(ready, 120, "the recorder to start", procs, recorder_log)
         row.enqueue.append(client(row.key, env, "enqueue", args.tasks))
         ready = queue_ready(conn, QUEUE)
         if ready != args.tasks:
@@ -228,6 +237,18 @@ def one_pass(row: Row, url: str, database_url: str, args: argparse.Namespace) ->
         if runs_recorder(row.key):
             row.lags += recorder_lags(database_url, args.tasks, procs[0])
         row.latencies += client(row.key, env, "latency", args.latency)
+
+
+def recorder_ready(database_url: str, pid: int) -> bool:
+    """Whether the recorder ``pid`` has started and beaten its first heartbeat (asked 10 times a second)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as db:
+        sql = "SELECT 1 FROM taskdeck_recorderstate WHERE pid = %s AND heartbeat_at IS NOT NULL"
+        if db.execute(sql, [pid]).fetchone():
+            return True
+    time.sleep(0.1)
+    return False
 
 
 def clear_runs(database_url: str) -> None:

@@ -137,6 +137,12 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # capture thread blocks when it is full, so memory stays bounded).
     "BATCH_SIZE": 1000,
     "FLUSH_INTERVAL": 0.5,
+    # Recorder, records (taskdeck.results.record): a read that finds fewer than
+    # BATCH_SIZE records waits until the oldest is RECORD_LINGER seconds old
+    # and takes what came meanwhile: a batch costs nearly as much to write
+    # small as full, so fewer, fuller batches (adds at most this to the lag;
+    # docs/monitoring.md has the figures).
+    "RECORD_LINGER": 0.5,
     "BUFFER": 20000,
     # RabbitMQ: each recorder (by --name) consumes a durable event queue of its
     # own that outlives a restart, so events sent while it is down wait for it:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import time
 
 import pytest
 import redis
@@ -192,3 +193,33 @@ def test_an_attempt_that_ends_after_the_next_one_keeps_its_place(broker, start_r
         run.attempts
     )
     assert sum(r.retried for r in TaskRollup.objects.filter(name="tests.results.tasks.add")) == 2
+
+
+def test_records_that_trickle_in_are_written_together(broker, start_recorder):
+    """A recorder that finds a few records waits for more (``MONITOR["RECORD_LINGER"]``, 0.5 s)
+    before it writes them: ten records sent 30 ms apart go in one or two batches, not ten
+    (each batch stamps its runs' ``updated_at`` once)."""
+    import uuid
+
+    from celery import current_app
+    from celery.app.task import Context
+
+    backend = RecordBackend(app=current_app)
+
+    def ship() -> str:
+        task_id = str(uuid.uuid4())
+        request = Context(id=task_id, task="tests.results.tasks.add", args=[1, 2], kwargs={}, hostname="w@h")
+        backend.store_result(task_id, 3, "SUCCESS", request=request)
+        return task_id
+
+    start_recorder(env=ENV)
+    first = ship()
+    wait_for(lambda: TaskRun.objects.filter(task_id=first).exists(), 60, "the recorder to write a run")
+    ids = []
+    for _ in range(10):
+        ids.append(ship())
+        time.sleep(0.03)
+    runs = TaskRun.objects.filter(task_id__in=ids)
+    wait_for(lambda: runs.count() == len(ids), 60, "the ten runs")
+    batches = set(runs.values_list("updated_at", flat=True))
+    assert len(batches) <= 3, sorted(batches)

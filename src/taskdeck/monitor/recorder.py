@@ -380,10 +380,18 @@ class Recorder:
         """Read one batch of records (or claim a dead consumer's) and write it; how many were read."""
         assert self.records is not None
         try:
+            size = self.settings["BATCH_SIZE"]
             if claim:
-                records = self.records.claim(self.settings["BATCH_SIZE"])
+                records = self.records.claim(size)
             else:
-                records = self.records.read(self.settings["BATCH_SIZE"], wait)
+                records = self.records.read(size, wait)
+                linger = float(self.settings["RECORD_LINGER"] or 0)
+                if records and len(records) < size and linger > 0:
+                    # A batch's fixed cost (a transaction, a statement per table) is most of a
+                    # small one's: take what comes until the oldest record is `linger` old.
+                    oldest = min(r.timestamp for r in records)
+                    if not self.stopping.wait(min(max(oldest + linger - time.time(), 0.0), linger)):
+                        records += self.records.read(size - len(records), 0)
         except Exception:  # noqa: BLE001 - Redis down or restarting: the records wait in the stream
             self._log_error("records.read")
             self.stopping.wait(max(wait, 0.5))
