@@ -376,7 +376,7 @@ def run_child(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         "DATABASE_URL": url,
         "DJANGO_DEBUG": "0",
         "DJANGO_ALLOWED_HOSTS": "testserver",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),  # this checkout's taskdeck
     }
     argv = [sys.executable, "-m", "bench.dashboard", "--child", url, "--rows", str(args.rows)]
     argv += ["--repeat", str(args.repeat)] + (["--reuse"] if args.reuse else [])

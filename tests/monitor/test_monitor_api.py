@@ -162,3 +162,43 @@ def test_stats_read_the_charts_steps_from_the_coarse_rollups(staff_client, recor
     ROLLUPS[0].objects.all().delete()
     caches["default"].clear()
     assert staff_client.get("/taskdeck/api/stats", {"window": 7 * 86400}).json()["finished"] == finished
+
+
+def test_a_tasks_workflow_lists_each_run_in_brief_as_the_list_shows_it(staff_client):
+    """``api/tasks/<id>``'s workflow: each run's ``WorkflowRun`` fields, valued as ``api/tasks``
+    gives them (the lists are built from the columns unvalidated: up to 2,000 runs)."""
+    from taskdeck.api.schemas import WORKFLOW_FIELDS
+
+    now = timezone.now()
+
+    def run(task_id: str, **links: str) -> None:
+        TaskRun.objects.create(
+            task_id=task_id,
+            name="catalog.tasks.resize_image",
+            state="SUCCESS",
+            queue="low_priority",
+            worker="w1@h",
+            retries=1,
+            first_seen_at=now,
+            state_at=now.timestamp(),
+            started_at=now - dt.timedelta(seconds=2),
+            finished_at=now - dt.timedelta(seconds=1, microseconds=123456),
+            runtime=0.875,
+            args="(1,)",
+            **links,
+        )
+
+    run("root-1", root_id="root-1")
+    for i in range(3):
+        run(f"member-{i}", parent_id="root-1", root_id="root-1", group_id="group-1")
+    listed = {t["task_id"]: t for t in staff_client.get("/taskdeck/api/tasks").json()["items"]}
+    brief = {i: {k: t[k] for k in WORKFLOW_FIELDS} for i, t in listed.items()}
+
+    flow = staff_client.get("/taskdeck/api/tasks/member-1").json()["workflow"]
+    assert flow["parent"] == brief["root-1"]
+    assert flow["group"] == [brief[f"member-{i}"] for i in range(3)]
+    assert flow["tree"] == [brief["root-1"], *(brief[f"member-{i}"] for i in range(3))]
+    assert flow["children"] == []
+    root = staff_client.get("/taskdeck/api/tasks/root-1").json()
+    assert root["workflow"]["children"] == [brief[f"member-{i}"] for i in range(3)]
+    assert root["args"] == "(1,)" and "args" not in flow["group"][0]

@@ -55,12 +55,40 @@ class TimelineEntry(Schema):
     detail: str = ""
 
 
+class WorkflowRun(Schema):
+    """A run of a workflow in brief (its whole record: ``GET tasks/{task_id}``)."""
+
+    task_id: str
+    name: str
+    state: str
+    queue: str
+    worker: str
+    retries: int
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    runtime: float | None
+    parent_id: str
+    root_id: str
+    group_id: str
+
+    @classmethod
+    def brief(cls, run: Any) -> WorkflowRun:
+        """``run`` (a ``TaskRun`` with :data:`WORKFLOW_FIELDS`) as it is, unvalidated: the columns' types."""
+        return cls.model_construct(**{name: getattr(run, name) for name in WORKFLOW_FIELDS})
+
+
+#: The run columns a :class:`WorkflowRun` reads.
+WORKFLOW_FIELDS = tuple(WorkflowRun.model_fields)
+
+
 class Workflow(Schema):
-    parent: TaskOut | None
-    children: list[TaskOut]
-    group: list[TaskOut]
-    #: Every run under the same root (chains, chord header and callback), oldest first.
-    tree: list[TaskOut]
+    """Up to 500 runs in each list, oldest first."""
+
+    parent: WorkflowRun | None
+    children: list[WorkflowRun]
+    group: list[WorkflowRun]
+    #: Every run under the same root (chains, chord header and callback).
+    tree: list[WorkflowRun]
 
 
 class PayloadOut(Schema):
