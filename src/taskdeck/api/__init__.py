@@ -111,10 +111,14 @@ def get_task(request, task_id: str):
     run.workflow = {"parent": None, "children": [], "group": [], "tree": []}  # type: ignore[attr-defined]
     detail = schemas.TaskDetail.model_validate(run)
     # Up to 2,000 workflow runs: built from the columns as read, not validated one attribute at a
-    # time (ninja returns a TaskDetail as it is): 5 times less CPU for a run of a 2,000-run group.
+    # time (ninja returns a TaskDetail as it is): half the CPU for a run of a 2,000-run group.
     brief = {k: [schemas.WorkflowRun.brief(r) for r in v] for k, v in flow.items()}
-    brief["parent"] = brief["parent"][0] if brief["parent"] else None
-    detail.workflow = schemas.Workflow.model_construct(**brief)
+    detail.workflow = schemas.Workflow.model_construct(
+        parent=brief["parent"][0] if brief["parent"] else None,
+        children=brief["children"],
+        group=brief["group"],
+        tree=brief["tree"],
+    )
     return detail
 
 
