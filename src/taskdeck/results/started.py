@@ -48,12 +48,14 @@ class StartedStates:
         self._thread: threading.Thread | None = None
         # When the thread wakes by itself (time.monotonic()); inf while it waits for work.
         self._sleeping_until = float("inf")
+        self._last_due = float("-inf")  # the last hold's due time
 
     def hold(self, task_id: str, started_at: datetime, delay: float, write: Callable[[], Any]) -> None:
         """Write the STARTED of ``task_id`` (``write()``) in ``delay`` seconds, unless :meth:`release`d."""
         with self._cond:
             due = time.monotonic() + delay
             self._held[task_id] = Held(due, started_at, write)
+            self._last_due = due
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="taskdeck-started", daemon=True)
                 self._thread.start()
@@ -93,14 +95,22 @@ class StartedStates:
     def _next_due(self) -> tuple[str, Held]:
         """Wait for the earliest held STARTED to fall due and take it; call with the lock held."""
         while True:
+            now = time.monotonic()
             if self._held:
                 task_id, held = min(self._held.items(), key=lambda item: item[1].due)
-                left = held.due - time.monotonic()
-                if left <= 0:
+                if held.due <= now:
                     del self._held[task_id]
                     return task_id, held
                 self._sleeping_until = held.due
-                self._cond.wait(left)
+                self._cond.wait(held.due - now)
+            elif self._last_due > now:
+                # Nothing held, but a task was a moment ago: on a busy process the next is about
+                # to be. Waking by itself when the last would have fallen due, instead of waiting
+                # to be woken, spares a wake-up and two thread switches per task (measured: every
+                # hold woke the thread, which ran during the task's own store, found the task
+                # released, and waited to be woken again).
+                self._sleeping_until = self._last_due
+                self._cond.wait(self._last_due - now)
             else:
                 self._sleeping_until = float("inf")
                 self._cond.wait()
