@@ -106,3 +106,28 @@ def test_without_it_kombu_raises_attribute_error_there(broker: str) -> None:
     """The control: kombu's own channel raises what stops a worker (``Unrecoverable error``)."""
     raised, _ = _close_after_the_connection_let_go(broker, reuse=False)
     assert isinstance(raised, AttributeError) and "hostname" in str(raised)
+
+
+def test_a_producer_sends_tasks_and_their_sent_events_with_one_client(broker: str) -> None:
+    """taskdeck's task sender: the message and its task-sent event, for every task, on one client
+    (kombu makes one per publish: two a task, each dearer than the LPUSH it sends)."""
+    from celery import current_app
+
+    with current_app.producer_or_acquire() as producer:
+        channel = producer.channel
+        made = []
+        client_class = channel.Client
+
+        def counting_client(**kwargs: Any) -> Any:
+            made.append(kwargs)
+            return client_class(**kwargs)
+
+        channel.Client = counting_client
+        for i in range(30):
+            current_app.send_task(
+                "tests.support.ledger.work", args=(i, 0), queue="reuse-sent", producer=producer
+            )
+    assert current_app.conf.task_send_sent_event
+    client = redis.Redis.from_url(broker)
+    assert sum(client.llen(key) for key in client.keys("reuse-sent*")) == 30
+    assert len(made) <= 1, len(made)

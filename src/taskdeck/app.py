@@ -124,6 +124,14 @@ class TaskProducer(Producer):
         return prepared
 
 
+def _reuse_redis_client(channel: Any) -> None:
+    """A kombu Redis channel reuses one client (:mod:`taskdeck.brokers.redis_client`); others are left."""
+    if type(channel).__module__ == "kombu.transport.redis":  # redis-py is installed: it made the channel
+        from taskdeck.brokers.redis_client import reuse_client
+
+        reuse_client(channel)
+
+
 #: The repr text of arguments whose redaction failed.
 NOT_SHOWN = "'[not shown: the payload capture failed]'"
 
@@ -192,6 +200,10 @@ class AMQP(CeleryAMQP):
         send = super()._create_task_sender()
 
         def send_task_message(producer: Any, name: str, message: Any, **kwargs: Any) -> Any:
+            # The message and its task-sent event go out on the producer's channel: on Redis, one
+            # client for both and for every message after them (kombu makes two a task). A channel
+            # not made yet is left to kombu's publish, which connects with its retry policy.
+            _reuse_redis_client(getattr(producer, "_channel", None))
             if isinstance(message.headers, dict):
                 # The publish time, for the run's wait time (taskdeck.results.record):
                 # in the message itself, so no task-sent event is needed for it.

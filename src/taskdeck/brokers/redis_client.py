@@ -1,4 +1,4 @@
-"""Redis workers: one redis-py client per channel for the acknowledgement bookkeeping, not two per task.
+"""Redis workers and producers: one redis-py client per channel, not one or two per task.
 
 kombu's Redis channel makes a new ``redis.Redis`` client, on its one
 connection pool, for each command it sends outside its consumer loop; a
@@ -12,7 +12,9 @@ than the rest of a noop task's bookkeeping in that process
 
 :class:`ReuseRedisClient` gives the task consumer's channel one client,
 made the first time one is needed and made again if the channel's pool is
-replaced. A client holds no connection of its own: each command takes one
+replaced; taskdeck's task sender does the same for each producer's channel
+(kombu makes a client per publish: the message and its task-sent event, two
+a task). A client holds no connection of its own: each command takes one
 from the pool and gives it back, as with a new client, so nothing else
 changes; the channel's asynchronous client (the consumer loop's
 ``BRPOP``) is kombu's, untouched. Other transports are left alone.
