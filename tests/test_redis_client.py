@@ -10,6 +10,19 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from taskdeck.brokers.redis_client import reuse_client
 
 
+def count_clients(channel: Any) -> list[Any]:
+    """The redis-py clients ``channel`` makes from now on (one entry each)."""
+    made: list[Any] = []
+    client_class = channel.Client
+
+    def counting_client(**kwargs: Any) -> Any:
+        made.append(kwargs)
+        return client_class(**kwargs)
+
+    channel.Client = counting_client
+    return made
+
+
 def _deliver_and_ack(url: str, n: int, reuse: bool) -> tuple[int, int, Any]:
     """Publish ``n`` messages and consume and ack them on one channel; (clients made, delivered, unacked)."""
     queue = Queue("reuse", Exchange("reuse", type="direct"), routing_key="reuse")
@@ -18,14 +31,7 @@ def _deliver_and_ack(url: str, n: int, reuse: bool) -> tuple[int, int, Any]:
         for i in range(n):
             producer.publish({"i": i}, exchange=queue.exchange, routing_key="reuse", declare=[queue])
         channel = conn.channel()
-        made = []
-        client_class = channel.Client
-
-        def counting_client(**kwargs: Any) -> Any:
-            made.append(kwargs)
-            return client_class(**kwargs)
-
-        channel.Client = counting_client
+        made = count_clients(channel)
         if reuse:
             assert reuse_client(channel)
         delivered: list[int] = []
@@ -115,14 +121,7 @@ def test_a_producer_sends_tasks_and_their_sent_events_with_one_client(broker: st
 
     with current_app.producer_or_acquire() as producer:
         channel = producer.channel
-        made = []
-        client_class = channel.Client
-
-        def counting_client(**kwargs: Any) -> Any:
-            made.append(kwargs)
-            return client_class(**kwargs)
-
-        channel.Client = counting_client
+        made = count_clients(channel)
         for i in range(30):
             current_app.send_task(
                 "tests.support.ledger.work", args=(i, 0), queue="reuse-sent", producer=producer
