@@ -362,9 +362,9 @@ def table_bytes(database: str) -> int:
 def empty_tables() -> None:
     from django.db import connection
 
-    from taskdeck.models import ROLLUPS, RecorderState, TaskRun, TaskTotal
+    from taskdeck.models import EVERY_ROLLUP, RecorderState, TaskRun, TaskTotal
 
-    models: list[Any] = [TaskRun, *ROLLUPS, TaskTotal, RecorderState]
+    models: list[Any] = [TaskRun, *EVERY_ROLLUP, TaskTotal, RecorderState]
     tables = [m._meta.db_table for m in models]
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(tables)}, django_celery_results_taskresult")

@@ -8,13 +8,14 @@ A smaller companion of bench/dashboard.py for the chart endpoint alone. Run
 
 1. Charts: the rollups of bench/dashboard_data.py's million runs over 7 days
    (every table, no runs), then ``window_series`` for 1 h, 6 h, 24 h and 7 d
-   with the cache emptied before each call, once reading the per-minute rows
-   (as before the coarse tables) and once the table it picks. Printed: rows
-   read and p50/p95 in ms. No HTTP request around it (bench/dashboard.py
-   measures whole requests).
+   with the cache emptied before each call, reading the per-minute rows (as
+   before the coarse tables), the coarse table per task name and queue it
+   picks (as before the tables of every task), and that table's rows of every
+   task (as it reads now). Printed: rows read and p50/p95 in ms. No HTTP
+   request around it (bench/dashboard.py measures whole requests).
 2. Recorder: the rollups subscriber fed batches of 250 finished runs (the
-   recorder's 1,000-event batch), writing the per-minute table only and then
-   every table; p50/p95 ms per batch.
+   recorder's 1,000-event batch), writing the per-minute table only, then
+   every table per task name and queue, then every table; p50/p95 ms per batch.
 """
 
 from __future__ import annotations
@@ -48,27 +49,32 @@ def charts(rows: int, repeat: int) -> None:
 
     from bench import dashboard_data
     from taskdeck import conf
-    from taskdeck.models import ROLLUPS, TaskRollup
+    from taskdeck.models import ALL_TASKS, EVERY_ROLLUP, TaskRollup
     from taskdeck.monitor import series
 
     now = timezone.now()
-    for model in ROLLUPS:
+    for model in EVERY_ROLLUP:
         model.objects.all().delete()
     sums = dashboard_data.rollup_sums()
     for run in dashboard_data.runs(rows, 7.0, now):
         dashboard_data.add_run(sums, run)
     dashboard_data.write_rollups(sums)
-    print(", ".join(f"{m.__name__}: {m.objects.count():,} rows" for m in ROLLUPS))
+    print(", ".join(f"{m.__name__}: {m.objects.count():,} rows" for m in EVERY_ROLLUP))
     cache = caches[conf.monitor()["SERIES_CACHE"]]
     print("\n| window | table | rows read | p50 ms | p95 ms |\n|---|---|---:|---:|---:|")
     for label, window in WINDOWS:
         step = series.step_for(window)
-        for model in dict.fromkeys((TaskRollup, series.table_for(step))):
+        coarse = series.table_for(step)
+        for model in dict.fromkeys((TaskRollup, coarse, ALL_TASKS[coarse])):
             end = math.ceil(now.timestamp() / step) * step  # the window's buckets, as window_series cuts them
             since = dt.datetime.fromtimestamp(end - math.ceil(window / step) * step, dt.UTC)
             read = model.objects.window(since).count()
             samples = []
-            with mock.patch.object(series, "table_for", lambda step, model=model: model):
+            # The table of every task read in place of the one table_for gives: ``model`` itself.
+            with (
+                mock.patch.object(series, "table_for", lambda step, model=model: model),
+                mock.patch.object(series, "ALL_TASKS", {model: model}),
+            ):
                 for _ in range(repeat):
                     cache.clear()
                     started = time.perf_counter()
@@ -78,7 +84,7 @@ def charts(rows: int, repeat: int) -> None:
 
 
 def recorder(batches: int) -> None:
-    from taskdeck.models import ROLLUPS, TaskRollup
+    from taskdeck.models import EVERY_ROLLUP, ROLLUPS, TaskRollup
     from taskdeck.monitor import rollups
     from taskdeck.monitor.subscribers import RunChange
 
@@ -102,12 +108,12 @@ def recorder(batches: int) -> None:
         return out
 
     print("\n| tables written | p50 ms | p95 ms (per batch of 250 runs) |\n|---|---:|---:|")
-    for tables in ((TaskRollup,), ROLLUPS):
-        for model in ROLLUPS:
+    for tables in ((TaskRollup,), ROLLUPS, EVERY_ROLLUP):
+        for model in EVERY_ROLLUP:
             model.objects.all().delete()
         subscriber = rollups.Rollups()
         samples = []
-        with mock.patch.object(rollups, "ROLLUPS", tables):
+        with mock.patch.object(rollups, "EVERY_ROLLUP", tables):
             for n in range(batches):
                 changes = batch(n)
                 started = time.perf_counter()

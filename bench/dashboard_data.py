@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from taskdeck.models import ROLLUPS, QueueSample, Rollup, TaskRun, Worker
+from taskdeck.models import ALL_TASKS, EVERY_ROLLUP, QueueSample, Rollup, TaskRun, Worker
 from taskdeck.monitor import histogram
 
 # name, queue, weight, failure rate, median runtime (s)
@@ -160,7 +160,7 @@ def _dt(ts: float) -> dt.datetime:
 def fill(count: int, days: float = 7.0, samples: bool = True) -> dict[str, int]:
     """Empty the monitor's tables and fill them; returns the row count of each."""
     now = timezone.now()
-    for model in (TaskRun, *ROLLUPS, QueueSample, Worker):
+    for model in (TaskRun, *EVERY_ROLLUP, QueueSample, Worker):
         model.objects.all().delete()
     sums = rollup_sums()
     batch: list[tuple[Any, ...]] = []
@@ -206,7 +206,12 @@ def fill(count: int, days: float = 7.0, samples: bool = True) -> dict[str, int]:
         )
     return {
         "runs": TaskRun.objects.count(),
-        **{f"rollups per {model.period_field}": model.objects.count() for model in ROLLUPS},
+        **{
+            f"rollups{' of every task' if model in ALL_TASKS.values() else ''} per {model.period_field}": (
+                model.objects.count()
+            )
+            for model in EVERY_ROLLUP
+        },
         "samples": QueueSample.objects.count(),
     }
 
@@ -215,18 +220,20 @@ Sums = dict[type[Rollup], dict[tuple[int, str, str], dict[str, Any]]]
 
 
 def rollup_sums() -> Sums:
-    return {model: {} for model in ROLLUPS}
+    return {model: {} for model in EVERY_ROLLUP}
 
 
 def add_run(sums: Sums, row: tuple[Any, ...]) -> None:
-    """Count a run (a tuple of :func:`runs`) in the row of its period of every rollup table."""
+    """Count a run (a tuple of :func:`runs`) in the row of its period of every rollup table
+    (in a table of every task, the row without name and queue)."""
     state, finished = row[2], row[18]
     if finished is None:
         return
     stamp = int(finished.timestamp())
+    every_task = ALL_TASKS.values()
     for model, rows in sums.items():
         acc = rows.setdefault(
-            (stamp - stamp % model.period, row[1], row[4]),
+            (stamp - stamp % model.period, *(("", "") if model in every_task else (row[1], row[4]))),
             {"succeeded": 0, "failed": 0, "revoked": 0, "retried": 0, "runtime": {}, "wait": {}},
         )
         acc[{"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked"}[state]] += 1

@@ -198,7 +198,7 @@ def checking(runs: int, rounds: int = 3) -> None:
     (taskdeck.monitor.validation) and then writes. Same batches, alternated.
     """
     from taskdeck import conf
-    from taskdeck.models import ROLLUPS, RecorderState, TaskRun, TaskTotal
+    from taskdeck.models import EVERY_ROLLUP, RecorderState, TaskRun, TaskTotal
     from taskdeck.monitor.recorder import Recorder
     from taskdeck.monitor.rollups import Rollups, Totals
     from taskdeck.monitor.runs import RunWriter
@@ -218,7 +218,7 @@ def checking(runs: int, rounds: int = 3) -> None:
     seconds = {"write": 0.0, "process": 0.0}
     check_seconds, events_done = 0.0, 0
     for round_ in range(rounds):
-        for model in (TaskRun, *ROLLUPS, TaskTotal):
+        for model in (TaskRun, *EVERY_ROLLUP, TaskTotal):
             model.objects.all().delete()
         for _ in range(0, runs, batch):
             for step in ("write", "process") if round_ % 2 == 0 else ("process", "write"):
@@ -245,13 +245,13 @@ def memory(points: list[int]) -> None:
     from django.db import reset_queries
 
     from taskdeck import conf
-    from taskdeck.models import ROLLUPS, TaskRun, TaskTotal
+    from taskdeck.models import EVERY_ROLLUP, TaskRun, TaskTotal
     from taskdeck.monitor.merge import fact_from_event
     from taskdeck.monitor.rollups import Rollups, Totals
     from taskdeck.monitor.runs import RunWriter
     from taskdeck.monitor.workers import Workers
 
-    for model in (TaskRun, *ROLLUPS, TaskTotal):
+    for model in (TaskRun, *EVERY_ROLLUP, TaskTotal):
         model.objects.all().delete()
     writer, subs = RunWriter(), [Workers(), Rollups(), Totals(conf.monitor()["METRICS_BUCKETS"])]
     base = time.time() - 3600

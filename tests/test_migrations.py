@@ -1,4 +1,5 @@
-"""The migrations match the models; 0003 and `rebuild-rollups` fill the coarse rollups from the minutes."""
+"""The migrations match the models; 0003 and `rebuild-rollups` fill the coarse rollups from the minutes,
+0013 the rollups of every task from those per task."""
 
 from __future__ import annotations
 
@@ -74,7 +75,9 @@ def test_rebuild_rollups_recomputes_the_coarse_rows_from_the_minutes(capsys):
     oldest = TaskRollupHour.objects.create(hour=hour, name="b", queue="q", succeeded=7)  # pruned minutes
 
     assert main(["rebuild-rollups"]) == 0
-    assert "rebuilt 3 hours: 7 quarter-hour rows, 5 hour rows" in capsys.readouterr().out
+    # Of every task: 7 minutes, 6 quarter hours, 3 hours.
+    out = capsys.readouterr().out
+    assert "rebuilt 3 hours: 7 quarter-hour rows, 5 hour rows, 16 rows of every task" in out
     # The hour of the oldest minute is left as it was: retention may have cut its minutes.
     assert list(TaskRollupHour.objects.filter(hour=hour).values_list("succeeded", flat=True)) == [7]
     oldest.delete()
@@ -86,3 +89,61 @@ def test_rebuild_rollups_recomputes_the_coarse_rows_from_the_minutes(capsys):
     assert main(["rebuild-rollups", "--since", "2026-11-24T12:00"]) == 0
     assert "rebuilt 1 hours" in capsys.readouterr().out
     assert rollups.rows(TaskRollupHour) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rollups_of_every_task_are_filled_each_from_its_periods_rows():
+    """Each table of every task from the per-task table of its period: an hour whose minutes were
+    pruned keeps its count in the hour table of every task."""
+    from taskdeck.models import ALL_TASKS
+
+    before, after = [("taskdeck", "0012_recorder_backlog")], [("taskdeck", "0013_rollups_of_every_task")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        apps = executor.loader.project_state(before).apps
+        hour = dt.datetime(2026, 11, 24, 9, tzinfo=dt.UTC)
+        for model_name, field, period in (
+            ("TaskRollup", "minute", 60),
+            ("TaskRollupQuarter", "quarter", 900),
+        ):
+            model = apps.get_model("taskdeck", model_name)
+            for i, minutes in enumerate((60, 61, 75, 75, 119, 150)):
+                stamp = hour + dt.timedelta(minutes=minutes)
+                model.objects.get_or_create(
+                    **{field: stamp - dt.timedelta(seconds=stamp.timestamp() % period)},
+                    name=f"n{i}",
+                    queue="q" if i % 2 else "",
+                    defaults={"succeeded": i + 1, "failed": i % 2, "runtime_hist": {"10": 1, str(20 + i): i}},
+                )
+        hours = apps.get_model("taskdeck", "TaskRollupHour")
+        hours.objects.create(
+            hour=hour, name="n9", queue="q", succeeded=7, wait_hist={"3": 7}
+        )  # minutes pruned
+        hours.objects.create(hour=hour + dt.timedelta(hours=1), name="n0", queue="", succeeded=4)
+        hours.objects.create(hour=hour + dt.timedelta(hours=1), name="n1", queue="q", succeeded=5)
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        apps = executor.loader.project_state(after).apps
+        for model, every in ALL_TASKS.items():
+            expected: dict = {}
+            for row in apps.get_model("taskdeck", model.__name__).objects.all():
+                acc = expected.setdefault(getattr(row, model.period_field), [0, 0, {}, {}])
+                acc[0] += row.succeeded
+                acc[1] += row.failed
+                for i, hist in ((2, row.runtime_hist), (3, row.wait_hist)):
+                    for key, value in hist.items():
+                        acc[i][key] = acc[i].get(key, 0) + value
+            filled = {
+                getattr(row, every.period_field): [row.succeeded, row.failed, row.runtime_hist, row.wait_hist]
+                for row in apps.get_model("taskdeck", every.__name__).objects.all()
+            }
+            assert {row.name for row in apps.get_model("taskdeck", every.__name__).objects.all()} == {""}
+            assert filled == expected, every.__name__
+            assert (
+                len(filled)
+                == {"TaskRollupAll": 5, "TaskRollupQuarterAll": 4, "TaskRollupHourAll": 2}[every.__name__]
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("taskdeck"))

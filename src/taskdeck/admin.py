@@ -24,8 +24,11 @@ from taskdeck.models import (
     QueueSample,
     RecorderState,
     TaskRollup,
+    TaskRollupAll,
     TaskRollupHour,
+    TaskRollupHourAll,
     TaskRollupQuarter,
+    TaskRollupQuarterAll,
     TaskRun,
     TaskTotal,
     Worker,
@@ -119,6 +122,29 @@ class TaskRollupQuarterAdmin(TaskRollupAdmin):
 @admin.register(TaskRollupHour)
 class TaskRollupHourAdmin(TaskRollupAdmin):
     list_display = ("hour", *TaskRollupAdmin.list_display[1:])
+    ordering = ("-hour",)
+
+
+@admin.register(TaskRollupAll)
+class TaskRollupAllAdmin(ReadOnlyAdmin):
+    list_display = ("minute", "succeeded", "failed", "revoked", "rejected", "retried")
+    ordering = ("-minute",)
+    show_full_result_count = False
+
+    def scoped(self, request: HttpRequest) -> QuerySet[Any] | None:
+        # Sums over every task name and queue: none of them within a limited scope.
+        return self.model.objects.none() if scope_of(request).limited else None
+
+
+@admin.register(TaskRollupQuarterAll)
+class TaskRollupQuarterAllAdmin(TaskRollupAllAdmin):
+    list_display = ("quarter", *TaskRollupAllAdmin.list_display[1:])
+    ordering = ("-quarter",)
+
+
+@admin.register(TaskRollupHourAll)
+class TaskRollupHourAllAdmin(TaskRollupAllAdmin):
+    list_display = ("hour", *TaskRollupAllAdmin.list_display[1:])
     ordering = ("-hour",)
 
 

@@ -343,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", "broker, queues, workers, recent failures"),
         ("top", "live terminal view: queues, workers, recent runs"),
         ("monitor", "run the recorder"),
-        ("rebuild-rollups", "recompute the quarter-hour and hour rollups from the minute rows"),
+        ("rebuild-rollups", "recompute the coarse rollups and those of every task from the minute rows"),
     ]:
         command = sub.add_parser(name, help=text, add_help=False)
         command.add_argument("rest", nargs=argparse.REMAINDER)

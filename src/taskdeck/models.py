@@ -319,8 +319,74 @@ class TaskRollupHour(Rollup):
         ]
 
 
-#: Every rollup table, finest first: the recorder writes each, a chart reads the coarsest that fits.
+class TaskRollupAll(Rollup):
+    """Finished runs per minute of every task name and queue together (``name`` and ``queue`` empty).
+
+    The sum of the minute's :class:`TaskRollup` rows, written by the recorder
+    with them: a chart of every task reads one row per period here instead
+    of one per task name and queue (at a million runs a week, a cold 7-day
+    chart decoded 4,032 histograms; here 336).
+    """
+
+    period_field = "minute"
+    period = 60
+
+    minute = models.DateTimeField("minute")
+
+    class Meta:
+        verbose_name = "rollup of every task"
+        verbose_name_plural = "rollups of every task"
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "name", "queue"], name="taskdeck_rollup_all_key"),
+        ]
+
+
+class TaskRollupQuarterAll(Rollup):
+    """Finished runs per quarter hour of every task name and queue together (see :class:`TaskRollupAll`)."""
+
+    period_field = "quarter"
+    period = 900
+
+    quarter = models.DateTimeField(
+        "quarter hour", help_text="Start of the quarter hour (:00, :15, :30 or :45)."
+    )
+
+    class Meta:
+        verbose_name = "rollup of every task per quarter hour"
+        verbose_name_plural = "rollups of every task per quarter hour"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["quarter", "name", "queue"], name="taskdeck_rollup_quarter_all_key"
+            ),
+        ]
+
+
+class TaskRollupHourAll(Rollup):
+    """Finished runs per hour of every task name and queue together (see :class:`TaskRollupAll`)."""
+
+    period_field = "hour"
+    period = 3600
+
+    hour = models.DateTimeField("hour", help_text="Start of the hour.")
+
+    class Meta:
+        verbose_name = "rollup of every task per hour"
+        verbose_name_plural = "rollups of every task per hour"
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "name", "queue"], name="taskdeck_rollup_hour_all_key"),
+        ]
+
+
+#: Every rollup table per task name and queue, finest first: a chart reads the coarsest that fits.
 ROLLUPS: tuple[type[Rollup], ...] = (TaskRollup, TaskRollupQuarter, TaskRollupHour)
+#: The table of every task's sums beside each of them: what a chart of every task reads instead.
+ALL_TASKS: dict[type[Rollup], type[Rollup]] = {
+    TaskRollup: TaskRollupAll,
+    TaskRollupQuarter: TaskRollupQuarterAll,
+    TaskRollupHour: TaskRollupHourAll,
+}
+#: Every table the recorder writes from the same runs, and retention prunes.
+EVERY_ROLLUP: tuple[type[Rollup], ...] = (*ROLLUPS, *ALL_TASKS.values())
 
 
 class TaskTotal(models.Model):

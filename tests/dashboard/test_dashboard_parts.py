@@ -16,11 +16,14 @@ from django.utils import timezone
 
 from taskdeck import conf
 from taskdeck.dashboard import graph
-from taskdeck.models import TaskRollup, TaskRollupHour, TaskRollupQuarter, TaskRun
+from taskdeck.models import TaskRollup, TaskRollupAll, TaskRollupHour, TaskRollupQuarter, TaskRun
 from taskdeck.monitor import histogram, series
 from taskdeck.monitor.rollups import Rollups
 from taskdeck.monitor.subscribers import RunChange
 from tests.dashboard.test_dashboard_access import failed_run
+
+#: The columns a rollup row copies into the row of every task.
+FIELDS = ("minute", "succeeded", "failed", "runtime_hist", "wait_hist")
 
 
 def run(task_id, parent="", group="", state="SUCCESS", name="t"):
@@ -75,6 +78,9 @@ def test_series_adds_up_the_rollups_and_caches_settled_buckets(django_assert_max
             )
         )
     TaskRollup.objects.bulk_create(rows)
+    # One task name and queue: the rows of every task are the same ones.
+    every = [TaskRollupAll(**{f: getattr(r, f) for f in FIELDS}, name="", queue="") for r in rows]
+    TaskRollupAll.objects.bulk_create(every)
     first = series.window_series(3600, now=now)
     assert first["step"] == 60 and len(first["points"]) == 60
     assert first["summary"]["succeeded"] == 120 and first["summary"]["failed"] == 30
@@ -87,6 +93,7 @@ def test_series_adds_up_the_rollups_and_caches_settled_buckets(django_assert_max
     six = series.window_series(6 * 3600, now=now)
     assert six["step"] == 300 and six["summary"]["succeeded"] == 360
     assert series.window_series(3600, name="other", now=now)["summary"]["finished"] == 0
+    assert series.window_series(3600, name="a", now=now)["summary"] == first["summary"]
 
 
 @pytest.mark.django_db(transaction=True)

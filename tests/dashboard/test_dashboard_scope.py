@@ -39,6 +39,7 @@ from taskdeck.models import (
     DeadLetter,
     QueueSample,
     TaskRollup,
+    TaskRollupAll,
     TaskRun,
     TaskTotal,
     Worker,
@@ -100,6 +101,8 @@ def world(db: Any, django_user_model: Any, broker: str) -> World:
         QueueSample.objects.create(sampled_at=now, queue=queue, ready=3, by_priority={"0": 3})
         TaskRollup.objects.create(minute=minute, name=name, queue=queue, succeeded=5, failed=1)
         TaskTotal.objects.create(name=name, queue=queue, state="SUCCESS", count=5)
+    # The two teams' minute rows added up, as the recorder writes them beside those per task.
+    TaskRollupAll.objects.create(minute=minute, name="", queue="", succeeded=10, failed=2)
     letters = {
         kind: DeadLetter.objects.create(
             created_at=now,

@@ -10,7 +10,17 @@ from django.test import override_settings
 from django.utils import timezone
 from rich.console import Console
 
-from taskdeck.models import ROLLUPS, ApiToken, QueueSample, TaskRollupHour, TaskRollupQuarter, TaskRun, Worker
+from taskdeck.models import (
+    ALL_TASKS,
+    ROLLUPS,
+    ApiToken,
+    QueueSample,
+    TaskRollup,
+    TaskRollupHour,
+    TaskRollupQuarter,
+    TaskRun,
+    Worker,
+)
 from taskdeck.monitor.retention import Retention
 from taskdeck.terminal import render, snapshot
 
@@ -133,12 +143,27 @@ def test_retention_prunes_in_batches(recorded):
     TaskRun.objects.filter(name__startswith="catalog.").update(first_seen_at=old)
     for model in ROLLUPS:
         model.objects.filter(name__startswith="reports.").update(**{model.period_field: old})
+    # The rows of every task too, with the same retention: minutes and quarters old, the hour kept.
+    every = {model: ALL_TASKS[model].objects.count() for model in ROLLUPS}
+    for model in ROLLUPS[:2]:
+        ALL_TASKS[model].objects.update(**{model.period_field: old})
     # An hour that began before the cutoff but ends after it is kept: part of it is still retained.
     straddling = now - dt.timedelta(days=14, minutes=30)
     TaskRollupHour.objects.filter(name__startswith="catalog.").update(hour=straddling)
+    ALL_TASKS[TaskRollupHour].objects.update(hour=straddling)
     done = Retention(runs=7 * 86400, rollups=14 * 86400, batch=2).prune()
-    assert done == {"runs": 4, "rollups": 3, "quarter_rollups": 3, "hour_rollups": 3}
+    assert done == {
+        "runs": 4,
+        "rollups": 3,
+        "quarter_rollups": 3,
+        "hour_rollups": 3,
+        "rollups_all": every[TaskRollup],
+        "quarter_rollups_all": every[TaskRollupQuarter],
+        "hour_rollups_all": 0,
+    }
+    assert every[TaskRollup] >= 1
     assert TaskRollupHour.objects.filter(hour=straddling).count() == 3
+    assert ALL_TASKS[TaskRollupHour].objects.filter(hour=straddling).count() == every[TaskRollupHour] >= 1
     assert not TaskRollupQuarter.objects.filter(name__startswith="reports.").exists()
     assert not TaskRun.objects.filter(name__startswith="catalog.").exists()
     assert TaskRun.objects.count() == 4
@@ -162,6 +187,29 @@ def test_stats_read_the_charts_steps_from_the_coarse_rollups(staff_client, recor
     ROLLUPS[0].objects.all().delete()
     caches["default"].clear()
     assert staff_client.get("/taskdeck/api/stats", {"window": 7 * 86400}).json()["finished"] == finished
+
+
+def test_a_chart_of_every_task_reads_one_row_per_period_with_the_same_sums(staff_client, recorded):
+    """Unfiltered, a chart reads the rollups of every task: the buckets it gets are those the rows
+    per task name and queue add up to; a chart of one task name still reads the rows per task."""
+    from taskdeck.monitor import series
+
+    finished = TaskRun.objects.filter(state__in=["SUCCESS", "FAILURE", "REVOKED", "REJECTED"]).count()
+    names = set(TaskRollup.objects.values_list("name", flat=True))
+    assert finished and len(names) > 1
+    now = timezone.now().timestamp()
+    for window in (3600, 86400, 7 * 86400):
+        step = series.step_for(window)
+        lo, hi = int(now - window) // step * step, (int(now) // step + 1) * step
+        per_task = series._read(series.table_for(step), lo, hi, step, None, None)
+        assert series._read(ALL_TASKS[series.table_for(step)], lo, hi, step, None, None) == per_task
+        assert sum(b["succeeded"] + b["failed"] for b in per_task.values()) > 0
+        # Without the rows per task, the chart of every task counts the same; one task's, nothing.
+        series.table_for(step).objects.all().delete()
+        caches["default"].clear()
+        assert staff_client.get("/taskdeck/api/stats", {"window": window}).json()["finished"] == finished
+        one = staff_client.get("/taskdeck/api/stats", {"window": window, "name": sorted(names)[0]}).json()
+        assert one["finished"] == 0
 
 
 def test_a_tasks_workflow_lists_each_run_in_brief_as_the_list_shows_it(staff_client):

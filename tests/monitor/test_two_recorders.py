@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from taskdeck.models import ROLLUPS, TaskRun, TaskTotal
+from taskdeck.models import EVERY_ROLLUP, TaskRun, TaskTotal
 from taskdeck.monitor.merge import FINAL
 from tests.support import rollups
 from tests.support.events import publish_events, wait_applied
@@ -73,7 +73,7 @@ def test_two_recorders_at_once_record_what_one_records(start_recorder):
     assert sum(r["succeeded"] + r["failed"] for r in minutes) == runs  # each run counted once
     assert sum(t[3] for t in alone[2]) == runs
 
-    for model in (TaskRun, *ROLLUPS, TaskTotal):
+    for model in (TaskRun, *EVERY_ROLLUP, TaskTotal):
         model.objects.all().delete()
     # The new one, while the old one still runs. Both past their start-up: they take the
     # workload at the same moment, the case where a run could be counted twice.

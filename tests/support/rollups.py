@@ -1,10 +1,10 @@
-"""The coarse rollup tables checked against the minute rows they must add up to."""
+"""The coarse rollup tables, and those of every task, checked against the minute rows they must add up to."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskdeck.models import ROLLUPS, Rollup, TaskRollup, TaskRun, TaskTotal
+from taskdeck.models import ALL_TASKS, EVERY_ROLLUP, Rollup, TaskRollup, TaskRun, TaskTotal
 
 COUNTS = ("succeeded", "failed", "revoked", "rejected", "retried")
 
@@ -22,11 +22,15 @@ def rows(model: type[Rollup]) -> dict[tuple[int, str, str], dict[str, Any]]:
 
 
 def minute_sums(model: type[Rollup]) -> dict[tuple[int, str, str], dict[str, Any]]:
-    """The minute rows added up into ``model``'s periods: what ``model``'s rows must be."""
+    """The minute rows added up into ``model``'s periods: what ``model``'s rows must be.
+
+    For a table of every task, the rows of each period whatever their name and queue.
+    """
+    every_task = model in ALL_TASKS.values()
     out: dict[tuple[int, str, str], dict[str, Any]] = {}
     for (minute, name, queue), row in rows(TaskRollup).items():
         acc = out.setdefault(
-            (minute - minute % model.period, name, queue),
+            (minute - minute % model.period, *(("", "") if every_task else (name, queue))),
             {**dict.fromkeys(COUNTS, 0), "runtime_hist": {}, "wait_hist": {}},
         )
         for count in COUNTS:
@@ -38,9 +42,10 @@ def minute_sums(model: type[Rollup]) -> dict[tuple[int, str, str], dict[str, Any
 
 
 def assert_coarse_rows_add_up() -> None:
-    """Every coarse table holds exactly the sums of the minute rows; there are minute rows."""
+    """Every coarse table and every table of every task holds exactly the sums of the minute rows;
+    there are minute rows."""
     assert TaskRollup.objects.exists()
-    for model in ROLLUPS[1:]:
+    for model in EVERY_ROLLUP[1:]:
         assert rows(model) == minute_sums(model), model.__name__
 
 
@@ -55,4 +60,4 @@ def snapshot() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
         (t.name, t.queue, t.state, t.count, t.runtime_buckets, t.wait_buckets)
         for t in TaskTotal.objects.all()
     )
-    return runs, {model.__name__: rows(model) for model in ROLLUPS}, totals
+    return runs, {model.__name__: rows(model) for model in EVERY_ROLLUP}, totals

@@ -88,11 +88,12 @@ def top_main(argv: list[str] | None = None) -> int:
 
 
 def rebuild_rollups_main(argv: list[str] | None = None) -> int:
-    """Recompute the quarter-hour and hour rollups from the minute rows."""
+    """Recompute the quarter-hour and hour rollups, and those of every task, from the minute rows."""
     parser = argparse.ArgumentParser(
         prog="taskdeck rebuild-rollups",
-        description="Recompute the quarter-hour and hour rollups from the per-minute rows, one hour at a"
-        " time under the recorder's write lock (the recorder may keep running).",
+        description="Recompute the quarter-hour and hour rollups, and the rollups of every task, from the"
+        " per-minute rows, one hour at a time under the recorder's write lock"
+        " (the recorder may keep running).",
     )
     parser.add_argument(
         "--since", type=_utc_time, help="first hour to rebuild, ISO 8601 (default: all but the oldest hour)"
@@ -102,7 +103,8 @@ def rebuild_rollups_main(argv: list[str] | None = None) -> int:
 
     done = rebuild_coarse(since=args.since)
     print(
-        f"rebuilt {done['hours']} hours: {done['quarter']} quarter-hour rows, {done['hour']} hour rows",
+        f"rebuilt {done['hours']} hours: {done['quarter']} quarter-hour rows, {done['hour']} hour rows,"
+        f" {done['all']} rows of every task",
         flush=True,
     )
     return 0

@@ -48,17 +48,18 @@ def percentiles(hist: Mapping[str, int], qs: Sequence[float]) -> dict[float, flo
     n = sum(hist.values())
     if n == 0:
         return dict.fromkeys(qs)
-    ordered = sorted(hist.items(), key=lambda item: int(item[0]))
+    # One walk up the buckets for every quantile, lowest rank first (a chart asks 338 of these).
+    ranks = sorted((max(1, math.ceil(q * n)), q) for q in qs)
     out: dict[float, float | None] = {}
-    for q in qs:
-        rank = max(1, math.ceil(q * n))
-        seen = 0
-        for key, count in ordered:
-            seen += count
-            if seen >= rank:
-                out[q] = bucket_value(key)
-                break
-    return out
+    seen, i = 0, 0
+    for key in sorted(hist, key=int):
+        seen += hist[key]
+        while i < len(ranks) and seen >= ranks[i][0]:
+            out[ranks[i][1]] = bucket_value(key)
+            i += 1
+        if i == len(ranks):
+            break
+    return {q: out.get(q) for q in qs}
 
 
 def le_index(value: float, bounds: Sequence[float]) -> int:

@@ -1,12 +1,16 @@
-"""Rebuild the quarter-hour and hour rollups from the minute rows (``taskdeck rebuild-rollups``).
+"""Rebuild the quarter-hour and hour rollups, and those of every task, from the minute rows
+(``taskdeck rebuild-rollups``).
 
-A coarse row is the sum of the minute rows of its period: the recorder
+A coarse row is the sum of the minute rows of its period, a row of every
+task the sum of its period's rows of every name and queue: the recorder
 writes every table from the same runs. Migration ``0003_coarser_rollups``
 filled the coarse tables from the minutes recorded before it; a recorder of
 an earlier version left running during or after the migration wrote minute
 rows only, and the charts of 24 hours and more (and ``GET api/stats`` over
-such windows) miss those runs. This computes the coarse rows of each hour
-again from its minute rows.
+such windows) miss those runs; one of a version before the tables of every
+task (migration ``0013_rollups_of_every_task``) left them out of the charts
+of every task. This computes the coarse rows and the rows of every task of
+each hour again from its minute rows.
 
 One hour per transaction, under the recorder's write lock
 (:func:`~taskdeck.monitor.runs.lock_writers`): a running recorder waits for
@@ -24,7 +28,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max, Min
 
-from taskdeck.models import TaskRollup, TaskRollupHour, TaskRollupQuarter
+from taskdeck.models import ALL_TASKS, TaskRollup, TaskRollupHour, TaskRollupQuarter
 from taskdeck.monitor.runs import lock_writers
 
 COUNTS = ("succeeded", "failed", "revoked", "rejected", "retried")
@@ -32,12 +36,13 @@ HOUR = 3600
 
 
 def rebuild_coarse(since: dt.datetime | None = None, using: str = "default") -> dict[str, int]:
-    """Recompute every quarter-hour and hour row from ``since`` (default: all but the oldest hour).
+    """Recompute every quarter-hour and hour row, and every row of every task, from ``since``
+    (default: all but the oldest hour).
 
-    Returns the hours rebuilt and the rows written per table.
+    Returns the hours rebuilt and the rows written per table (``all`` for those of every task).
     """
     bounds = TaskRollup.objects.using(using).aggregate(first=Min("minute"), last=Max("minute"))
-    done = {"hours": 0, "quarter": 0, "hour": 0}
+    done = {"hours": 0, "quarter": 0, "hour": 0, "all": 0}
     if bounds["first"] is None:
         return done
     first = _hour(bounds["first"]) + HOUR
@@ -48,6 +53,7 @@ def rebuild_coarse(since: dt.datetime | None = None, using: str = "default") -> 
         done["hours"] += 1
         done["quarter"] += written[TaskRollupQuarter]
         done["hour"] += written[TaskRollupHour]
+        done["all"] += sum(written[model] for model in ALL_TASKS.values())
     return done
 
 
@@ -56,17 +62,21 @@ def _rebuild_hour(start: int, using: str) -> dict[Any, int]:
     with transaction.atomic(using=using):
         lock_writers(using)
         minutes = TaskRollup.objects.using(using).filter(minute__gte=lo, minute__lt=hi)
-        sums: dict[Any, dict[tuple[int, str, str], Any]] = {TaskRollupQuarter: {}, TaskRollupHour: {}}
+        sums: dict[Any, dict[tuple[int, str, str], Any]] = {
+            model: {} for model in (TaskRollupQuarter, TaskRollupHour, *ALL_TASKS.values())
+        }
+        every_task = set(ALL_TASKS.values())
         for row in minutes.iterator(chunk_size=2000):
             stamp = int(row.minute.timestamp())
             for model, rows in sums.items():
                 period = stamp - stamp % model.period
-                acc = rows.get((period, row.name, row.queue))
+                name, queue = ("", "") if model in every_task else (row.name, row.queue)
+                acc = rows.get((period, name, queue))
                 if acc is None:
-                    acc = rows[(period, row.name, row.queue)] = model(
+                    acc = rows[(period, name, queue)] = model(
                         **{model.period_field: dt.datetime.fromtimestamp(period, dt.UTC)},
-                        name=row.name,
-                        queue=row.queue,
+                        name=name,
+                        queue=queue,
                         runtime_hist={},
                         wait_hist={},
                     )

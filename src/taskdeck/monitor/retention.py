@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from taskdeck.models import (
-    ROLLUPS,
+    ALL_TASKS,
+    EVERY_ROLLUP,
     AlertIncident,
     DeadLetter,
     QueueSample,
+    Rollup,
     TaskRollup,
     TaskRollupHour,
     TaskRollupQuarter,
@@ -19,7 +21,12 @@ from taskdeck.querysets import cutoff
 
 logger = logging.getLogger("taskdeck.monitor")
 #: How :meth:`Retention.prune` reports each rollup table.
-KEYS = {TaskRollup: "rollups", TaskRollupQuarter: "quarter_rollups", TaskRollupHour: "hour_rollups"}
+_PER_TASK: dict[type[Rollup], str] = {
+    TaskRollup: "rollups",
+    TaskRollupQuarter: "quarter_rollups",
+    TaskRollupHour: "hour_rollups",
+}
+KEYS = {**_PER_TASK, **{ALL_TASKS[model]: f"{key}_all" for model, key in _PER_TASK.items()}}
 
 
 class Retention(Subscriber):
@@ -55,7 +62,7 @@ class Retention(Subscriber):
             done["runs"] = TaskRun.objects.prune(self.batch, first_seen_at__lt=when)
         if (when := cutoff(self.rollups)) is not None:
             # Every rollup table with the one retention; a row goes once its whole period is past it.
-            for model in ROLLUPS:
+            for model in EVERY_ROLLUP:
                 done[KEYS[model]] = model.objects.expired(when).prune(self.batch)
         if (when := cutoff(self.samples)) is not None:
             done["samples"] = QueueSample.objects.prune(self.batch, sampled_at__lt=when)

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from taskdeck.models import ROLLUPS, Rollup, TaskTotal
+from taskdeck.models import EVERY_ROLLUP, ROLLUPS, Rollup, TaskTotal
 from taskdeck.monitor import histogram
 from taskdeck.monitor.merge import FINAL
 from taskdeck.monitor.subscribers import RunChange, Subscriber
@@ -54,11 +54,22 @@ def deltas(changes: list[RunChange]) -> list[tuple[tuple[Any, ...], int]]:
     return out
 
 
+def moves_for(
+    model: type[Rollup], moves: list[tuple[tuple[Any, ...], int]]
+) -> list[tuple[tuple[Any, ...], int]]:
+    """``moves`` as ``model`` counts them: in a table of every task, without their name and queue."""
+    if model in ROLLUPS:
+        return moves
+    return [((m[0], "", "", *m[3:]), sign) for m, sign in moves]
+
+
 class Rollups(Subscriber):
-    """Every rollup table (:data:`~taskdeck.models.ROLLUPS`) from the same moves.
+    """Every rollup table (:data:`~taskdeck.models.EVERY_ROLLUP`) from the same moves.
 
     A move adds to (or takes from) the row of its minute, of its quarter hour
-    and of its hour, so each coarse row stays the exact sum of its minutes.
+    and of its hour, so each coarse row stays the exact sum of its minutes;
+    and to the rows of every task of the same periods, so each of those stays
+    the exact sum of its period's rows per task name and queue.
     Per table and batch on PostgreSQL: one statement, the batch's sums per row
     as a JSON document, added to the rows there by ``ON CONFLICT DO UPDATE``
     (histograms merged by bucket), and a DELETE of the rows it left empty,
@@ -76,11 +87,12 @@ class Rollups(Subscriber):
         if not moves:
             return
         with transaction.atomic(using=self.using):
-            for model in ROLLUPS:
+            for model in EVERY_ROLLUP:
+                these = moves_for(model, moves)
                 if connections[self.using].vendor == "postgresql":
-                    _add_in_sql(model, moves, self.using)
+                    _add_in_sql(model, these, self.using)
                 else:
-                    self._write(model, moves)
+                    self._write(model, these)
 
     def _write(self, model: type[Rollup], moves: list[tuple[tuple[Any, ...], int]]) -> None:
         start, period = model.period_field, model.period

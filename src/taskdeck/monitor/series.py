@@ -5,10 +5,12 @@ quarter hours, 7 d into hours: always 60–170 points). Each bucket adds up the
 rows of the coarsest rollup table whose period divides the step (minutes for
 steps of 1 and 5 minutes, quarter hours for 15 minutes, hours from 1 hour
 up): counts by final state, retries, and the merged runtime and wait
-histograms, from which the percentiles come. The recorder writes every table
-from the same runs, so the table read changes how many rows are added up
-(a 7-day chart: ~2k hourly rows instead of ~100k minutes at a million runs),
-never the sums.
+histograms, from which the percentiles come. A chart of every task (no
+name or queue asked, no scope) reads that period's table of every task
+instead: one row per period. The recorder writes every table from the same
+runs, so the table read changes how many rows are added up (a 7-day chart
+at a million runs: 168 rows of every task, or ~2k hourly rows per task name
+and queue, instead of ~100k minutes), never the sums.
 
 A bucket that ended more than ``SERIES_SETTLE`` seconds ago hardly changes
 any more (only a late reconciliation can touch it), so its sums are kept in
@@ -28,7 +30,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from taskdeck import conf
-from taskdeck.models import ROLLUPS, Rollup
+from taskdeck.models import ALL_TASKS, ROLLUPS, Rollup
 from taskdeck.monitor import histogram
 from taskdeck.policy.scope import Scope, rollups_q
 from taskdeck.windows import window_name
@@ -171,9 +173,14 @@ def _cached_buckets(
     for entry in found.values():
         buckets.update((start, bucket) for start, bucket in entry.items() if start in wanted)
     missing = [start for start in starts if start not in buckets]
-    limit = rollups_q(scope) if missing else None
+    model = table_for(step)
+    limit = None
+    if not (name or queue or scope.limited):
+        model = ALL_TASKS[model]
+    elif missing:
+        limit = rollups_q(scope)
     for lo, hi in _ranges(missing, step):
-        buckets.update(_read(lo, hi, step, name, queue, limit))
+        buckets.update(_read(model, lo, hi, step, name, queue, limit))
     changed: dict[str, dict[int, dict[str, Any]]] = {}
     for start in missing:
         if start + step <= settled:
@@ -205,11 +212,16 @@ def _empty() -> dict[str, Any]:
 
 
 def _read(
-    lo: int, hi: int, step: int, name: str | None, queue: str | None, limit: Q | None = None
+    model: type[Rollup],
+    lo: int,
+    hi: int,
+    step: int,
+    name: str | None,
+    queue: str | None,
+    limit: Q | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Sums of the rollup rows of the buckets in [lo, hi), every bucket present (empty ones too)."""
+    """Sums of ``model``'s rows of the buckets in [lo, hi), every bucket present (empty ones too)."""
     out = {start: _empty() for start in range(lo, hi, step)}
-    model = table_for(step)
     rows = (
         model.objects.window(
             dt.datetime.fromtimestamp(lo, dt.UTC),
@@ -227,6 +239,9 @@ def _read(
             bucket[count] += value
         for kind, hist in (("runtime", runtime), ("wait", wait)):
             acc = bucket[kind]
+            if not acc:  # the bucket's first row (its only one in a table of every task)
+                bucket[kind] = dict(hist or {})
+                continue
             for key, value in (hist or {}).items():
                 acc[key] = acc.get(key, 0) + value
     for bucket in out.values():
