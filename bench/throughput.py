@@ -35,8 +35,9 @@ beaten its first heartbeat, before the first task is sent, as a recorder
 that runs all the time would be.
 
 ``--rows bare,taskdeck,huey`` runs a subset (bare always). For each:
-**enqueue** — N noop tasks published by the row's own app in one process
-(its publisher, sent events included); **drain** — a fresh worker started
+**enqueue** — N noop tasks published by the row's own app in one process, as
+``task.delay()`` sends them (a producer from the app's pool per task;
+its publisher, sent events included); **drain** — a fresh worker started
 on the N queued messages, timed from the first message taken to the last
 (the queue's ready count, read from the broker); **round trip** —
 sequential ``send_task(...).get()`` against the running worker (bare rows

@@ -64,3 +64,29 @@ def test_a_project_s_own_backend_keeps_the_task_events_it_needs() -> None:
     """A project that picks the direct backend on Redis still gets task events: nothing else carries runs."""
     preset = preset_of(CELERY_BROKER_URL="redis://127.0.0.1:6379/0", CELERY_RESULT_BACKEND=DIRECT_BACKEND)
     assert preset.preset()["CELERY_WORKER_SEND_TASK_EVENTS"] is True
+
+
+def test_a_name_django_lacks_is_asked_of_it_once_until_a_setting_changes(monkeypatch) -> None:
+    """Celery asks for the same absent names at every send: Django's settings are asked once
+    (each miss raised there), and again after a setting changes, which then reads as set."""
+    from django.conf import LazySettings
+
+    asked: list[str] = []
+    real = LazySettings.__getattr__
+
+    def counting(self: LazySettings, name: str) -> object:
+        asked.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(LazySettings, "__getattr__", counting)
+    preset = PresetSettings()
+    absent, preset_name = "CELERY_TASK_REPR_MAXLEVELS", "CELERY_TASK_SEND_SENT_EVENT"
+    for _ in range(10):
+        with pytest.raises(AttributeError):
+            getattr(preset, absent)
+    assert asked.count(absent) == 1
+    with override_settings(CELERY_TASK_REPR_MAXLEVELS=7, CELERY_TASK_SEND_SENT_EVENT=False):
+        assert (getattr(preset, absent), getattr(preset, preset_name)) == (7, False)
+    with pytest.raises(AttributeError):
+        getattr(preset, absent)
+    assert getattr(preset, preset_name) is True  # the preset's value once the project's is gone

@@ -130,3 +130,18 @@ def test_a_producer_sends_tasks_and_their_sent_events_with_one_client(broker: st
     client = redis.Redis.from_url(broker)
     assert sum(client.llen(key) for key in client.keys("reuse-sent*")) == 30
     assert len(made) <= 1, len(made)
+
+
+def test_tasks_sent_without_a_producer_share_one_client(broker: str) -> None:
+    """``send_task`` with no producer (what ``task.delay()`` does): a producer from the app's pool,
+    whose channel is a promise of its connection's default one, reuses that channel's client."""
+    from celery import current_app
+
+    with current_app.producer_or_acquire() as producer:
+        channel = producer.channel  # made here once; the pool keeps the connection and its channel
+    made = count_clients(channel)
+    for i in range(30):
+        current_app.send_task("tests.support.ledger.work", args=(i, 0), queue="reuse-pooled")
+    client = redis.Redis.from_url(broker)
+    assert sum(client.llen(key) for key in client.keys("reuse-pooled*")) == 30
+    assert len(made) <= 1, len(made)

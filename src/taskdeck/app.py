@@ -11,6 +11,7 @@ from celery import Celery
 from celery.app.amqp import AMQP as CeleryAMQP
 from kombu import Producer, pools
 from kombu.exceptions import EncodeError
+from kombu.utils.functional import ChannelPromise
 
 from taskdeck import payloads
 from taskdeck.errors import MessageTooLargeError, TaskArgumentError
@@ -124,6 +125,19 @@ class TaskProducer(Producer):
         return prepared
 
 
+def _producer_channel(producer: Any) -> Any:
+    """The channel ``producer`` publishes on, if it is made; None if not (no connection is made here).
+
+    A producer from the app's pool (``task.delay()``, ``send_task`` without one)
+    holds a promise of its connection's default channel, made at its first
+    publish and kept by the connection after it: that channel.
+    """
+    channel = getattr(producer, "_channel", None)
+    if isinstance(channel, ChannelPromise):
+        return getattr(getattr(producer, "__connection__", None), "_default_channel", None)
+    return channel
+
+
 def _reuse_redis_client(channel: Any) -> None:
     """A kombu Redis channel reuses one client (:mod:`taskdeck.brokers.redis_client`); others are left."""
     if type(channel).__module__ == "kombu.transport.redis":  # redis-py is installed: it made the channel
@@ -203,7 +217,7 @@ class AMQP(CeleryAMQP):
             # The message and its task-sent event go out on the producer's channel: on Redis, one
             # client for both and for every message after them (kombu makes two a task). A channel
             # not made yet is left to kombu's publish, which connects with its retry policy.
-            _reuse_redis_client(getattr(producer, "_channel", None))
+            _reuse_redis_client(_producer_channel(producer))
             if isinstance(message.headers, dict):
                 # The publish time, for the run's wait time (taskdeck.results.record):
                 # in the message itself, so no task-sent event is needed for it.

@@ -89,6 +89,10 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     "kombu.transport.redis.Channel.conn_or_acquire": "(self, client=None)",
     "kombu.transport.redis.Channel.pool": None,
     "celery.worker.consumer.tasks.Tasks": None,
+    # taskdeck.app._producer_channel: a pooled producer's channel, its connection's default one.
+    "kombu.utils.functional.ChannelPromise": None,
+    "kombu.messaging.Producer.revive": "(self, channel)",  # sets __connection__
+    "kombu.connection.Connection._default_channel": None,
     # taskdeck.demo and taskdeck.monitor.cli.
     "celery.result.AsyncResult._get_task_meta": "(self)",
     "celery.local.Proxy._get_current_object": "(self)",

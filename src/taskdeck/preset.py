@@ -19,6 +19,7 @@ from importlib.util import find_spec
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from taskdeck.results import BACKEND, RECORD
 
@@ -107,11 +108,24 @@ def celery_preset(namespace: str = "CELERY") -> dict[str, Any]:
 
 
 class PresetSettings:
-    """Django's settings, plus ``<namespace>_<NAME>`` for each preset name the project leaves unset."""
+    """Django's settings, plus ``<namespace>_<NAME>`` for each preset name the project leaves unset.
+
+    Celery looks up several names Django's settings do not have at every
+    send (``task_always_eager``, ``task_repr_maxlevels``, the pool timeout,
+    each under up to four spellings: 16 a task), and each miss raised in
+    Django's ``LazySettings`` (about 10 µs a lookup). The names found
+    missing are remembered until a setting changes (``override_settings``
+    and pytest-django's ``settings`` say so with ``setting_changed``).
+    """
 
     def __init__(self, namespace: str = "CELERY") -> None:
         self.namespace = namespace
         self._preset: dict[str, Any] | None = None
+        self._absent: set[str] = set()
+        setting_changed.connect(self._setting_changed)
+
+    def _setting_changed(self, **kwargs: Any) -> None:
+        self._absent.clear()
 
     def preset(self) -> dict[str, Any]:
         if self._preset is None:
@@ -127,10 +141,12 @@ class PresetSettings:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        try:
-            return getattr(settings, name)
-        except AttributeError:
-            preset = self.preset()
-            if name in preset:
-                return preset[name]
-            raise
+        if name not in self._absent:
+            try:
+                return getattr(settings, name)
+            except AttributeError:
+                self._absent.add(name)
+        preset = self.preset()
+        if name in preset:
+            return preset[name]
+        raise AttributeError(name)
