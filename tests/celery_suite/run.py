@@ -200,7 +200,7 @@ def run(combo: Combination, folder: Path, redis_port: int, db_url: str, extra: l
         }
         argv = [sys.executable, "-m", "pytest", "-p", "tests.celery_suite.plugin", "-p", "no:django"]
         argv += ["-p", "no:cacheprovider", "--rootdir", str(folder), "-c", str(folder / "pyproject.toml")]
-        argv += ["-o", f"timeout={TEST_TIMEOUT}", "-rfEsxX", "--durations=10"]
+        argv += ["-o", f"timeout={TEST_TIMEOUT}", "-rfEsxXR", "--durations=10"]
         argv += [f"--junitxml={reports / combo.name}.xml", *(extra or SUITES)]
         print(f"celery-suite: {combo.name} ({combo.selection}): {' '.join(argv[3:])}", flush=True)
         started = time.monotonic()
