@@ -143,6 +143,10 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # small as full, so fewer, fuller batches (adds at most this to the lag;
     # docs/monitoring.md has the figures).
     "RECORD_LINGER": 0.5,
+    # Recorder, events (no records): the same for a batch of events, timed from
+    # the arrival of its first: a batch not yet full takes what arrives until that
+    # event has waited EVENT_LINGER seconds (0: what is waiting when it arrives).
+    "EVENT_LINGER": 0.5,
     "BUFFER": 20000,
     # RabbitMQ: each recorder (by --name) consumes a durable event queue of its
     # own that outlives a restart, so events sent while it is down wait for it:

@@ -149,17 +149,30 @@ class EventSource:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def batch(self, size: int, wait: float) -> list[dict[str, Any]]:
-        """Up to ``size`` events, waiting at most ``wait`` seconds for the first one."""
+    def batch(self, size: int, wait: float, linger: float = 0.0) -> list[dict[str, Any]]:
+        """Up to ``size`` events, waiting at most ``wait`` seconds for the first one.
+
+        With ``linger``, a batch not yet full takes what arrives until its first
+        event has waited ``linger`` seconds.
+        """
         try:
             events = [self.queue.get(timeout=wait)]
         except queue.Empty:
             return []
+        until = time.monotonic() + linger
         while len(events) < size:
             try:
                 events.append(self.queue.get_nowait())
+                continue
             except queue.Empty:
+                pass
+            left = until - time.monotonic()
+            if left <= 0 or self._stopping.is_set():
                 break
+            try:
+                events.append(self.queue.get(timeout=min(left, 0.1)))
+            except queue.Empty:
+                continue
         return events
 
     def _put(self, event: dict[str, Any]) -> None:
@@ -254,9 +267,8 @@ class Recorder:
         try:
             while not self.stopping.is_set():
                 if self.records is None:
-                    self.process(
-                        self.source.batch(self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"])
-                    )
+                    size, wait = self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"]
+                    self.process(self.source.batch(size, wait, float(self.settings["EVENT_LINGER"] or 0)))
                 else:
                     # Records are the busy source: wait on them, take the events waiting.
                     self.pump_records(self.settings["FLUSH_INTERVAL"])
