@@ -21,7 +21,7 @@ from celery.events.event import get_exchange
 from kombu import Consumer, Queue
 
 from notifications.tasks import send_sms
-from tests.support.services import wait_for
+from tests.support.services import trickled_batches
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,14 +80,12 @@ def test_task_events_arrive_complete_in_few_publishes(start_worker, broker, sett
         assert len(messages) > len(ours) / 4, (len(messages), len(ours))
 
 
-@pytest.mark.parametrize("settings_module", ["core.settings", "tests.unlingered_settings"])
+@pytest.mark.parametrize("settings_module", ["core.settings", "tests.support.unlingered_settings"])
 def test_events_that_trickle_in_are_written_together(broker, start_recorder, settings_module):
     """A recorder on events (no records) that gets an event waits for more
     (``MONITOR["EVENT_LINGER"]``, 0.5 s) before it writes the batch: ten events sent
     30 ms apart go in at most three batches (each batch stamps its runs' ``updated_at``
     once). The control, ``EVENT_LINGER = 0``, writes them in more."""
-    from taskdeck.models import TaskRun
-
     direct = "taskdeck.results.backend:DatabaseBackend"
     start_recorder(env={"CELERY_BACKEND": direct, "DJANGO_SETTINGS_MODULE": settings_module})
     with current_app.connection_for_write() as conn:
@@ -98,16 +96,8 @@ def test_events_that_trickle_in_are_written_together(broker, start_recorder, set
             dispatcher.send("task-received", uuid=task_id, name="notifications.tasks.send_sms", args="()")
             return task_id
 
-        first = received()
-        wait_for(lambda: TaskRun.objects.filter(task_id=first).exists(), 60, "the recorder to write a run")
-        ids = []
-        for _ in range(10):
-            ids.append(received())
-            time.sleep(0.03)
+        batches = trickled_batches(received)
         dispatcher.close()
-    runs = TaskRun.objects.filter(task_id__in=ids)
-    wait_for(lambda: runs.count() == len(ids), 60, "the ten runs")
-    batches = set(runs.values_list("updated_at", flat=True))
     if settings_module == "core.settings":
         assert len(batches) <= 3, sorted(batches)
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import time
 
 import pytest
 import redis
@@ -25,7 +24,7 @@ from taskdeck.results.record import RecordBackend
 from tests.results import checks
 from tests.results.conftest import TASKS, run_checks
 from tests.results.tasks import add, fail
-from tests.support.services import wait_for
+from tests.support.services import trickled_batches, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -213,13 +212,5 @@ def test_records_that_trickle_in_are_written_together(broker, start_recorder):
         return task_id
 
     start_recorder(env=ENV)
-    first = ship()
-    wait_for(lambda: TaskRun.objects.filter(task_id=first).exists(), 60, "the recorder to write a run")
-    ids = []
-    for _ in range(10):
-        ids.append(ship())
-        time.sleep(0.03)
-    runs = TaskRun.objects.filter(task_id__in=ids)
-    wait_for(lambda: runs.count() == len(ids), 60, "the ten runs")
-    batches = set(runs.values_list("updated_at", flat=True))
+    batches = trickled_batches(ship)
     assert len(batches) <= 3, sorted(batches)

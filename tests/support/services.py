@@ -33,6 +33,26 @@ def wait_for(
         time.sleep(0.2)
 
 
+def trickled_batches(send: Callable[[], str], count: int = 10, gap: float = 0.03) -> set[Any]:
+    """The batches a running recorder wrote ``count`` runs in, sent ``gap`` seconds apart.
+
+    ``send`` sends what makes one run (a record, an event) and returns its task
+    id; one is sent and written first, so the recorder is past its start. Each
+    batch stamps its runs' ``updated_at`` once: the distinct stamps, one per batch.
+    """
+    from taskdeck.models import TaskRun
+
+    first = send()
+    wait_for(lambda: TaskRun.objects.filter(task_id=first).exists(), 60, "the recorder to write a run")
+    ids = []
+    for _ in range(count):
+        ids.append(send())
+        time.sleep(gap)
+    runs = TaskRun.objects.filter(task_id__in=ids)
+    wait_for(lambda: runs.count() == len(ids), 60, f"the {count} runs")
+    return set(runs.values_list("updated_at", flat=True))
+
+
 def reset_pools() -> None:
     """Forget this process's connections, made to another broker URL."""
     app = current_app._get_current_object()
