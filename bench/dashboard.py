@@ -206,6 +206,10 @@ def child(url: str, rows: int, repeat: int, reuse: bool, only: list[str], explai
     scoped = scoped_clients()
     if explain:
         return {"vendor": connection.vendor, "explained": explain_cases(client, scoped, selected, sizes)}
+    # As in a served process (core/wsgi.py, taskdeck/web.py): start-up's objects out of collections.
+    from taskdeck.startup import settle
+
+    settle()
     results = []
     for group, label, path in selected:
         asking = client

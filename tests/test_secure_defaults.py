@@ -13,6 +13,8 @@ File modes after ``taskdeck up`` are in tests/cli/test_up.py.
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import re
 import stat
@@ -172,6 +174,7 @@ def test_up_serves_static_files_in_a_project_without_whitenoise():
 
     from taskdeck import web
 
+    gc.unfreeze()  # the import froze this test process's objects, as it does the server's
     assert not isinstance(web.load(), StaticFilesHandler)  # the reference project: whitenoise
     without = [m for m in settings.MIDDLEWARE if m != web.WHITENOISE]
     with override_settings(MIDDLEWARE=without):
@@ -183,3 +186,16 @@ def test_up_serves_static_files_in_a_project_without_whitenoise():
         for chunk in application(environ, lambda status, headers, *args: statuses.append(status)):
             body.append(chunk)
         assert statuses == ["200 OK"] and b"".join(body)
+
+
+@pytest.mark.parametrize("module", ["core.wsgi", "taskdeck.web"])
+def test_the_served_application_leaves_start_up_objects_out_of_collections(module):
+    """The WSGI modules gunicorn serves (the deploy recipes' ``core.wsgi``, ``taskdeck up``'s
+    ``taskdeck.web``) freeze what start-up built (``gc.freeze()``): a full collection then
+    goes through what requests leave behind, not through Django and the project."""
+    counts = "[gc.get_freeze_count(), len(gc.get_objects())]"
+    code = f"import gc, json; import {module}; print(json.dumps({counts}))"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "core.settings"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    frozen, tracked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert frozen > 10 * tracked, (frozen, tracked)

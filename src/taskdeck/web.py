@@ -14,6 +14,8 @@ from typing import Any
 import django
 from django.conf import settings
 
+from taskdeck.startup import settle
+
 WHITENOISE = "whitenoise.middleware.WhiteNoiseMiddleware"
 
 
@@ -30,3 +32,4 @@ def load() -> Any:
 
 
 application = load()
+settle()  # the project's WSGI module may not have
