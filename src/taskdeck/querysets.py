@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections, models
@@ -119,16 +120,26 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         needle = text.strip().casefold()
         return [n for n in self.distinct_values("name") if needle in n.casefold()]
 
-    def search_page(self, after: int | None, limit: int, **filters: Any) -> list[Any]:
+    def search_page(
+        self, after: int | None, limit: int, defer: Sequence[str] = (), **filters: Any
+    ) -> list[Any]:
         """:meth:`search` then :meth:`page`, with several states or names paged one by one and merged.
 
         ``state IN (a, b) ORDER BY id DESC LIMIT n`` makes SQLite read every
         row of both states through the (state, id) index and sort them (a
         second at a million runs); a keyset page per value, merged, reads at
         most ``limit`` rows of each. A search ``q`` that is not a task id is
-        such a list of names. ``keep_name``: a predicate a name must pass to be searched
-        (:func:`taskdeck.policy.scope.names_in_scope`).
+        such a list of names. ``defer``: columns the rows are read without.
+
+        ``keep_name``: a predicate a name must pass to be searched
+        (:func:`taskdeck.policy.scope.names_in_scope`), for a queryset limited to
+        the runs of the names it admits. The pages of those names are read from
+        every run, without this queryset's own filter: beside ``name = X``, a
+        filter on the names made PostgreSQL expect a few rows and read every run
+        of the name to sort them (1,836 rows for a page of 51 at 100,000 runs).
         """
+        scoped = self.defer(*defer)
+        everything = type(self)(model=self.model, using=self.db).defer(*defer)
         states = [s.strip().upper() for s in (filters.pop("state", None) or "").split(",") if s.strip()]
         names: list[str | None] = [filters.pop("name", None) or None]
         keep = filters.pop("keep_name", None)
@@ -139,26 +150,28 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         elif q:
             # The runs whose id starts with q, and those whose name contains it.
             prefix = q if len(q) >= ID_PREFIX_MIN else None
-            by_id = self.search(state=",".join(states) or None, name=names[0], id_prefix=prefix, **filters)
+            by_id = scoped.search(state=",".join(states) or None, name=names[0], id_prefix=prefix, **filters)
             names = [n for n in self.names_containing(q) if names == [None] or n in names]
             if not names:
                 return by_id.page(after, limit) if prefix else []
+        runs = scoped
         if keep is not None and names != [None]:
             # A name with no run in this queryset (outside an access scope) would be a page
             # that reads every run of that name to find none.
             names = [n for n in names if n is not None and keep(n)]
             if not names:
                 return by_id.page(after, limit) if prefix else []
+            runs = everything  # every run of a name kept is in this queryset
         combos = [(s, n) for s in dict.fromkeys(states or [None]) for n in names]
         if len(combos) > MAX_MERGED_PAGES:
             # One query per pair would be thousands (every state by hundreds of
             # names): one query over all of them costs one sort instead.
-            combined = self.search(state=",".join(states) or None, **filters)
+            combined = runs.search(state=",".join(states) or None, **filters)
             if names != [None]:
                 combined = combined.filter(name__in=names)
             pages = [combined.page(after, limit)]
         else:
-            pages = [self.search(state=s, name=n, **filters).page(after, limit) for s, n in combos]
+            pages = [runs.search(state=s, name=n, **filters).page(after, limit) for s, n in combos]
         if prefix:
             pages.append(by_id.page(after, limit))
         if len(pages) == 1:

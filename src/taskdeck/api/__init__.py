@@ -93,9 +93,7 @@ def list_tasks(request, filters: Query[TaskFilters]):
     params = filters.dict(exclude={"after", "limit"})
     params["since"], params["until"] = _utc(filters.since), _utc(filters.until)
     keep = names_in_scope(request)
-    rows = (
-        runs_for(request).defer(*DETAIL_ONLY).search_page(filters.after, limit + 1, keep_name=keep, **params)
-    )
+    rows = runs_for(request).search_page(filters.after, limit + 1, DETAIL_ONLY, keep_name=keep, **params)
     hide_links_outside(request, rows[:limit])
     return {"items": rows[:limit], "next": rows[limit - 1].id if len(rows) > limit else None}
 

@@ -56,12 +56,12 @@ def task_list(request: HttpRequest) -> HttpResponse:
     after = get.get("after", "")
     size = conf.dashboard()["PAGE_SIZE"]
     scope = scope_of(request)
-    rows = (
-        runs_for(request)
-        .defer(*LIST_DEFER)
-        .search_page(
-            int(after) if after.isdigit() else None, size + 1, keep_name=names_in_scope(request), **filters
-        )
+    rows = runs_for(request).search_page(
+        int(after) if after.isdigit() else None,
+        size + 1,
+        LIST_DEFER,
+        keep_name=names_in_scope(request),
+        **filters,
     )
     names, queues = known_runs(request)
     context = {
