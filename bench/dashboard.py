@@ -63,6 +63,7 @@ def cases(ids: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("tasks", "name (rare: 0.1%)", t + "?name=maintenance.tasks.purge_expired_sessions"),
         ("tasks", "queue", t + "?queue=low_priority"),
         ("tasks", "worker", t + "?worker=notifications%40web-2"),
+        ("tasks", "worker (retired 5 days ago)", t + "?worker=default%40web-old"),
         ("tasks", "since=1h", t + "?since=1h"),
         ("tasks", "since=24h", t + "?since=24h"),
         ("tasks", "search: a task id", t + f"?q={ids['task_id']}"),

@@ -162,6 +162,10 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
             if not names:
                 return by_id.page(after, limit) if prefix else []
             runs = everything  # every run of a name kept is in this queryset
+        # A worker's page is read from its (worker, -id) index: PostgreSQL, expecting its runs
+        # spread over the table, walked the newest rows by id instead, through 714,559 rows
+        # newer than a worker retired five days ago (at a million runs: 294 ms; 0.4 ms so).
+        lead = "worker" if filters.get("worker") else None
         combos = [(s, n) for s in dict.fromkeys(states or [None]) for n in names]
         if len(combos) > MAX_MERGED_PAGES:
             # One query per pair would be thousands (every state by hundreds of
@@ -169,9 +173,9 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
             combined = runs.search(state=",".join(states) or None, **filters)
             if names != [None]:
                 combined = combined.filter(name__in=names)
-            pages = [combined.page(after, limit)]
+            pages = [combined.page(after, limit, lead)]
         else:
-            pages = [runs.search(state=s, name=n, **filters).page(after, limit) for s, n in combos]
+            pages = [runs.search(state=s, name=n, **filters).page(after, limit, lead) for s, n in combos]
         if prefix:
             pages.append(by_id.page(after, limit))
         if len(pages) == 1:
@@ -179,11 +183,19 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         merged = heapq.merge(*pages, key=lambda run: -run.id)
         return list({run.id: run for run in merged}.values())[:limit]
 
-    def page(self, after: int | None, limit: int) -> list[Any]:
-        """Newest first, keyset on the primary key: ``after`` is the last id of the previous page."""
+    def page(self, after: int | None, limit: int, lead: str | None = None) -> list[Any]:
+        """Newest first, keyset on the primary key: ``after`` is the last id of the previous page.
+
+        ``lead``: a column the queryset holds to one value and that has a
+        ``(column, -id)`` index: the page's ids are read from that index alone,
+        then their rows (PostgreSQL would otherwise walk the newest rows by id
+        for a value it expects spread over the table, whatever its index).
+        """
         qs = self.order_by("-id")
         if after is not None:
             qs = qs.filter(id__lt=after)
+        if lead:
+            return list(self.filter(id__in=qs.values("id")[:limit]).order_by("-id"))
         return list(qs[:limit])
 
     def workflow(self, run: Any, limit: int = 500) -> dict[str, list[Any]]:
