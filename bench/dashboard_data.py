@@ -49,6 +49,9 @@ WORKERS = {
 #: A host retired after the first two days of the week: its runs are all old (the worker filter
 #: of a worker still in the menu, offline since).
 RETIRED = ("default@web-3", "default@web-old", 2 * 86400)
+#: A task renamed, and its queue retired, at the same time (its old name and queue still
+#: in the week's runs, in the name and queue filters): new name -> (old name, old queue).
+RENAMED = {"notifications:send_sms": ("notifications.tasks.send_sms", "sms")}
 EXCEPTIONS = [
     "ValueError('feed URL must be http(s), got {arg!r}')",
     "PaymentGatewayError('gateway timeout charging order {n} (attempt 6)')",
@@ -121,8 +124,9 @@ def runs(count: int, days: float, now: dt.datetime, seed: int = 7) -> Iterator[t
         if i == group_at - 1:
             fanned_out = task_id
         worker = rng.choice(WORKERS[queue]) if state != "SENT" else ""
-        if worker == RETIRED[0] and sent < start + RETIRED[2]:
-            worker = RETIRED[1]
+        if sent < start + RETIRED[2]:
+            worker = RETIRED[1] if worker == RETIRED[0] else worker
+            name, queue = RENAMED.get(name, (name, queue))
         last = finished or (started if state == "STARTED" else received if state == "RECEIVED" else sent)
         yield (
             task_id,

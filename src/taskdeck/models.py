@@ -136,7 +136,7 @@ class TaskRun(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["name"], name="taskdeck_run_name"),
+            models.Index(fields=["name", "-id"], name="taskdeck_run_name_id"),
             models.Index(fields=["first_seen_at"], name="taskdeck_run_seen"),
             # Rare states only: a page of SUCCESS runs (most of them) is the newest rows by id.
             models.Index(fields=["state", "-id"], name="taskdeck_run_state", condition=~Q(state="SUCCESS")),
