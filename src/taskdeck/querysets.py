@@ -220,7 +220,7 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
     def workflow(self, run: Any, limit: int = 500) -> dict[str, list[Any]]:
         """Parent, children, group siblings and the whole tree of ``run``'s root.
 
-        On a queryset of :meth:`briefly`, the runs read are :class:`RunBrief` rows.
+        On a queryset of :meth:`briefly`, the runs read are :class:`Row` rows.
         """
         parent = _rows(self.filter(task_id=run.parent_id)) if run.parent_id else []
         children = self.workflow_runs("parent_id", [run.task_id], limit)
@@ -244,7 +244,7 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         )
 
     def briefly(self, *fields: str) -> TaskRunQuerySet:
-        """The runs as ``fields`` and the id alone, each a :class:`RunBrief` (read by :meth:`workflow`).
+        """The runs as ``fields`` and the id alone, each a :class:`Row` (read by :meth:`workflow`).
 
         A model instance per run, with the other columns deferred, cost half
         of ``GET api/tasks/<id>`` for a run of a 2,000-run group (its 1,000
@@ -398,8 +398,8 @@ class QueueSampleQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         return [row for row in rows if row is not None]
 
 
-class RunBrief(dict[str, Any]):
-    """A run read as some of its columns (:meth:`TaskRunQuerySet.briefly`): keys read as attributes."""
+class Row(dict[str, Any]):
+    """A row read as some of its columns (:meth:`TaskRunQuerySet.briefly`): its keys read as attributes."""
 
     __slots__ = ()
 
@@ -414,8 +414,8 @@ class RunBrief(dict[str, Any]):
 
 
 def _rows(qs: Any) -> list[Any]:
-    """``qs`` as a list: model instances, or :class:`RunBrief` rows for a queryset of values."""
-    return [RunBrief(row) if isinstance(row, dict) else row for row in qs]
+    """``qs`` as a list: model instances, or :class:`Row` rows for a queryset of values."""
+    return [Row(row) if isinstance(row, dict) else row for row in qs]
 
 
 def _merged(pages: list[list[Any]]) -> list[Any]:

@@ -250,3 +250,73 @@ def test_a_tasks_workflow_lists_each_run_in_brief_as_the_list_shows_it(staff_cli
     root = staff_client.get("/taskdeck/api/tasks/root-1").json()
     assert root["workflow"]["children"] == [brief[f"member-{i}"] for i in range(3)]
     assert root["args"] == "(1,)" and "args" not in flow["group"][0]
+
+
+def test_run_pages_and_queue_samples_render_as_their_schemas_validate_them(staff_client, recorded):
+    """``api/tasks`` and ``api/queues/<name>/samples`` render their rows unvalidated
+    (``schemas.dumped``): the same bytes as ninja's validation of each row gives, for the
+    recorded runs, a run with every nullable column null and one with each set, and samples
+    with and without their counts."""
+    from taskdeck import api as api_module
+    from taskdeck.api import schemas
+
+    now = timezone.now()
+    at = now - dt.timedelta(seconds=3, microseconds=250)
+    TaskRun.objects.create(task_id="nulls", name="n", state="SENT", first_seen_at=now, state_at=0.0)
+    TaskRun.objects.create(
+        task_id="every-column",
+        name="orders.tasks.charge",
+        state="LOST",
+        queue="high_priority",
+        routing_key="high",
+        priority=9,
+        worker="w@h",
+        args="(1, 'x')",
+        kwargs="{'a': 1}",
+        result="None",
+        exception="KeyError('k')",
+        retries=3,
+        first_seen_at=at,
+        sent_at=at,
+        received_at=at,
+        started_at=at,
+        finished_at=now,
+        wait_time=0.0,
+        runtime=1.0,
+        parent_id="p",
+        root_id="r",
+        group_id="g",
+        reconstructed=True,
+        lost_at=now,
+        lost_worker="w@h",
+        redeliver_at=now,
+        stuck_at=at,
+        stuck_reason="no consumer",
+        state_at=now.timestamp(),
+    )
+    QueueSample.objects.create(queue="edge", sampled_at=now, ready=0, by_priority={})
+    QueueSample.objects.create(
+        queue="edge",
+        sampled_at=at,
+        ready=5,
+        unacked=2,
+        consumers=0,
+        by_priority={"0": 2, "9": 3},
+        oldest_age=1.5,
+    )
+
+    def rendered(data: object) -> bytes:
+        return api_module.api.renderer.render(None, data, response_status=200).encode()
+
+    runs = list(TaskRun.objects.order_by("-id"))
+    assert len(runs) > 8
+    page = staff_client.get("/taskdeck/api/tasks?limit=500")
+    items = [schemas.TaskOut.model_validate(run).model_dump() for run in runs]
+    assert page.content == rendered({"items": items, "next": None})
+
+    samples = list(QueueSample.objects.filter(queue="edge").order_by("-sampled_at"))
+    declared = set(api_module._declared())
+    validated = [
+        schemas.QueueOut.model_validate(api_module._queue(s, declared)).model_dump() for s in samples
+    ]
+    assert staff_client.get("/taskdeck/api/queues/edge/samples").content == rendered(validated)

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from ninja import Field, Schema
+
+
+def dumped(schema: type[Schema], rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """``rows`` as ``schema.model_validate(row).model_dump()`` gives them, without validating each.
+
+    For a list of rows (objects, or dicts such as a ``querysets.Row``) whose
+    values have the fields' types already (a model's columns, as the database
+    gives them), of a schema of plain fields (no ``resolve_`` method, no
+    nested schema). ninja validates each row of a
+    response from its attributes, a Python call per field: 500 runs of
+    ``api/tasks`` spent most of their CPU there, 5,000 queue samples 0.3 s
+    (docs/benchmarks.md). tests/monitor/test_monitor_api.py holds the output to
+    the validated one's.
+    """
+    names = tuple(schema.model_fields)
+    # A dict's keys directly: a Row's attributes go through its __getattr__, a call each.
+    return [
+        {name: row[name] for name in names}
+        if isinstance(row, dict)
+        else {name: getattr(row, name) for name in names}
+        for row in rows
+    ]
 
 
 class TaskOut(Schema):
@@ -71,11 +93,6 @@ class WorkflowRun(Schema):
     parent_id: str
     root_id: str
     group_id: str
-
-    @staticmethod
-    def brief(run: Mapping[str, Any]) -> dict[str, Any]:
-        """``run`` (a ``RunBrief`` of :data:`WORKFLOW_FIELDS`) as this schema dumps it, unvalidated."""
-        return {name: run[name] for name in WORKFLOW_FIELDS}
 
 
 #: The run columns a :class:`WorkflowRun` reads.
