@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import re
 from collections import Counter
@@ -245,6 +246,18 @@ def test_failure_groups_of_settled_hours_come_from_the_cache_and_leave_on_retry(
     assert failures.failure_groups(since, now=now) == expected
     with django_assert_num_queries(3):  # the retries' version, the first part-hour, the open hour
         assert failures.failure_groups(since, now=now) == expected
+    # Two days hold a whole day of 24 hours: kept added up beside its hours, and read so.
+    span = failures.HOUR * failures.CHUNK
+    day = math.ceil(since.timestamp() / span) * span  # the first whole day of the window
+    entry = caches[conf.monitor()["SERIES_CACHE"]].get(f"taskdeck:failures:1:all:0:{day}")
+    assert entry[failures.ALL] == failures._merged([entry[h] for h in range(day, day + span, failures.HOUR)])
+    wider = now - dt.timedelta(days=3)
+    expected_wider = [
+        {k: g[k] for k in ("name", "exc_type", "count", "last_id", "last_at")}
+        for g in TaskRun.objects.failure_groups(since=wider)
+    ]
+    assert failures.failure_groups(wider, now=now) == expected_wider
+    assert failures.failure_groups(wider, now=now) == expected_wider
     # A retried run leaves its group at once, settled hour or not.
     oldest = TaskRun.objects.filter(finished_at__gte=since).order_by("finished_at").first()
     AuditEntry.objects.create(username="u", action="retry", target=oldest.task_id, ok=True)

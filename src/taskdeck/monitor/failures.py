@@ -29,6 +29,8 @@ from taskdeck.models import AuditEntry, TaskRun
 HOUR = 3600
 #: Hours per cache entry.
 CHUNK = 24
+#: The key, in a cache entry of ``CHUNK`` hours, of their groups added up.
+ALL = "all"
 Key = tuple[str, str]
 
 
@@ -53,8 +55,12 @@ def failure_groups(
     if last - first < HOUR:  # no settled hour in the window: one query
         return _top(_read(runs, since, None), limit)
     version = f"{scope_key}:{retries.aggregate(Max('id'))['id__max'] or 0}"
-    hours = _settled_hours(runs, first, last, version, settings)
-    parts = [_read(runs, since, _at(first)), *hours, _read(runs, _at(last), None)]
+    settled = _settled_hours(runs, first, last, version, settings)
+    return _top(_merged([_read(runs, since, _at(first)), *settled, _read(runs, _at(last), None)]), limit)
+
+
+def _merged(parts: list[dict[Key, dict[str, Any]]]) -> dict[Key, dict[str, Any]]:
+    """The groups of ``parts`` added up: counts summed, the newest run and finish kept."""
     total: dict[Key, dict[str, Any]] = {}
     for part in parts:
         for key, group in part.items():
@@ -65,13 +71,17 @@ def failure_groups(
             acc["count"] += group["count"]
             acc["last_id"] = max(acc["last_id"], group["last_id"])
             acc["last_at"] = max(acc["last_at"], group["last_at"])
-    return _top(total, limit)
+    return total
 
 
 def _settled_hours(
     runs: Any, first: int, last: int, version: str, settings: dict[str, Any]
 ) -> list[dict[Key, dict[str, Any]]]:
-    """The groups of each hour in [first, last): from the cache, the missing ones read and cached."""
+    """The groups of the hours in [first, last): from the cache, the missing ones read and cached.
+
+    A chunk of ``CHUNK`` hours wholly in the window is one part, its hours added
+    up once and kept with them (``ALL``): a week is 7 or 8 parts to add, not 168.
+    """
     cache = caches[settings["SERIES_CACHE"]]
     span = HOUR * CHUNK
 
@@ -83,20 +93,33 @@ def _settled_hours(
     found = cache.get_many([key(c) for c in chunks])
     hours: dict[int, dict[Key, dict[str, Any]]] = {}
     for entry in found.values():
-        hours.update((start, groups) for start, groups in entry.items() if first <= start < last)
+        hours.update(
+            (start, groups) for start, groups in entry.items() if start != ALL and first <= start < last
+        )
     missing = [start for start in starts if start not in hours]
+    changed: dict[str, dict[Any, Any]] = {}
     if missing:
         lo, hi = missing[0], missing[-1] + HOUR
         read = _read(runs, _at(lo), _at(hi), by_hour=True)
         for start in missing:
             hours[start] = read.get(start, {})
-        changed: dict[str, dict[int, dict[Key, dict[str, Any]]]] = {}
         for start in missing:
             chunk = start - start % span
             entry = changed.setdefault(key(chunk), dict(found.get(key(chunk)) or {}))
             entry[start] = hours[start]
+    parts: list[dict[Key, dict[str, Any]]] = []
+    for chunk in chunks:
+        if first <= chunk and chunk + span <= last:  # every hour of it in the window, settled
+            entry = changed.get(key(chunk)) or found.get(key(chunk)) or {}
+            if ALL not in entry:
+                entry = changed.setdefault(key(chunk), dict(entry))
+                entry[ALL] = _merged([hours[start] for start in range(chunk, chunk + span, HOUR)])
+            parts.append(entry[ALL])
+        else:
+            parts.extend(hours[start] for start in starts if chunk <= start < chunk + span)
+    if changed:
         cache.set_many(changed, settings["SERIES_CACHE_TTL"])
-    return [hours[start] for start in starts]
+    return parts
 
 
 def _read(runs: Any, lo: dt.datetime, hi: dt.datetime | None, by_hour: bool = False) -> Any:
