@@ -244,7 +244,7 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
         )
 
     def briefly(self, *fields: str) -> TaskRunQuerySet:
-        """The runs as ``fields`` and the id alone, each a :class:`Row` (read by :meth:`workflow`).
+        """The runs as ``fields`` and the id alone, each a :class:`Row` (:meth:`workflow`, :meth:`graph`).
 
         A model instance per run, with the other columns deferred, cost half
         of ``GET api/tasks/<id>`` for a run of a 2,000-run group (its 1,000
@@ -267,7 +267,7 @@ class TaskRunQuerySet(DistinctMixin, PruneMixin, models.QuerySet):
             parents = {r.parent_id for r in frontier if r.parent_id}
             groups = {r.group_id for r in frontier if r.group_id}
             pages = [
-                list(self.filter(task_id__in=roots | parents).order_by("id")[:limit]),
+                _rows(self.filter(task_id__in=roots | parents).order_by("id")[:limit]),
                 self.workflow_runs("root_id", roots, limit),
                 self.workflow_runs("parent_id", ids, limit),
             ]

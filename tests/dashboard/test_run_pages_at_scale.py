@@ -12,11 +12,14 @@ of a name to sort them touches a page for nearly every run.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from bench import dashboard_data
 from taskdeck import conf
@@ -50,9 +53,14 @@ def worst_query(client: Client, path: str) -> tuple[int, str]:
 def fill_week(vacuum: bool) -> dict[str, int]:
     assert connection.vendor == "postgresql", "these plans are PostgreSQL's: set DATABASE_URL to one"
     filled = dashboard_data.fill(RUNS, samples=False)
+    analyse(vacuum)
+    return filled
+
+
+def analyse(vacuum: bool) -> None:
+    """``ANALYZE`` the run table, after a ``VACUUM`` (as autovacuum leaves it) when ``vacuum``."""
     with connection.cursor() as cursor:
         cursor.execute(f"{'VACUUM ' if vacuum else ''}ANALYZE {TaskRun._meta.db_table}")
-    return filled
 
 
 @pytest.fixture
@@ -101,8 +109,7 @@ def test_the_page_of_a_value_retired_days_ago_costs_what_an_active_values_costs(
     fill_week(vacuum=False)
     for vacuumed in (False, True):
         if vacuumed:
-            with connection.cursor() as cursor:
-                cursor.execute(f"VACUUM ANALYZE {TaskRun._meta.db_table}")
+            analyse(vacuum=True)
         costs = {}
         for column, retired, active in RETIRED_VALUES:
             assert TaskRun.objects.filter(**{column: retired}).count() > 20 * conf.dashboard()["PAGE_SIZE"]
@@ -115,9 +122,5 @@ def test_the_page_of_a_value_retired_days_ago_costs_what_an_active_values_costs(
         assert not too_dear, f"vacuumed {vacuumed}: pages (a retired value's, an active one's): {too_dear}"
 
 
-def recent():
-    import datetime as dt
-
-    from django.utils import timezone
-
+def recent() -> dt.datetime:
     return timezone.now() - dt.timedelta(days=4)
