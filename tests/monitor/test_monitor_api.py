@@ -295,6 +295,12 @@ def test_run_pages_and_queue_samples_render_as_their_schemas_validate_them(staff
         state_at=now.timestamp(),
     )
     QueueSample.objects.create(queue="edge", sampled_at=now, ready=0, by_priority={})
+    # PostgreSQL writes the time as text (QueueSampleQuerySet.newest): a whole second, and
+    # under a millisecond, read as Django's encoder writes them.
+    QueueSample.objects.create(queue="edge", sampled_at=now.replace(microsecond=0), ready=1, consumers=0)
+    QueueSample.objects.create(
+        queue="edge", sampled_at=at.replace(microsecond=999), ready=2, by_priority={"0": 2}, oldest_age=2.0
+    )
     QueueSample.objects.create(
         queue="edge",
         sampled_at=at,
@@ -315,6 +321,7 @@ def test_run_pages_and_queue_samples_render_as_their_schemas_validate_them(staff
     assert page.content == rendered({"items": items, "next": None})
 
     samples = list(QueueSample.objects.filter(queue="edge").order_by("-sampled_at"))
+    assert len(samples) == 4
     declared = set(api_module._declared())
     validated = [
         schemas.QueueOut.model_validate(api_module._queue(s, declared)).model_dump() for s in samples

@@ -45,7 +45,12 @@ def without_consumer(sample: QueueSample | None) -> bool:
 
     False when it is empty, or when its consumers are not known (no answer from the workers).
     """
-    return bool(sample is not None and sample.ready and sample.consumers == 0)
+    return sample is not None and holds_unconsumed(sample.ready, sample.consumers)
+
+
+def holds_unconsumed(ready: int, consumers: int | None) -> bool:
+    """:func:`without_consumer` of a sample's two counts."""
+    return bool(ready and consumers == 0)
 
 
 def queues_without_consumer(samples: Iterable[QueueSample] | None = None) -> list[QueueSample]:
