@@ -9,6 +9,7 @@
     webserver    runserver, gunicorn and uvicorn under keep-alive load (bench/webserver.py)
     payloads     apply_async() with payload capture, without it, and plain Celery (bench/payloads.py)
     capacity     runs/s one recorder absorbs from the record stream; two recorders on it (bench/capacity.py)
+    batch        the recorder per run: a run's task-sent event and record together, apart (bench/one_batch.py)
     soak         N tasks through `taskdeck up`'s whole stack, memory per process (bench/soak.py)
 
 ``python -m bench COMMAND --help`` lists each one's options. Every bench
@@ -52,6 +53,12 @@ def _capacity(argv: list[str]) -> None:
     main(argv)
 
 
+def _batch(argv: list[str]) -> None:
+    from bench.one_batch import main
+
+    main(argv)
+
+
 def _all(argv: list[str]) -> None:
     quick = ["--quick"] if "--quick" in argv else []
     _throughput(quick)
@@ -78,6 +85,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "results": _with_argv("results", "bench.results"),
     "monitor": _with_argv("monitor", "bench.monitor_overhead"),
     "capacity": _capacity,
+    "batch": _batch,
     "soak": _soak,
     "webserver": _with_argv("webserver", "bench.webserver"),
     "payloads": _with_argv("payloads", "bench.payloads"),

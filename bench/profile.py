@@ -68,13 +68,18 @@ PARTS = [
 #: The recorder's named parts (its main thread: the loop over the records' stream and the events).
 RECORDER_PARTS = [
     ("read records (XREADGROUP, decode)", "taskdeck/monitor/records.py", "read"),
-    ("write a batch of records (one transaction)", "taskdeck/monitor/recorder.py", "write_records"),
+    (
+        "write a batch: records and the events waiting (one transaction)",
+        "taskdeck/monitor/recorder.py",
+        "write_batch",
+    ),
     ("  facts of the records", "taskdeck/monitor/records.py", "facts"),
     ("  result rows (fold, upsert)", "taskdeck/monitor/records.py", "write_results"),
     ("  runs (read, merge, upsert)", "taskdeck/monitor/runs.py", "apply"),
     ("  rollups", "taskdeck/monitor/rollups.py", "on_changes"),
     ("acknowledge records (XACK, XDEL)", "taskdeck/monitor/records.py", "ack"),
-    ("task events (task-sent: check, write)", "taskdeck/monitor/recorder.py", "process"),
+    ("  task events' facts (task-sent)", "taskdeck/monitor/merge.py", "fact_from_event"),
+    ("task events alone (check, write)", "taskdeck/monitor/recorder.py", "process"),
     ("tick (subscribers, heartbeat, claims)", "taskdeck/monitor/recorder.py", "tick"),
 ]
 

@@ -10,9 +10,9 @@ wires the defaults from settings.
 
 With the record backend (:mod:`taskdeck.results.record`) a second source,
 :class:`~taskdeck.monitor.records.RecordSource`, carries the task runs; the
-loop waits on it and takes the waiting events between its batches
-(:meth:`Recorder.process_records`: result rows, runs and subscribers in one
-transaction, then the batch acknowledged).
+loop waits on it and takes the events waiting with each batch of records
+(:meth:`Recorder.process_records`: result rows, runs of both and subscribers
+in one transaction, then the records acknowledged).
 
 Nothing on the event exchange stops the recorder. A message that does not
 decode, an event Celery's receiver cannot read, and an event that fails
@@ -270,9 +270,8 @@ class Recorder:
                     size, wait = self.settings["BATCH_SIZE"], self.settings["FLUSH_INTERVAL"]
                     self.process(self.source.batch(size, wait, float(self.settings["EVENT_LINGER"] or 0)))
                 else:
-                    # Records are the busy source: wait on them, take the events waiting.
+                    # Records are the busy source: wait on them, with the events waiting.
                     self.pump_records(self.settings["FLUSH_INTERVAL"])
-                    self.process(self.source.batch(self.settings["BATCH_SIZE"], 0))
                 self._safely(self.tick, self.clock())
         finally:
             self.source.stop()
@@ -327,6 +326,15 @@ class Recorder:
         """Check, then write one batch: bad events counted and skipped, refused rows dead-lettered."""
         if not events:
             return
+        clean = self._checked(events)
+        if clean:
+            self._write_or_split(clean)
+        # With DEBUG on Django keeps the last 9000 queries, each batch's INSERT among
+        # them: megabytes that look like a leak. The recorder never needs them.
+        reset_queries()
+
+    def _checked(self, events: list[Any]) -> list[dict[str, Any]]:
+        """The events that pass :func:`check`, as it cleans them; the others counted as bad."""
         clean = []
         for event in events:
             good, reason, detail = check(event)
@@ -334,11 +342,7 @@ class Recorder:
                 self.bad.add(reason, event, detail)
             else:
                 clean.append(good)
-        if clean:
-            self._write_or_split(clean)
-        # With DEBUG on Django keeps the last 9000 queries, each batch's INSERT among
-        # them: megabytes that look like a leak. The recorder never needs them.
-        reset_queries()
+        return clean
 
     def _write_or_split(self, events: list[dict[str, Any]]) -> None:
         try:
@@ -366,22 +370,38 @@ class Recorder:
 
     def write(self, events: list[dict[str, Any]]) -> None:
         """Apply checked events: the runs, what subscribers derive, the recorder's mark."""
-        limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"], payload_limit())
-        facts = [fact for event in events if (fact := fact_from_event(event, *limits)) is not None]
+        self.write_batch([], events)
+
+    def write_batch(self, records: list[Record], events: list[dict[str, Any]]) -> None:
+        """Apply decoded records and checked events in one transaction: the ``TaskResult`` rows of
+        the records, the runs of both, what subscribers derive, the recorder's mark.
+
+        A run whose task-sent event and record come in one batch is written once, as one
+        change (not a SENT row, then its final state: a write, a read and a rollup move less).
+        """
+        rows = [record.row for record in records if record.row is not None]
+        limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
+        facts = [fact for row in rows for fact in record_rows.facts(row, *limits)]
+        if events:
+            payloads = payload_limit()
+            facts += [f for e in events if (f := fact_from_event(e, *limits, payloads)) is not None]
         # One transaction for the runs, what the subscribers derive from them and the
         # recorder's mark: a recorder killed (or a database error) mid-batch leaves none
         # of it, so the runs are rebuilt and counted again, never half counted.
         with transaction.atomic():
             lock_writers()
+            if rows:
+                record_rows.write_results(rows)
             changes = self.runs.apply(facts)
             for subscriber in self.subscribers:
                 subscriber.on_events(events)
                 subscriber.on_changes(changes)
             now = self.clock()
             stamps = [e["timestamp"] for e in events if e.get("timestamp")]
+            stamps += [r.timestamp for r in records]
             if stamps:
                 RecorderState.objects.filter(name=self.name).update(
-                    events=F("events") + len(events),
+                    events=F("events") + len(events) + len(records),
                     last_event_at=dt.datetime.fromtimestamp(max(stamps), dt.UTC),
                     lag=max(now - min(stamps), 0.0),
                 )
@@ -389,7 +409,8 @@ class Recorder:
     # --- records (taskdeck.results.record) ------------------------------------
 
     def pump_records(self, wait: float, claim: bool = False) -> int:
-        """Read one batch of records (or claim a dead consumer's) and write it; how many were read."""
+        """Read one batch of records (or claim a dead consumer's) and write it with the events waiting
+        (none with a claim); how many records were read."""
         assert self.records is not None
         try:
             size = self.settings["BATCH_SIZE"]
@@ -407,14 +428,20 @@ class Recorder:
         except Exception:  # noqa: BLE001 - Redis down or restarting: the records wait in the stream
             self._log_error("records.read")
             self.stopping.wait(max(wait, 0.5))
-            return 0
-        if records:
-            self.process_records(records)
+            records = []
+        events = [] if claim else self.source.batch(self.settings["BATCH_SIZE"], 0)
+        self.process_records(records, events)
         return len(records)
 
-    def process_records(self, records: list[Record]) -> None:
-        """Write a batch of records, then acknowledge it; one that does not decode is dead-lettered."""
+    def process_records(self, records: list[Record], events: list[Any] | None = None) -> None:
+        """Write a batch of records and ``events`` (:meth:`write_batch`), then acknowledge the records.
+
+        A record that does not decode is dead-lettered, an event that fails :func:`check` counted
+        as bad. A batch the database refuses is written again as its records and its events
+        apart, each split until the record or event whose row is refused stands alone.
+        """
         assert self.records is not None
+        clean = self._checked(events or [])
         good = []
         for record in records:
             if record.row is None:
@@ -427,13 +454,25 @@ class Recorder:
                 )
             else:
                 good.append(record)
-        if good and not self._write_records_or_split(good):
+        if not self._write_batch_or_apart(good, clean):
             return  # stopping with the database down: left pending for the next start
-        try:
-            self.records.ack(records)
-        except Exception:  # noqa: BLE001 - left pending: written again (idempotent) by whoever reads it
-            self._log_error("records.ack")
+        if records:
+            try:
+                self.records.ack(records)
+            except Exception:  # noqa: BLE001 - left pending: written again (idempotent) by whoever reads it
+                self._log_error("records.ack")
         reset_queries()
+
+    def _write_batch_or_apart(self, records: list[Record], events: list[dict[str, Any]]) -> bool:
+        """:meth:`write_batch`; refused, the records and the events apart. False: stopping, unwritten."""
+        if records and events:
+            try:
+                return self._retrying(self.write_batch, records, events)
+            except Exception:  # noqa: BLE001 - refused: each part alone finds the row
+                pass
+        if events:
+            self._write_or_split(events)
+        return self._write_records_or_split(records) if records else True
 
     def _write_records_or_split(self, records: list[Record]) -> bool:
         try:
@@ -459,21 +498,7 @@ class Recorder:
 
     def write_records(self, records: list[Record]) -> None:
         """Apply records: the ``TaskResult`` rows, the runs, what subscribers derive, the recorder's mark."""
-        rows = [record.row for record in records if record.row is not None]
-        limits = (self.settings["REPR_LIMIT"], self.settings["TRACEBACK_LIMIT"])
-        run_facts = [fact for row in rows for fact in record_rows.facts(row, *limits)]
-        with transaction.atomic():
-            lock_writers()
-            record_rows.write_results(rows)
-            changes = self.runs.apply(run_facts)
-            for subscriber in self.subscribers:
-                subscriber.on_changes(changes)
-            now = self.clock()
-            RecorderState.objects.filter(name=self.name).update(
-                events=F("events") + len(records),
-                last_event_at=dt.datetime.fromtimestamp(max(r.timestamp for r in records), dt.UTC),
-                lag=max(now - min(r.timestamp for r in records), 0.0),
-            )
+        self.write_batch(records, [])
 
     def save_bad_events(self) -> None:
         """Add the bad events counted since the last call to the recorder's row (for /metrics)."""

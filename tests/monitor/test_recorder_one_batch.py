@@ -1,0 +1,183 @@
+"""Records and the task events waiting beside them are written in one transaction.
+
+With the record backend the recorder reads each run's record from the Redis
+stream, and the producers' task-sent events from the broker. A run whose
+task-sent event and record arrive in one batch is written once
+(``Recorder.write_batch``): one upsert of the run table for the batch, not a
+SENT row and then its final state. These tests drive a recorder in this
+process on the real stream (records written by ``RecordBackend`` as a worker
+process writes them) and the real database, and hold what it writes to what
+the events and the records give written apart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+import redis
+from celery import current_app
+from django.db import transaction
+from django_celery_results.models import TaskResult
+
+from bench.capacity import expected, host_name, store_run
+from taskdeck import conf, deadletter
+from taskdeck.models import EVERY_ROLLUP, DeadLetter, TaskRollup, TaskRun, TaskTotal, Worker
+from taskdeck.monitor import runs as runs_module
+from taskdeck.monitor.recorder import Recorder
+from taskdeck.monitor.records import RecordSource
+from taskdeck.monitor.rollups import Rollups, Totals
+from taskdeck.monitor.runs import RunWriter
+from taskdeck.monitor.subscribers import Subscriber
+from taskdeck.monitor.workers import Workers
+from taskdeck.results.record import RecordBackend, stream_key
+from tests.support import rollups
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HOST = host_name(0)
+RUNS = 40
+
+
+class Buffered:
+    """The recorder's event source: what its capture thread has buffered, handed out in batches."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = list(events)
+        self.ready = threading.Event()
+
+    def batch(self, size: int, wait: float, linger: float = 0.0) -> list[dict[str, Any]]:
+        out, self.events = self.events[:size], self.events[size:]
+        return out
+
+
+class Refuser(Subscriber):
+    """Makes PostgreSQL refuse a batch that holds an event of a task named ``refuse.me``: a real DataError."""
+
+    name = "refuser"
+
+    def on_events(self, events: list[dict[str, Any]]) -> None:
+        if any(e.get("name") == "refuse.me" for e in events):
+            with transaction.atomic():
+                Worker.objects.create(hostname="x" * 300)
+
+
+def recorder(client: redis.Redis, events: list[dict[str, Any]]) -> Recorder:
+    return Recorder(
+        source=Buffered(events),  # type: ignore[arg-type]
+        runs=RunWriter(),
+        subscribers=[Workers(), Rollups(), Totals([1, 10]), Refuser()],
+        results=None,
+        settings=conf.monitor(),
+        dead_letter=deadletter.store,
+        records=RecordSource(client, stream_key(), "test@host"),
+    )
+
+
+def sent_event(i: int) -> dict[str, Any]:
+    """The task-sent event a producer of run ``i`` publishes, before its worker's record."""
+    run = expected(HOST, i)
+    return {
+        "type": "task-sent",
+        "uuid": run["task_id"],
+        "name": run["name"],
+        "queue": run["queue"],
+        "routing_key": run["queue"],
+        "args": f"({i}, 0)",
+        "kwargs": "{'size': 'small'}",
+        "timestamp": 1_795_564_800.0 + i,
+    }
+
+
+def tables() -> dict[str, Any]:
+    """Everything the recorder writes from runs, but ids and write times."""
+    skip = {"id", "updated_at"}
+    runs = {
+        row["task_id"]: {k: v for k, v in row.items() if k not in skip} for row in TaskRun.objects.values()
+    }
+    return {
+        "runs": runs,
+        "results": sorted(TaskResult.objects.values_list("task_id", "status", "task_name", "worker")),
+        "rollups": {model.__name__: rollups.rows(model) for model in EVERY_ROLLUP},
+        "totals": sorted(
+            TaskTotal.objects.values_list("name", "queue", "state", "count", "runtime_buckets", "runtime_sum")
+        ),
+    }
+
+
+def clear(client: redis.Redis) -> None:
+    for model in (TaskRun, TaskResult, *EVERY_ROLLUP, TaskTotal):
+        model.objects.all().delete()
+    client.delete(stream_key())
+
+
+class RunRowsWritten:
+    """Counts the run rows the recorder writes (``taskdeck.monitor.runs.write``: one upsert a call)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[int] = []
+        original = runs_module.write
+
+        def counted(rows: list[dict[str, Any]], using: str = "default") -> None:
+            self.calls.append(len(rows))
+            original(rows, using)
+
+        monkeypatch.setattr(runs_module, "write", counted)
+
+
+def test_a_sent_event_and_the_record_of_its_run_in_one_batch_write_the_run_once(broker, monkeypatch):
+    """One batch of 40 runs' records and their 40 task-sent events: each run's row written once,
+    in one upsert (written apart: twice, a SENT row then its end), and the same runs, result rows,
+    rollups and totals as written apart."""
+    client = redis.Redis.from_url(broker)
+    backend = RecordBackend(app=current_app)
+    for i in range(RUNS):
+        store_run(backend, HOST, i)
+    entries = client.xrange(stream_key())
+    events = [sent_event(i) for i in range(RUNS)]
+
+    together = recorder(client, events)
+    written = RunRowsWritten(monkeypatch)
+    assert together.pump_records(0) == len(entries)
+    assert client.xlen(stream_key()) == 0 and together.source.events == []
+    assert written.calls == [RUNS]
+    written_together = tables()
+    assert len(written_together["runs"]) == RUNS
+    assert all(run["sent_at"] is not None for run in written_together["runs"].values())
+    assert {run["state"] for run in written_together["runs"].values()} == {"SUCCESS", "FAILURE"}
+    rollups.assert_coarse_rows_add_up()
+
+    clear(client)
+    for _, fields in entries:
+        client.xadd(stream_key(), fields)
+    apart = recorder(client, [])
+    written.calls.clear()
+    apart.process(events)
+    assert apart.pump_records(0) == len(entries)
+    assert written.calls == [RUNS, RUNS]
+    assert tables() == written_together
+
+
+def test_a_batch_the_database_refuses_is_written_as_its_records_and_its_events_apart(broker):
+    """A task-sent event whose row PostgreSQL refuses, in the batch of 40 runs' records: that event
+    alone is dead-lettered; every record is written and acknowledged, and the other events too."""
+    client = redis.Redis.from_url(broker)
+    backend = RecordBackend(app=current_app)
+    for i in range(RUNS):
+        store_run(backend, HOST, i)
+    events = [sent_event(i) for i in range(RUNS)]
+    events[5] = {**events[5], "name": "refuse.me"}
+
+    rec = recorder(client, events)
+    assert rec.pump_records(0) > 0
+    assert client.xlen(stream_key()) == 0
+    runs = {r.task_id: r for r in TaskRun.objects.all()}
+    assert set(runs) == {expected(HOST, i)["task_id"] for i in range(RUNS)}
+    assert TaskResult.objects.count() == RUNS
+    assert all(r.sent_at is not None for r in runs.values())  # the record carries the send time too
+    letters = list(DeadLetter.objects.filter(kind="row"))
+    assert [json.loads(bytes(d.body))["name"] for d in letters] == ["refuse.me"]
+    assert letters[0].task_id == expected(HOST, 5)["task_id"] and "DataError" in letters[0].reason
+    assert sum(r.succeeded + r.failed for r in TaskRollup.objects.all()) == RUNS
