@@ -26,7 +26,6 @@ import time
 import uuid
 
 import pytest
-from django.db import transaction
 
 from taskdeck import conf, deadletter
 from taskdeck.metrics import render
@@ -34,25 +33,13 @@ from taskdeck.models import DeadLetter, RecorderState, TaskRollup, TaskRun, Work
 from taskdeck.monitor.recorder import Recorder
 from taskdeck.monitor.rollups import Rollups, Totals
 from taskdeck.monitor.runs import RunWriter
-from taskdeck.monitor.subscribers import Subscriber
 from taskdeck.monitor.workers import Workers
-from tests.support.events import publish_events, publish_raw, run_events
+from tests.support.events import Refuser, publish_events, publish_raw, run_events
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOW = 1795564800.0
-
-
-class Refuser(Subscriber):
-    """Makes PostgreSQL refuse the batch of any event of a task named ``refuse.me``: a real DataError."""
-
-    name = "refuser"
-
-    def on_events(self, events):
-        if any(e.get("name") == "refuse.me" for e in events):
-            with transaction.atomic():
-                Worker.objects.create(hostname="x" * 300)
 
 
 @pytest.fixture

@@ -13,27 +13,21 @@ the events and the records give written apart.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
 import redis
 from celery import current_app
-from django.db import transaction
 from django_celery_results.models import TaskResult
 
+from bench import one_batch
 from bench.capacity import expected, host_name, store_run
-from taskdeck import conf, deadletter
-from taskdeck.models import EVERY_ROLLUP, DeadLetter, TaskRollup, TaskRun, TaskTotal, Worker
+from taskdeck.models import EVERY_ROLLUP, DeadLetter, TaskRollup, TaskRun, TaskTotal
 from taskdeck.monitor import runs as runs_module
 from taskdeck.monitor.recorder import Recorder
-from taskdeck.monitor.records import RecordSource
-from taskdeck.monitor.rollups import Rollups, Totals
-from taskdeck.monitor.runs import RunWriter
-from taskdeck.monitor.subscribers import Subscriber
-from taskdeck.monitor.workers import Workers
 from taskdeck.results.record import RecordBackend, stream_key
 from tests.support import rollups
+from tests.support.events import Refuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,54 +35,15 @@ HOST = host_name(0)
 RUNS = 40
 
 
-class Buffered:
-    """The recorder's event source: what its capture thread has buffered, handed out in batches."""
-
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.events = list(events)
-        self.ready = threading.Event()
-
-    def batch(self, size: int, wait: float, linger: float = 0.0) -> list[dict[str, Any]]:
-        out, self.events = self.events[:size], self.events[size:]
-        return out
-
-
-class Refuser(Subscriber):
-    """Makes PostgreSQL refuse a batch that holds an event of a task named ``refuse.me``: a real DataError."""
-
-    name = "refuser"
-
-    def on_events(self, events: list[dict[str, Any]]) -> None:
-        if any(e.get("name") == "refuse.me" for e in events):
-            with transaction.atomic():
-                Worker.objects.create(hostname="x" * 300)
-
-
 def recorder(client: redis.Redis, events: list[dict[str, Any]]) -> Recorder:
-    return Recorder(
-        source=Buffered(events),  # type: ignore[arg-type]
-        runs=RunWriter(),
-        subscribers=[Workers(), Rollups(), Totals([1, 10]), Refuser()],
-        results=None,
-        settings=conf.monitor(),
-        dead_letter=deadletter.store,
-        records=RecordSource(client, stream_key(), "test@host"),
-    )
+    """The bench's recorder (its data path as ``build`` wires it), with the refuser."""
+    rec = one_batch.recorder(client, events)
+    rec.subscribers.append(Refuser())
+    return rec
 
 
 def sent_event(i: int) -> dict[str, Any]:
-    """The task-sent event a producer of run ``i`` publishes, before its worker's record."""
-    run = expected(HOST, i)
-    return {
-        "type": "task-sent",
-        "uuid": run["task_id"],
-        "name": run["name"],
-        "queue": run["queue"],
-        "routing_key": run["queue"],
-        "args": f"({i}, 0)",
-        "kwargs": "{'size': 'small'}",
-        "timestamp": 1_795_564_800.0 + i,
-    }
+    return one_batch.sent_event(HOST, i, 1_795_564_800.0 + i)
 
 
 def tables() -> dict[str, Any]:

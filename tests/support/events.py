@@ -7,6 +7,21 @@ from typing import Any
 
 from celery import current_app
 from celery.events.event import get_exchange
+from django.db import transaction
+
+from taskdeck.models import Worker
+from taskdeck.monitor.subscribers import Subscriber
+
+
+class Refuser(Subscriber):
+    """Makes PostgreSQL refuse the batch of any event of a task named ``refuse.me``: a real DataError."""
+
+    name = "refuser"
+
+    def on_events(self, events: list[dict[str, Any]]) -> None:
+        if any(e.get("name") == "refuse.me" for e in events):
+            with transaction.atomic():
+                Worker.objects.create(hostname="x" * 300)
 
 
 def publish_events(bodies: list[Any]) -> None:
