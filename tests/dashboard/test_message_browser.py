@@ -336,6 +336,41 @@ def test_a_page_of_large_messages_is_cut_one_message_is_whole(broker, accounts, 
     assert client.get("/taskdeck/queues/low_priority/messages/").status_code == 200
 
 
+def test_a_search_of_a_queue_of_large_messages_holds_a_few_at_a_time(broker, monkeypatch):
+    """Finding, deleting and moving one message reads the queue in windows of about FIND_BYTES
+    (here 100 kB: 3 messages of 20 kB in their envelopes), not 1,000 messages at a time (a
+    queue of 10 MiB messages was 10 GB in the web process); control: small messages are read
+    1,000 at a time."""
+    from taskdeck.brokers import FIND_FIRST, FIND_WINDOW, SearchWindows
+    from taskdeck.monitor import messages
+
+    budget = brokers.FIND_BYTES
+    monkeypatch.setattr(brokers, "FIND_BYTES", 100_000)
+    held: list[tuple[int, int]] = []
+    record = SearchWindows.held
+
+    def spied(self: SearchWindows, count: int, size: int) -> None:
+        held.append((count, size))
+        record(self, count, size)
+
+    monkeypatch.setattr(SearchWindows, "held", spied)
+    ids = [rebuild_search_index.apply_async(("x" * 20_000, i), queue="low_priority").id for i in range(40)]
+    assert messages.find(current_app, "low_priority", ids[-1]).task_id == ids[-1]
+    assert messages.remove(current_app, "low_priority", ids[-2]).task_id == ids[-2]
+    assert messages.remove(current_app, "low_priority", ids[-3], to="default").task_id == ids[-3]
+    # A search's first window is FIND_FIRST messages, before their size is known; then about 100 kB.
+    later = [(count, size) for count, size in held if count != FIND_FIRST]
+    assert held[0][0] == FIND_FIRST and len(later) > 10
+    assert all(count <= 5 and size <= 100_000 for count, size in later), held
+    assert [m.task_id for w in messages.browse(current_app, "default") for m in w.messages] == [ids[-3]]
+
+    held.clear()
+    monkeypatch.setattr(brokers, "FIND_BYTES", budget)
+    small = [rebuild_search_index.apply_async((i,), queue="medium_priority").id for i in range(1_500)]
+    assert messages.find(current_app, "medium_priority", small[-1]).task_id == small[-1]
+    assert [count for count, _ in held] == [FIND_FIRST, FIND_WINDOW, FIND_WINDOW]
+
+
 def raw(client: redis.Redis, queue: str, task_id: str) -> bytes:
     for step in (0, 3, 6, 9):
         for item in client.lrange(key(queue, step), 0, -1):

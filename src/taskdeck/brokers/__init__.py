@@ -58,6 +58,40 @@ class MessageWindow:
     messages: list[RawMessage]
 
 
+#: How deep a search for one waiting message reads a queue (its page, delete, move), and the most
+#: messages it reads at a time.
+FIND_LIMIT = 100_000
+FIND_WINDOW = 1_000
+#: Bytes of waiting messages a search holds at once: a queue of 10 MiB messages is read a few at a
+#: time, not a thousand (10 GB in the web process).
+FIND_BYTES = 32 * 1024 * 1024
+#: The first window, before the messages' size is known.
+FIND_FIRST = 10
+
+
+class SearchWindows:
+    """The windows a search for one message reads a queue in, oldest first.
+
+    Iterating gives ``(offset, count)``; after each window, :meth:`held` says
+    how many bytes its messages were, and the next window holds about
+    :data:`FIND_BYTES`: up to :data:`FIND_WINDOW` small messages, one at a time
+    when each is larger than the budget. :data:`FIND_LIMIT` deep at most.
+    """
+
+    def __init__(self) -> None:
+        self.offset, self.count = 0, FIND_FIRST
+
+    def __iter__(self) -> Any:
+        while self.offset < FIND_LIMIT:
+            count = min(self.count, FIND_LIMIT - self.offset)
+            yield self.offset, count
+            self.offset += count
+
+    def held(self, count: int, size: int) -> None:
+        """The window of ``count`` messages (per sub-queue) just read held ``size`` bytes in all."""
+        self.count = max(1, min(FIND_WINDOW, count * FIND_BYTES // max(size, 1)))
+
+
 class Broker(Protocol):
     """The broker-specific facts taskdeck uses."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from taskdeck.brokers import MessageWindow, QueueDepth, RawMessage
+from taskdeck.brokers import MessageWindow, QueueDepth, RawMessage, SearchWindows
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,10 +34,6 @@ DEFAULT_STEPS = (0, 3, 6, 9)
 #: Keys examined per discovery at most (SCAN calls of 1,000): a Redis shared
 #: with a cache of millions of keys is not walked whole every sample.
 DISCOVERY_SCAN_LIMIT = 50_000
-
-#: Messages read, oldest first, to find one to delete or move (1,000 a window).
-FIND_LIMIT = 100_000
-FIND_WINDOW = 1_000
 
 #: Celery's own exchanges and queues (events, remote control and its replies): never task queues.
 INTERNAL_EXCHANGES = frozenset({"celeryev", "celery.pidbox", "reply.celery.pidbox"})
@@ -197,8 +193,10 @@ class RedisBroker:
         client = _plain(channel)
         for step in channel.priority_steps:
             key = _key(channel, queue, step)
-            for start in range(0, FIND_LIMIT, FIND_WINDOW):
-                items = client.lrange(key, -(start + FIND_WINDOW), -(start + 1))
+            search = SearchWindows()
+            for start, count in search:
+                items = client.lrange(key, -(start + count), -(start + 1))
+                search.held(count, sum(len(item) for item in items))
                 for i, item in enumerate(reversed(items)):
                     raw = item if isinstance(item, bytes) else item.encode()
                     found = RawMessage(raw, step, start + i)
@@ -208,7 +206,7 @@ class RedisBroker:
                     args = [raw] if to is None else [raw, _readdressed(raw, to)]
                     removed = client.eval(REMOVE_SCRIPT, len(keys), *keys, *args)
                     return found if removed else None
-                if len(items) < FIND_WINDOW:
+                if len(items) < count:
                     break
         return None
 

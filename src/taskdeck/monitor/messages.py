@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskdeck import payloads
-from taskdeck.brokers import RawMessage
+from taskdeck.brokers import RawMessage, SearchWindows
 from taskdeck.errors import ActionRefused
 from taskdeck.results import SENT_HEADER
 
@@ -286,9 +286,6 @@ def _short(value: Any, limit: int = 255) -> str | None:
 #: a queue of millions is read one bounded window at a time, never whole.
 MAX_PAGE = 200
 MAX_OFFSET = 100_000
-#: Window and depth of the search for one message (its page, delete, move).
-FIND_WINDOW = 1_000
-FIND_LIMIT = 100_000
 
 
 @dataclass
@@ -339,22 +336,28 @@ def browse(
 
 
 def find(app: Any, queue: str, ref: str) -> Waiting | None:
-    """The waiting message ``ref`` of ``queue`` (searched oldest first, :data:`FIND_LIMIT` deep), or None."""
+    """The waiting message ``ref`` of ``queue``, or None.
+
+    Searched oldest first, :data:`~taskdeck.brokers.FIND_LIMIT` deep, in windows of about
+    :data:`~taskdeck.brokers.FIND_BYTES` (:class:`~taskdeck.brokers.SearchWindows`).
+    """
     from taskdeck import brokers
 
     broker = brokers.for_url(app.conf.broker_url or "")
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
         require_queue(app, broker, conn, queue)
-        for offset in range(0, FIND_LIMIT, FIND_WINDOW):
-            windows = broker.browse(conn, queue, None, offset, FIND_WINDOW)
+        search = SearchWindows()
+        for offset, count in search:
+            windows = broker.browse(conn, queue, None, offset, count)
+            search.held(count, sum(len(m.raw) for w in windows for m in w.messages))
             for window in windows:
                 for message in window.messages:
                     row = read(message, app)
                     if row.ref == ref:
                         _ages([row])
                         return row
-            if all(len(w.messages) < FIND_WINDOW for w in windows):
+            if all(len(w.messages) < count for w in windows):
                 return None
     return None
 
