@@ -57,7 +57,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
     size = conf.dashboard()["PAGE_SIZE"]
     scope = scope_of(request)
     rows = runs_for(request).search_page(
-        int(after) if after.isdigit() else None,
+        _cursor(after),
         size + 1,
         LIST_DEFER,
         keep_name=names_in_scope(request),
@@ -265,3 +265,12 @@ def failure_group(request: HttpRequest) -> HttpResponse:
     get = request.GET
     runs = failure_group_runs(request, get.get("since", "24h"), get.get("name", ""), get.get("exc", ""), 20)
     return page(request, "taskdeck/partials/failure_runs.html", {"runs": runs})
+
+
+def _cursor(after: str) -> int | None:
+    """The run id a page starts after, or None (the first page) for anything that is not one.
+
+    ASCII digits only: ``"³".isdigit()`` is true and ``int("³")`` raises; and no more than
+    fit the id column (18 digits), whose overflow the database would refuse.
+    """
+    return int(after) if after.isascii() and after.isdigit() and len(after) <= 18 else None
