@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 from celery import current_app
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
@@ -28,6 +30,7 @@ from taskdeck.errors import first_line
 from taskdeck.models import DeadLetter, QueueSample, TaskRun, TaskState
 from taskdeck.monitor import health as health_
 from taskdeck.monitor import series as series_
+from taskdeck.monitor.queues import holds_unconsumed
 from taskdeck.policy import (
     PERMISSIONS,
     audit_refusal,
@@ -39,7 +42,7 @@ from taskdeck.policy import (
     scope_of,
     workers_for,
 )
-from taskdeck.querysets import SAMPLE_FIELDS, Row
+from taskdeck.querysets import SAMPLE_FIELDS
 
 api = NinjaAPI(
     title="taskdeck",
@@ -124,7 +127,9 @@ def list_queues(request):
     scope = scope_of(request)
     declared = set(_declared())
     return [
-        _queue(s, declared) for s in QueueSample.objects.latest_per_queue() if scope.allows_queue(s.queue)
+        _queue([getattr(s, n) for n in SAMPLE_FIELDS], declared)
+        for s in QueueSample.objects.latest_per_queue()
+        if scope.allows_queue(s.queue)
     ]
 
 
@@ -165,21 +170,19 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
         )
 
 
-def _queue(sample: QueueSample | Row, declared: set[str]) -> dict:
-    """A QueueOut's fields, of a model's sample or of a :class:`Row` (read by key: 5,000 of them)."""
-    from taskdeck.monitor.queues import holds_unconsumed
-
-    row = sample if isinstance(sample, dict) else {n: getattr(sample, n) for n in SAMPLE_FIELDS}
+def _queue(values: Sequence[Any], declared: set[str]) -> dict:
+    """A QueueOut's fields, of a sample's values in :data:`~taskdeck.querysets.SAMPLE_FIELDS` order."""
+    queue, sampled_at, ready, unacked, consumers, by_priority, oldest_age = values
     return {
-        "name": row["queue"],
-        "sampled_at": row["sampled_at"],
-        "ready": row["ready"],
-        "unacked": row["unacked"],
-        "consumers": row["consumers"],
-        "by_priority": row["by_priority"],
-        "oldest_age": row["oldest_age"],
-        "declared": row["queue"] in declared,
-        "without_consumer": holds_unconsumed(row["ready"], row["consumers"]),
+        "name": queue,
+        "sampled_at": sampled_at,
+        "ready": ready,
+        "unacked": unacked,
+        "consumers": consumers,
+        "by_priority": by_priority,
+        "oldest_age": oldest_age,
+        "declared": queue in declared,
+        "without_consumer": holds_unconsumed(ready, consumers),
     }
 
 
