@@ -336,6 +336,47 @@ def test_a_page_of_large_messages_is_cut_one_message_is_whole(broker, accounts, 
     assert client.get("/taskdeck/queues/low_priority/messages/").status_code == 200
 
 
+def test_a_page_of_large_messages_reads_about_page_bytes(broker, accounts, client, monkeypatch):
+    """A page stops once its messages reach PAGE_BYTES (here 1 MB: 400 kB messages in their base64
+    envelopes) and the next page starts after its last one: every message is listed once, in order;
+    a page of 200 messages of 10 MiB was 2 GB in the web process. One message larger than the budget
+    is a page of its own; a sub-queue of small messages still lists all of them."""
+    monkeypatch.setattr(brokers, "PAGE_BYTES", 1_000_000)
+    send = rebuild_search_index.apply_async
+    big = [send(("x" * 300_000, i), queue="low_priority", priority=0).id for i in range(7)]
+    huge = send(("y" * 900_000, 7), queue="low_priority", priority=0).id
+    small = [send((i,), queue="low_priority", priority=3).id for i in range(5)]
+    sizes = [len(raw(redis.Redis.from_url(broker), "low_priority", t)) for t in big]
+    per_page = 1_000_000 // max(sizes)
+    assert per_page == 2  # the premise: 2 messages fit, 3 do not
+
+    client.force_login(accounts["viewer"])
+    url = "/taskdeck/api/queues/low_priority/messages"
+    pages, offset = [], 0
+    while offset is not None:
+        listed = client.get(url, {"priority": 0, "offset": offset, "limit": 200})
+        assert listed.status_code == 200, listed.content
+        (sub,) = listed.json()["sub_queues"]
+        assert sub["total"] == 8 and sub["offset"] == offset
+        pages.append([m["task_id"] for m in sub["messages"]])
+        offset = sub["next_offset"]
+    assert pages == [big[0:2], big[2:4], big[4:6], [big[6]], [huge]]
+
+    # Every sub-queue at once: the budget is the page's, what is left of it after the first
+    # sub-queue holds the small ones.
+    both = {s["priority"]: s for s in client.get(url, {"limit": 200}).json()["sub_queues"]}
+    assert [m["task_id"] for m in both[0]["messages"]] == big[0:2] and both[0]["next_offset"] == 2
+    assert [m["task_id"] for m in both[3]["messages"]] == small and both[3]["next_offset"] is None
+    # A budget the first message of priority 0 alone exceeds: each sub-queue still shows its first.
+    monkeypatch.setattr(brokers, "PAGE_BYTES", 300_000)
+    both = {s["priority"]: s for s in client.get(url, {"limit": 200}).json()["sub_queues"]}
+    assert [m["task_id"] for m in both[0]["messages"]] == big[:1] and both[0]["next_offset"] == 1
+    assert [m["task_id"] for m in both[3]["messages"]] == small[:1] and both[3]["next_offset"] == 1
+    monkeypatch.setattr(brokers, "PAGE_BYTES", 32 * 1024 * 1024)
+    rows = client.get(url, {"priority": 3, "limit": 200}).json()["sub_queues"][0]
+    assert [m["task_id"] for m in rows["messages"]] == small and rows["next_offset"] is None
+
+
 def test_a_search_of_a_queue_of_large_messages_holds_a_few_at_a_time(broker, monkeypatch):
     """Finding, deleting and moving one message reads the queue in windows of about FIND_BYTES
     (here 100 kB: 3 messages of 20 kB in their envelopes), not 1,000 messages at a time (a
@@ -488,7 +529,7 @@ def test_bad_items_in_a_real_queue_are_unreadable_rows_never_a_server_error(brok
     assert page.status_code == 200
 
 
-def test_browse_delete_and_move_on_rabbitmq(rabbitmq_app, start_amqp_worker, accounts):
+def test_browse_delete_and_move_on_rabbitmq(rabbitmq_app, start_amqp_worker, accounts, monkeypatch):
     """basic_get without ack, then the channel closes: every message goes back, in its place, redelivered."""
     from taskdeck.dashboard.actions import Actions
     from taskdeck.models import AuditEntry
@@ -506,6 +547,15 @@ def test_browse_delete_and_move_on_rabbitmq(rabbitmq_app, start_amqp_worker, acc
     (again,) = messages.browse(rabbitmq_app, "low_priority", offset=1, limit=2)
     assert [m.task_id for m in again.messages] == sent[1:3]  # given back in place
     assert all(m.redelivered for m in again.messages)  # the cost: RabbitMQ marks them redelivered
+    # A page stops at PAGE_BYTES (here: one message), each in place, every one once.
+    monkeypatch.setattr(brokers, "PAGE_BYTES", 1)
+    paged, offset = [], 0
+    while offset is not None:
+        (one,) = messages.browse(rabbitmq_app, "low_priority", offset=offset)
+        paged.append([m.task_id for m in one.messages])
+        offset = one.next_offset
+    assert paged == [[t] for t in [*sent, secret]]
+    monkeypatch.undo()
     assert messages.find(rabbitmq_app, "low_priority", secret).task_id == secret
 
     actions = Actions(rabbitmq_app, accounts["operator"])

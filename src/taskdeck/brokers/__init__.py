@@ -56,6 +56,9 @@ class MessageWindow:
     #: Ready messages in the (sub-)queue when it was read.
     total: int
     messages: list[RawMessage]
+    #: Whether the window ends before its ``limit`` because its messages reached the bytes asked
+    #: for (``max_bytes``): more follow it.
+    cut: bool = False
 
 
 #: How deep a search for one waiting message reads a queue (its page, delete, move), and the most
@@ -67,6 +70,9 @@ FIND_WINDOW = 1_000
 FIND_BYTES = 32 * 1024 * 1024
 #: The first window, before the messages' size is known.
 FIND_FIRST = 10
+#: Bytes of waiting messages one page of the message browser reads at most (all its sub-queues
+#: together), beyond the first message of each: 200 messages of 10 MiB are read a few at a time.
+PAGE_BYTES = 32 * 1024 * 1024
 
 
 class SearchWindows:
@@ -144,12 +150,21 @@ class Broker(Protocol):
         """
 
     def browse(
-        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+        self,
+        conn: Connection,
+        queue: str,
+        priority: int | None,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> list[MessageWindow]:
         """Waiting messages of ``queue``, oldest first, per sub-queue (one window where there is none).
 
         ``priority`` picks one sub-queue; ``offset`` and ``limit`` bound the
-        window, so a queue of any length is read a page at a time.
+        window, so a queue of any length is read a page at a time. With
+        ``max_bytes``, the windows together hold about that many bytes at most:
+        each still holds its first message, whatever its size, and a window
+        that stops short says so (:attr:`MessageWindow.cut`).
         """
 
     def remove_message(

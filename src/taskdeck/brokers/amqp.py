@@ -88,13 +88,21 @@ class AMQPBroker:
         return set()
 
     def browse(
-        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+        self,
+        conn: Connection,
+        queue: str,
+        priority: int | None,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> list[MessageWindow]:
         """``basic_get`` without ack up to ``offset + limit`` messages, then the channel closes.
 
         Closing the channel gives every message back to the queue: RabbitMQ puts
         each back in its place, marked *redelivered*. While the page is read
-        those messages are held by this channel, not by a worker.
+        those messages are held by this channel, not by a worker. With
+        ``max_bytes``, the first message past it is taken and not kept (a body's
+        size is known once it has arrived).
         """
         channel: Any = conn.channel()
         try:
@@ -102,13 +110,19 @@ class AMQPBroker:
                 _, ready, _ = channel.queue_declare(queue=queue, passive=True)
             except conn.channel_errors:
                 return [MessageWindow(queue, None, 0, [])]
-            messages = []
+            messages: list[RawMessage] = []
+            used = 0
             for position in range(min(offset + limit, ready, PEEK_LIMIT)):
                 message = channel.basic_get(queue=queue, no_ack=False)
                 if message is None:
                     break
-                if position >= offset:
-                    messages.append(_raw(message, position))
+                if position < offset:
+                    continue
+                size = len(message.body)
+                if messages and max_bytes is not None and used + size > max_bytes:
+                    return [MessageWindow(queue, None, ready, messages, cut=True)]
+                messages.append(_raw(message, position))
+                used += size
             return [MessageWindow(queue, None, ready, messages)]
         finally:
             _close(conn, channel)

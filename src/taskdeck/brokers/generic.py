@@ -45,7 +45,13 @@ class GenericBroker:
         return set()
 
     def browse(
-        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+        self,
+        conn: Connection,
+        queue: str,
+        priority: int | None,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> list[MessageWindow]:
         return []
 

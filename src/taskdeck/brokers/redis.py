@@ -50,6 +50,42 @@ end
 return removed
 """
 
+#: A page of each sub-queue KEYS[i], oldest first, from position ARGV[1] (0 = the tail), ARGV[2]
+#: messages at most, and about ARGV[3] bytes in all: LRANGE in chunks sized by the largest message
+#: seen (the first chunk is one message), so the script holds the budget and one message at most,
+#: never a page of 10 MiB messages. Returns, per key, its length, 1 when the page stopped at the
+#: budget (0 otherwise) and the messages. Beyond its first message, a page takes one only while it
+#: fits; the first of each sub-queue is always taken, so paging moves on.
+PAGE_SCRIPT = """
+local offset, limit, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local used, out = 0, {}
+for k = 1, #KEYS do
+  local key, items, largest, cut = KEYS[k], {}, 0, 0
+  local total = redis.call('LLEN', key)
+  while #items < limit and offset + #items < total and cut == 0 do
+    local at, want = offset + #items, 1
+    if largest > 0 then want = math.max(1, math.floor((budget - used) / largest)) end
+    want = math.min(want, limit - #items)
+    local chunk = redis.call('LRANGE', key, -(at + want), -(at + 1))
+    for i = #chunk, 1, -1 do
+      local size = string.len(chunk[i])
+      if #items > 0 and used + size > budget then
+        cut = 1
+        break
+      end
+      items[#items + 1] = chunk[i]
+      used = used + size
+      largest = math.max(largest, size)
+    end
+    if #chunk < want then break end
+  end
+  out[#out + 1] = total
+  out[#out + 1] = cut
+  out[#out + 1] = items
+end
+return out
+"""
+
 
 class RedisBroker:
     name = "redis"
@@ -166,24 +202,37 @@ class RedisBroker:
         return {n for n in names if n and not _internal_queue(n)}
 
     def browse(
-        self, conn: Connection, queue: str, priority: int | None, offset: int, limit: int
+        self,
+        conn: Connection,
+        queue: str,
+        priority: int | None,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> list[MessageWindow]:
-        """LRANGE windows from the tail of each sub-queue (kombu LPUSHes and BRPOPs: the tail is oldest)."""
+        """Windows from the tail of each sub-queue (kombu LPUSHes and BRPOPs: the tail is oldest).
+
+        Each window and its total are read at one moment (a transaction, or
+        :data:`PAGE_SCRIPT` with ``max_bytes``).
+        """
         channel: Any = conn.default_channel
         steps = [channel.priority(priority)] if priority is not None else list(channel.priority_steps)
         client = _plain(channel)
-        with client.pipeline(transaction=True) as pipe:  # each window and its total from one moment
-            for step in steps:
-                key = _key(channel, queue, step)
-                pipe.llen(key)
-                pipe.lrange(key, -(offset + limit), -(offset + 1))
-            replies = pipe.execute()
+        keys = [_key(channel, queue, step) for step in steps]
+        if max_bytes is None:
+            with client.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.llen(key)
+                    pipe.lrange(key, -(offset + limit), -(offset + 1))
+                replies = [(total, 0, list(reversed(items))) for total, items in _pairs(pipe.execute())]
+        else:
+            page = client.register_script(PAGE_SCRIPT)
+            flat = page(keys=keys, args=[offset, limit, max_bytes])
+            replies = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         windows = []
-        for index, step in enumerate(steps):
-            total, items = replies[2 * index], replies[2 * index + 1]
-            oldest_first = list(reversed(items))
+        for step, (total, cut, oldest_first) in zip(steps, replies, strict=True):
             messages = [RawMessage(raw, step, offset + i) for i, raw in enumerate(oldest_first)]
-            windows.append(MessageWindow(queue, step, total, messages))
+            windows.append(MessageWindow(queue, step, total, messages, cut=bool(cut)))
         return windows
 
     def remove_message(
@@ -216,6 +265,10 @@ def _plain(channel: Any) -> redis.Redis:
     import redis
 
     return redis.Redis(connection_pool=channel.client.connection_pool)
+
+
+def _pairs(replies: list[Any]) -> list[tuple[Any, Any]]:
+    return [(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
 
 
 def _key(channel: Any, queue: str, step: int) -> str:

@@ -317,7 +317,7 @@ def browse(
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
         require_queue(app, broker, conn, queue)
-        windows = broker.browse(conn, queue, priority, offset, limit)
+        windows = broker.browse(conn, queue, priority, offset, limit, brokers.PAGE_BYTES)
     pages = []
     try:
         limit_bytes = payloads.policy().max_bytes
@@ -329,7 +329,7 @@ def browse(
             if row.readable:
                 row.args, row.kwargs, row.truncated = payloads.fitted(row.args, row.kwargs, limit_bytes)
         end = offset + len(rows)
-        more = len(rows) == limit and end < window.total and end <= MAX_OFFSET
+        more = (len(rows) == limit or window.cut) and end < window.total and end <= MAX_OFFSET
         pages.append(SubQueue(window.priority, window.total, offset, rows, end if more else None))
     _ages([row for p in pages for row in p.messages])
     return pages
