@@ -147,6 +147,11 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     # the arrival of its first: a batch not yet full takes what arrives until that
     # event has waited EVENT_LINGER seconds (0: what is waiting when it arrives).
     "EVENT_LINGER": 0.5,
+    # Recorder, records: a record read by a recorder that then stopped for good
+    # (killed, its host gone) is taken over by another recorder once it has been
+    # pending RECORD_CLAIM_AFTER seconds; recorders look every half of it. A
+    # recorder restarted under its own --name reads its own at once.
+    "RECORD_CLAIM_AFTER": 60,
     "BUFFER": 20000,
     # RabbitMQ: each recorder (by --name) consumes a durable event queue of its
     # own that outlives a restart, so events sent while it is down wait for it:

@@ -256,7 +256,7 @@ def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recor
     """Records of 7,500 runs (retried, failed, four task names, three queues, three worker hosts)
     through two recorders at once: every row once, whichever recorder wrote it; then one recorder
     SIGKILLed while it holds records read and not acknowledged: the other claims them
-    (``XAUTOCLAIM`` after ``CLAIM_IDLE``); then records sent a second time change nothing.
+    (``XAUTOCLAIM`` after ``MONITOR["RECORD_CLAIM_AFTER"]``); then records sent a second time change nothing.
     Control: with ``RecordSource.claim`` claiming nothing, the batch b held stayed pending."""
     client = redis.Redis.from_url(broker)
     backend = RecordBackend(app=current_app)
@@ -264,7 +264,9 @@ def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recor
     sent_before = client.xrange(STREAM)
     assert len(sent_before) == sum(expected(h, i)["records"] for h in HOSTS for i in range(200))
 
-    recorders = [start_recorder("a", env=ENV), start_recorder("b", env=ENV)]
+    # A killed recorder's records are claimed after RECORD_CLAIM_AFTER: 6 s here, 60 by default.
+    quick = {**ENV, "DJANGO_SETTINGS_MODULE": "tests.support.quick_claim_settings"}
+    recorders = [start_recorder("a", env=quick), start_recorder("b", env=quick)]
     b = recorders[1]
     store(backend, 200, 800)
     assert settle(lambda: emptied(client), 240), backlog(client)
@@ -299,8 +301,8 @@ def test_two_recorders_share_the_stream_and_one_killed_loses_nothing(start_recor
             os.kill(a.pid, signal.SIGCONT)
     b.popen.wait(30)
     killed = {"held_by_b": held, **backlog(client)}
-    # Claimed CLAIM_IDLE (60 s) after b's last read, at the next look (every 30 s).
-    assert settle(lambda: emptied(client), 150), (killed, backlog(client), consumers(client))
+    # Claimed RECORD_CLAIM_AFTER (6 s) after b's last read, at the next look (every 3 s).
+    assert settle(lambda: emptied(client), 60), (killed, backlog(client), consumers(client))
     assert consumers(client)[f"b@{socket.gethostname()}"]["pending"] == 0  # claimed by a
     assert_recorded_once(2500)
 

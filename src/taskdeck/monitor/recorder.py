@@ -49,7 +49,7 @@ from taskdeck.models import RecorderState
 from taskdeck.monitor import records as record_rows
 from taskdeck.monitor.merge import fact_from_event
 from taskdeck.monitor.reconcile import ResultsSource
-from taskdeck.monitor.records import CLAIM_IDLE, Record, RecordSource
+from taskdeck.monitor.records import Record, RecordSource
 from taskdeck.monitor.runs import RunWriter, lock_writers
 from taskdeck.monitor.subscribers import Every, Subscriber
 from taskdeck.monitor.validation import BadEvents, check
@@ -241,7 +241,7 @@ class Recorder:
         self.dead_letter = dead_letter
         self.reconcile_every = Every(settings["RECONCILE_INTERVAL"])
         self.heartbeat_every = Every(1.0)
-        self.claim_every = Every(CLAIM_IDLE / 2)
+        self.claim_every = Every((records.claim_idle if records else settings["RECORD_CLAIM_AFTER"]) / 2)
         self.stopping = threading.Event()
         self._next_error_log: dict[str, float] = {}
 

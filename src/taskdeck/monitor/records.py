@@ -7,8 +7,8 @@ pending in the group until the recorder that read it acknowledges it —
 after its batch is committed (``XACK``, then ``XDEL``: the stream keeps only
 what is not written yet). A recorder that restarts under the same consumer
 name reads its own pending entries first; the entries of a consumer that
-stopped for good are claimed by another after ``CLAIM_IDLE`` seconds
-(``XAUTOCLAIM``). The group is created at the stream's first entry (id
+stopped for good are claimed by another after ``MONITOR["RECORD_CLAIM_AFTER"]``
+seconds (``XAUTOCLAIM``). The group is created at the stream's first entry (id
 ``0``), so records written before any recorder ran are read too.
 
 :func:`facts` turns one record into the :class:`~taskdeck.monitor.merge.RunFact`
@@ -34,8 +34,6 @@ from taskdeck.results.writebehind import FORGET, decode_row
 logger = logging.getLogger("taskdeck.monitor")
 
 GROUP = "taskdeck"
-#: Seconds an entry stays pending with a consumer before another one claims it.
-CLAIM_IDLE = 60.0
 
 
 @dataclass
@@ -67,11 +65,14 @@ def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Record:
 class RecordSource:
     """One consumer of the record stream's group (see the module docstring)."""
 
-    def __init__(self, client: Any, stream: str, consumer: str, claim_idle: float = CLAIM_IDLE) -> None:
+    def __init__(self, client: Any, stream: str, consumer: str, claim_idle: float | None = None) -> None:
+        from taskdeck import conf
+
         self.client = client
         self.stream = stream
         self.consumer = consumer
-        self.claim_idle = claim_idle
+        #: Seconds an entry stays pending with a consumer before another one claims it.
+        self.claim_idle = float(conf.monitor()["RECORD_CLAIM_AFTER"] if claim_idle is None else claim_idle)
         self._own_pending = True  # read what this consumer name left unacknowledged, first
         self._claim_from = b"0-0"
         self._group_made = False
