@@ -102,6 +102,18 @@ def test_a_new_project_follows_the_guide_and_runs_tasks_recorder_and_dashboard(
     sh([*manage, "migrate", "--verbosity", "0"], project, env)
     sh([*manage, "createsuperuser", "--noinput"], project, env)
 
+    # Beat as the guide runs it in production, before anything made the data folder: Celery's
+    # file scheduler (no django-celery-beat here) makes it, instead of stopping at start.
+    assert not (project / ".taskdeck").exists()
+    beat_log = ARTIFACTS / "adoption-beat.log"
+    beat = Proc([str(bin_ / "celery"), "-A", "mysite", "beat"], env, beat_log, cwd=project)
+    try:
+        schedule = ".taskdeck/celerybeat-schedule*"
+        wait_for(lambda: not beat.alive() or list(project.glob(schedule)), 60, "the schedule file")
+        assert beat.alive(), beat.output()
+    finally:
+        beat.stop()
+
     port = free_port()
     up = Proc(
         [str(bin_ / "taskdeck"), "up", "--address", f"127.0.0.1:{port}"],

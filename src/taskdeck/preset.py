@@ -102,7 +102,8 @@ def celery_preset(namespace: str = "CELERY") -> dict[str, Any]:
     if "django_celery_beat" in settings.INSTALLED_APPS and find_spec("django_celery_beat"):
         preset["beat_scheduler"] = "django_celery_beat.schedulers:DatabaseScheduler"
     else:
-        # Celery's file scheduler; its file in DATA_DIR, not the working folder.
+        # Celery's file scheduler; its file in DATA_DIR, not the working folder (made if missing).
+        preset["beat_scheduler"] = "taskdeck.beat:FileScheduler"
         preset["beat_schedule_filename"] = str(data_dir / "celerybeat-schedule")
     return preset
 

@@ -17,8 +17,10 @@ from tests.support.services import ARTIFACTS, ROOT, Proc, wait_for
 
 
 def test_celery_file_scheduler_keeps_its_file_in_the_data_folder(tmp_path: Path, redis_db_url: str) -> None:
+    """The data folder does not exist yet (``celery beat`` run by hand, not by ``taskdeck up``): the
+    scheduler makes it, private. Celery's own PersistentScheduler stopped at once there
+    (FileNotFoundError on the schedule file)."""
     data, cwd = tmp_path / "data", tmp_path / "project"
-    data.mkdir()
     cwd.mkdir()
     argv = beat_argv("core", current_app, data)
     env = {
@@ -28,15 +30,16 @@ def test_celery_file_scheduler_keeps_its_file_in_the_data_folder(tmp_path: Path,
         "PYTHONPATH": str(ROOT),
     }
     env["DJANGO_SETTINGS_MODULE"] = "core.settings"
+    env["DJANGO_SECRET_KEY"] = "beat-test"  # else the settings make the data folder for their key
     # The scheduler taskdeck falls back to when django-celery-beat is not installed.
-    beat = Proc(
-        [*argv, "--scheduler", "celery.beat:PersistentScheduler"], env, ARTIFACTS / "beat-file.log", cwd=cwd
-    )
+    scheduler = ["--scheduler", "taskdeck.beat:FileScheduler"]
+    beat = Proc([*argv, *scheduler], env, ARTIFACTS / "beat-file.log", cwd=cwd)
     try:
         wait_for(
             lambda: list(data.glob(f"{CELERY_SCHEDULE_FILE}*")) or not beat.alive(), 60, "the schedule file"
         )
         assert beat.alive(), beat.output()
         assert list(cwd.iterdir()) == []
+        assert data.stat().st_mode & 0o777 == 0o700
     finally:
         beat.stop()
