@@ -10,6 +10,7 @@
     payloads     apply_async() with payload capture, without it, and plain Celery (bench/payloads.py)
     capacity     runs/s one recorder absorbs from the record stream; two recorders on it (bench/capacity.py)
     batch        the recorder per run: a run's task-sent event and record together, apart (bench/one_batch.py)
+    store        what storing a result costs a pool process, per result backend (bench/pool_store.py)
     soak         N tasks through `taskdeck up`'s whole stack, memory per process (bench/soak.py)
 
 ``python -m bench COMMAND --help`` lists each one's options. Every bench
@@ -59,6 +60,12 @@ def _batch(argv: list[str]) -> None:
     main(argv)
 
 
+def _store(argv: list[str]) -> None:
+    from bench.pool_store import main
+
+    main(argv)
+
+
 def _all(argv: list[str]) -> None:
     quick = ["--quick"] if "--quick" in argv else []
     _throughput(quick)
@@ -86,6 +93,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "monitor": _with_argv("monitor", "bench.monitor_overhead"),
     "capacity": _capacity,
     "batch": _batch,
+    "store": _store,
     "soak": _soak,
     "webserver": _with_argv("webserver", "bench.webserver"),
     "payloads": _with_argv("payloads", "bench.payloads"),
