@@ -96,6 +96,14 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     # taskdeck.demo and taskdeck.monitor.cli.
     "celery.result.AsyncResult._get_task_meta": "(self)",
     "celery.local.Proxy._get_current_object": "(self)",
+    # taskdeck.guard.guard_pool_slots: a request the pool cannot take gives its slot back.
+    "celery.worker.worker.WorkController._process_task": "(self, req)",
+    "celery.worker.worker.WorkController._process_task_sem": "(self, req)",
+    # taskdeck.guard.problem: the body fields of protocol 1 and hybrid messages Celery makes headers of.
+    "celery.worker.strategy.hybrid_to_proto2": "(message, body)",
+    "celery.worker.strategy.proto1_to_proto2": "(message, body)",
+    # taskdeck.beat.FileScheduler: the schedule file's folder made first.
+    "celery.beat.PersistentScheduler.setup_schedule": "(self)",
 }
 
 #: Attributes set on instances (not visible on the class): class path -> names.

@@ -61,6 +61,17 @@ CELERY_INTERNALS: tuple[str, ...] = (
     # Replaced per channel (virtual transports: Redis) by a class that reads any envelope.
     "kombu.transport.virtual.base:Channel.Message",
     "celery.worker.consumer.tasks:Tasks",
+    # Wrapped per worker: sends a request to the pool after the pool's semaphore gave it a slot,
+    # and gives the slot back only when the task is revoked (GuardTaskMessages, pool slots).
+    "celery.worker.worker:WorkController._process_task",
+    "celery.worker.worker:WorkController._process_task_sem",
+    # Replaced per transport (Redis): the class its channels are made of, so that every channel
+    # of the worker (events, remote control) reads any envelope, not only the task consumer's.
+    "kombu.transport.virtual.base:Transport.Channel",
+    "kombu.transport.virtual.base:Transport.channels",
+    # Protocol 1 and hybrid bodies: the fields Celery turns into headers.
+    "celery.worker.strategy:hybrid_to_proto2",
+    "celery.worker.strategy:proto1_to_proto2",
     # Wrapped per channel (Redis): the reader of each BRPOP reply, which parses the list item
     # as JSON before any message exists, and the client call that returns the reply.
     "kombu.transport.redis:Channel._brpop_read",
@@ -80,6 +91,12 @@ CELERY_INTERNALS: tuple[str, ...] = (
 _ID = 255  # django-celery-results' task_id and task_name columns
 _EMBED_LISTS = ("callbacks", "errbacks", "chain")
 _STR_HEADERS = ("argsrepr", "kwargsrepr", "shadow", "root_id", "parent_id", "group", "lang", "origin")
+#: The fields of a body with ``args`` (protocol 1, or a hybrid under protocol 2 headers) that
+#: Celery's ``hybrid_to_proto2`` makes headers of, the message's own headers over them.
+_HYBRID_FIELDS = (
+    "lang", "task", "id", "root_id", "parent_id", "group", "meth", "shadow", "eta", "expires",
+    "retries", "timelimit", "argsrepr", "kwargsrepr", "origin",
+)  # fmt: skip
 
 
 class GuardTaskMessages(bootsteps.StartStopStep):
@@ -96,18 +113,73 @@ class GuardTaskMessages(bootsteps.StartStopStep):
 
         # On the instance: the event loop calls it each time the consumer (re)connects.
         c.create_task_handler = create_task_handler
+        guard_pool_slots(c)
         _drain_dead_letters()
         super().__init__(c, **kwargs)
 
     def start(self, c: Any) -> None:
         # Virtual transports (Redis) build the message from a JSON envelope
         # before any consumer callback runs: one that cannot be read would
-        # raise in the transport and stop the worker.
+        # raise in the transport and stop the worker. Every channel of the
+        # connection: a junk PUBLISH on the event or remote-control channel
+        # (``PUBLISH /0.celery.pidbox 5``) stopped every worker of the broker.
         channel = getattr(c.task_consumer, "channel", None)
+        guard_envelopes_of(getattr(channel, "connection", None))  # a virtual channel's transport
         if isinstance(channel, VirtualChannel) and not getattr(channel.Message, "taskdeck_guarded", False):
             channel.Message = guarded_envelopes(channel.Message)
         if isinstance(channel, VirtualChannel):
             guard_raw_items(channel)
+
+
+def guard_envelopes_of(transport: Any) -> None:
+    """Each channel of a virtual ``transport``, made or to come, reads any envelope (guarded_envelopes)."""
+    channel_class = getattr(transport, "Channel", None)
+    if not isinstance(channel_class, type) or not issubclass(channel_class, VirtualChannel):
+        return
+    if not getattr(channel_class.Message, "taskdeck_guarded", False):
+        transport.Channel = type(
+            channel_class.__name__, (channel_class,), {"Message": guarded_envelopes(channel_class.Message)}
+        )
+    for made in list(getattr(transport, "channels", None) or ()):
+        if isinstance(made, VirtualChannel) and not getattr(made.Message, "taskdeck_guarded", False):
+            made.Message = guarded_envelopes(made.Message)
+
+
+def guard_pool_slots(consumer: Any) -> None:
+    """A request the pool cannot take gives its slot back and is refused; the worker does not wedge.
+
+    Under the prefork pool, Celery takes a slot of the pool's semaphore before
+    it hands a request to the pool, and gives it back when the task ends, or
+    when it was revoked: not when handing it over raises (arguments nested
+    too deep to pickle: ``RecursionError``). Each such message kept a slot, and
+    a worker of concurrency 2 that got two of them stayed alive, heartbeating,
+    and ran nothing more. The worker's ``_process_task`` is wrapped: on an
+    error it gives the slot back, if it took one, and refuses the message
+    (:func:`taskdeck.rejections.refuse`) instead of raising: the call may come
+    from the semaphore's release, outside the guarded message handler.
+    """
+    from taskdeck.rejections import refuse
+
+    worker: Any = getattr(consumer, "controller", None)
+    process = getattr(worker, "_process_task", None)
+    if process is None or getattr(process, "taskdeck_guarded", False):
+        return
+    must_raise = tuple(consumer.connection_errors) + tuple(consumer.channel_errors) + (MemoryError,)
+
+    def _process_task(req: Any) -> Any:
+        try:
+            return process(req)
+        except must_raise:
+            raise
+        except Exception as exc:
+            if getattr(worker, "process_task", None) == getattr(worker, "_process_task_sem", object()):
+                worker._quick_release()
+            logger.exception("the pool could not take a task; refusing its message")
+            refuse(consumer, req.message, f"the worker could not take it ({type(exc).__name__}: {exc})")
+            return None
+
+    _process_task.taskdeck_guarded = True  # type: ignore[attr-defined]
+    worker._process_task = _process_task
 
 
 class GuardGossip(bootsteps.Step):
@@ -323,27 +395,62 @@ def problem(app: Any, message: Any) -> str | None:
         return f"its headers are a {type(headers).__name__}, not a mapping"
     if ENVELOPE_ERROR in headers:
         return f"the broker's envelope of the message cannot be read ({headers[ENVELOPE_ERROR]})"
-    if "task" not in headers:
-        return None  # protocol 1, or not a task message: Celery refuses what is not a task
-    name, task_id = headers["task"], headers.get("id")
-    if not isinstance(name, str) or not name or len(name) > _ID:
-        return f"header 'task' must be a task name (text of 1 to {_ID} characters), got {_show(name)}"
-    if not isinstance(task_id, str) or not task_id or len(task_id) > _ID:
-        return f"header 'id' must be a task id (text of 1 to {_ID} characters), got {_show(task_id)}"
-    if name not in app.tasks:
-        return None  # Celery records it as FAILURE (NotRegistered); taskdeck names it
+    protocol_1 = "task" not in headers
+    if not protocol_1:
+        reason = _name_problem(app, headers, "header")
+        if reason is not None:
+            return reason or None  # "": a task this worker does not know, which Celery records
     try:
         payload = message.decode()  # cached on the message: Celery does not decode it again
     except (ContentDisallowed, DecodeError):
         return None  # Celery refuses it and says why
     except Exception as exc:
         return f"the body cannot be decoded ({type(exc).__name__}: {exc})"
-    return _body_problem(payload) or _header_problem(headers)
+    if protocol_1:
+        if not isinstance(payload, dict) or "task" not in payload:
+            return None  # not a task message: Celery refuses it as unknown
+        reason = _name_problem(app, payload, "the body's")
+        if reason is not None:
+            return reason or None
+    fields, where = _effective_headers(payload, headers)
+    return _body_problem(payload, protocol_1) or _header_problem(fields, where)
 
 
-def _body_problem(payload: Any) -> str | None:
-    if isinstance(payload, dict) and "args" in payload:  # protocol 1 body with protocol 2 headers
-        args, kwargs, embed = payload.get("args"), payload.get("kwargs", {}), payload
+def _name_problem(app: Any, fields: dict[str, Any], where: str) -> str | None:
+    """What is wrong with the task name and id of ``fields``; "" for a task this worker does not know."""
+    name, task_id = fields.get("task"), fields.get("id")
+    if not isinstance(name, str) or not name or len(name) > _ID:
+        return f"{where} 'task' must be a task name (text of 1 to {_ID} characters), got {_show(name)}"
+    if not isinstance(task_id, str) or not task_id or len(task_id) > _ID:
+        return f"{where} 'id' must be a task id (text of 1 to {_ID} characters), got {_show(task_id)}"
+    if name not in app.tasks:
+        return ""  # Celery records it as FAILURE (NotRegistered); taskdeck names it
+    return None
+
+
+def _effective_headers(payload: Any, headers: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The headers Celery's request will have, and which of them came from the body.
+
+    A body with ``args`` (protocol 1, or a hybrid under protocol 2 headers)
+    gives :data:`_HYBRID_FIELDS`, the message's headers over them; a protocol 1
+    body without ``args`` is itself the headers (``proto1_to_proto2``).
+    """
+    if not isinstance(payload, dict) or ("args" not in payload and "task" in headers):
+        return headers, lambda key: "header"
+    if "args" in payload:
+        fields = {key: payload[key] for key in _HYBRID_FIELDS if key in payload}
+    else:
+        fields = dict(payload)
+        if "taskset" in payload:
+            fields["group"] = payload["taskset"]
+    body_keys = set(fields) - set(headers)
+    fields.update(headers)
+    return fields, lambda key: "the body's" if key in body_keys else "header"
+
+
+def _body_problem(payload: Any, protocol_1: bool = False) -> str | None:
+    if isinstance(payload, dict) and ("args" in payload or protocol_1):  # protocol 1, or a hybrid body
+        args, kwargs, embed = payload.get("args", ()), payload.get("kwargs", {}), payload
         if not isinstance(args, list | tuple):
             return f"the body's 'args' must be a list, got {_show(args)}"
     else:
@@ -371,21 +478,25 @@ def _body_problem(payload: Any) -> str | None:
     return None
 
 
-def _header_problem(headers: dict[str, Any]) -> str | None:
+def _header_problem(headers: dict[str, Any], where: Any = lambda key: "header") -> str | None:
+    """What is wrong with the headers Celery reads; ``where(key)`` says where a field came from."""
     from celery.utils.time import maybe_iso8601, maybe_make_aware
 
     for key in _STR_HEADERS:
         value = headers.get(key)
         if value is not None and not isinstance(value, str):
-            return f"header {key!r} must be text or null, got {_show(value)}"
+            return f"{where(key)} {key!r} must be text or null, got {_show(value)}"
     retries = headers.get("retries")
     if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
-        return f"header 'retries' must be a whole number of at least 0, got {_show(retries)}"
+        return f"{where('retries')} 'retries' must be a whole number of at least 0, got {_show(retries)}"
     limits = headers.get("timelimit")
     if limits is not None and not (
         isinstance(limits, list | tuple) and len(limits) == 2 and all(_seconds(v) for v in limits)
     ):
-        return f"header 'timelimit' must be [hard, soft] seconds (numbers or null), got {_show(limits)}"
+        return (
+            f"{where('timelimit')} 'timelimit' must be [hard, soft] seconds (numbers or null), "
+            f"got {_show(limits)}"
+        )
     for key in ("eta", "expires"):
         value = headers.get(key)
         if value is None:
@@ -397,10 +508,10 @@ def _header_problem(headers: dict[str, Any]) -> str | None:
             if parsed is not None:
                 maybe_make_aware(parsed).timestamp()
         except Exception as exc:
-            return f"header {key!r} must be an ISO 8601 date and time, got {_show(value)} ({exc})"
+            return f"{where(key)} {key!r} must be an ISO 8601 date and time, got {_show(value)} ({exc})"
     ignore = headers.get("ignore_result")
     if ignore is not None and not isinstance(ignore, bool):
-        return f"header 'ignore_result' must be true, false or null, got {_show(ignore)}"
+        return f"{where('ignore_result')} 'ignore_result' must be true, false or null, got {_show(ignore)}"
     return None
 
 

@@ -128,7 +128,7 @@ def dead_letter(consumer: Any, message: Any, exc: Exception | None, reason: str,
             exchange=delivery.get("exchange"),
             routing_key=delivery.get("routing_key"),
         )
-        name, _ = _name_and_id(headers)
+        name, _ = _name_and_id(message)
         body = getattr(message, "body", None)
         detail = "" if exc is None else f": {type(exc).__name__}: {str(exc)[:300]}"
         deadletter.store(
@@ -149,10 +149,21 @@ def dead_letter(consumer: Any, message: Any, exc: Exception | None, reason: str,
 _TRANSPORT_PROPERTIES = frozenset({"delivery_tag", "delivery_info", "body_encoding"})
 
 
-def _name_and_id(headers: Any) -> tuple[str, str | None]:
-    """The task name and id of a message's headers, when they are usable as such."""
+def _name_and_id(message: Any) -> tuple[str, str | None]:
+    """The task name and id of a message, when they are usable as such.
+
+    From its headers, or, for a message of protocol 1 (no ``task`` header), from its body.
+    """
+    headers = getattr(message, "headers", None)
     if not isinstance(headers, dict):
         return "", None
+    if "task" not in headers:
+        try:
+            payload = message.decode()  # kombu caches it: the guard decoded it already
+        except Exception:
+            payload = None
+        if isinstance(payload, dict) and "task" in payload:
+            headers = payload
     name, task_id = headers.get("task"), headers.get("id")
     name = name[:255] if isinstance(name, str) else ""
     return name, task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None
@@ -161,7 +172,7 @@ def _name_and_id(headers: Any) -> tuple[str, str | None]:
 def recorded_id(message: Any) -> tuple[str, bool]:
     """The task id a refused message is recorded under, and whether it is a new one (it had none usable)."""
     try:
-        _, task_id = _name_and_id(getattr(message, "headers", None))
+        _, task_id = _name_and_id(message)
         if task_id is None:
             task_id = (getattr(message, "properties", None) or {}).get("correlation_id")
             task_id = task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None
@@ -176,7 +187,7 @@ def _record(
     headers = getattr(message, "headers", None)
     headers = headers if isinstance(headers, dict) else {}
     delivery = getattr(message, "delivery_info", None) or {}
-    name, _ = _name_and_id(headers)
+    name, _ = _name_and_id(message)
     queue = str(delivery.get("routing_key") or "")
     content_type = getattr(message, "content_type", None) or ""
     detail = "" if exc is None else f": {type(exc).__name__}: {str(exc)[:300]}"

@@ -11,6 +11,7 @@ is left queued or unacknowledged.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -264,4 +265,74 @@ def test_junk_worker_events_do_not_stop_a_worker(broker, start_worker, start_rec
         60,
         "the worker to skip the junk events",
     )
+    keeps_serving(bus, pid, probe)
+
+
+def test_protocol_1_and_hybrid_bodies_are_checked_where_celery_reads_them(bus, probe):
+    """Protocol 1 (no 'task' header: the body holds the fields Celery makes headers of) and hybrid
+    bodies (protocol 2 headers, a body with 'args'). ``"timelimit": "ab"`` in such a body ran the task,
+    then stopped the worker (ValueError in the pool's timer) and, acked late, again at every restart;
+    ``"args": "abc"`` ran the task with three arguments. Control: a good protocol 1 message runs."""
+    pid = bus.worker.pid
+    name = record.name
+    p1 = [str(uuid.uuid4()) for _ in range(4)]
+    hybrid = str(uuid.uuid4())
+    cases = [
+        ({"task": name, "id": p1[0], "args": ["a"], "kwargs": {}, "timelimit": "ab"}, {}),
+        ({"task": name, "id": p1[1], "args": "abc", "kwargs": {}}, {}),
+        ({"task": name, "id": p1[2], "args": [], "kwargs": {}, "retries": "x"}, {}),
+        ({"task": name, "id": "x" * 400, "args": [], "kwargs": {}}, {}),
+        ({"args": [], "kwargs": {}, "timelimit": [None, "x"]}, task_headers(hybrid)),
+    ]
+    for body, headers in cases:
+        publish(bus.app, json.dumps(body).encode(), headers=headers)
+    reasons = {
+        p1[0]: "the body's 'timelimit' must be [hard, soft] seconds",
+        p1[1]: "the body's 'args' must be a list, got str 'abc'",
+        p1[2]: "the body's 'retries' must be a whole number",
+        hybrid: "the body's 'timelimit' must be [hard, soft] seconds",
+    }
+    for task_id, reason in reasons.items():
+        row, _ = refused(bus, task_id, probe)
+        assert reason in row.result, row.result
+    wait_for(
+        lambda: DeadLetter.objects.filter(reason__contains="the body's 'id' must be a task id").exists(),
+        60,
+        "the long id refused",
+    )
+    good = str(uuid.uuid4())
+    body = {"task": name, "id": good, "args": ["p1"], "kwargs": {}}
+    publish(bus.app, json.dumps(body).encode(), headers={})
+    wait_for(lambda: probe.started(good), 60, "a good protocol 1 message to run")
+    keeps_serving(bus, pid, probe)
+
+
+def test_arguments_nested_too_deep_for_the_pool_do_not_wedge_the_worker(bus, probe):
+    """Nested 900 deep, a body decodes but cannot be pickled to the pool (RecursionError): refused,
+    and the pool's slot given back. Each such message kept a slot: two of them wedged a worker of
+    concurrency 2 (alive, heartbeating, running nothing); here, of concurrency 1, the first did."""
+    pid = bus.worker.pid
+    deep = "[" * 900 + "]" * 900
+    embed = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    for task_id in ids:
+        body = f"[[{deep}], {{}}, {embed}]"
+        publish(bus.app, body.encode(), headers=task_headers(task_id, argsrepr="(deep)"))
+    for task_id in ids:
+        letter = wait_for(lambda t=task_id: DeadLetter.objects.filter(task_id=t).first(), 60, "refused")
+        assert "RecursionError" in letter.reason
+    keeps_serving(bus, pid, probe)
+
+
+def test_junk_published_on_the_event_and_control_channels_does_not_stop_a_worker(
+    broker, start_worker, start_recorder, probe
+):
+    """Redis: a raw PUBLISH of a non-envelope on the channel of worker events or of remote control
+    raised while kombu built the message, and stopped every worker of the broker."""
+    bus, client = redis_bus(broker, start_worker, start_recorder, probe, gossip=True)
+    pid = bus.worker.pid
+    db = int(broker.rsplit("/", 1)[1])
+    for channel, junk in ((f"/{db}.celeryev/worker.heartbeat", "5"), (f"/{db}.celery.pidbox", "[]")):
+        assert client.publish(channel, junk) >= 1, f"nothing listens on {channel}"
+    time.sleep(2)
     keeps_serving(bus, pid, probe)
