@@ -136,3 +136,54 @@ def test_a_batch_the_database_refuses_is_written_as_its_records_and_its_events_a
     assert [json.loads(bytes(d.body))["name"] for d in letters] == ["refuse.me"]
     assert letters[0].task_id == expected(HOST, 5)["task_id"] and "DataError" in letters[0].reason
     assert sum(r.succeeded + r.failed for r in TaskRollup.objects.all()) == RUNS
+
+
+def test_records_the_database_could_not_take_are_dead_lettered_not_retried_forever(broker):
+    """A record whose ``task_name`` is a JSON object (or a list, an unknown field, a 400-character id)
+    among good ones: dead-lettered as it is read, and the good records around it written. Before,
+    the database refused the batch (psycopg: cannot adapt type 'dict'), the recorder took that for
+    an outage, retried it every 30 s forever, and read it again first after a restart. And a run
+    claiming 2,147,483,647 retries: its own row keeps the count, its hour's rollups count 10,000
+    (MAX_RETRIES_COUNTED), and a run retried once afterwards is still written (the sum overflowed
+    the rollups' column, and the database refused every retried run of that hour)."""
+    from taskdeck.monitor.rollups import MAX_RETRIES_COUNTED
+
+    client = redis.Redis.from_url(broker)
+    backend = RecordBackend(app=current_app)
+    junk = [
+        {"task_id": "junk-dict", "status": "SUCCESS", "task_name": {"a": 1}},
+        {"task_id": "junk-list", "status": "SUCCESS", "result": [1, 2]},
+        {"task_id": "junk-field", "status": "SUCCESS", "evil": "x"},
+        {"task_id": "x" * 400, "status": "SUCCESS"},
+    ]
+    for i in range(RUNS):
+        store_run(backend, HOST, i)
+        if i < len(junk):
+            client.xadd(stream_key(), {"r": json.dumps(junk[i])})
+    rec = recorder(client, [])
+    while rec.pump_records(0):
+        pass
+    assert client.xlen(stream_key()) == 0
+    assert TaskResult.objects.count() == RUNS
+    assert not TaskResult.objects.filter(task_id__startswith="junk").exists()
+    reasons = sorted(DeadLetter.objects.values_list("reason", flat=True))
+    assert len(reasons) == len(junk), reasons
+    assert any("field 'task_name' must be text or null, got dict" in r for r in reasons), reasons
+    assert any("unknown field 'evil'" in r for r in reasons), reasons
+
+    row = {
+        "task_id": "many-retries",
+        "status": "FAILURE",
+        "task_name": "t.many",
+        "date_done": "2026-12-02T10:00:00+00:00",
+        "meta": json.dumps({"_taskdeck": {"retries": 2_147_483_647}}),
+    }
+    once = {**row, "task_id": "retried-once", "meta": json.dumps({"_taskdeck": {"retries": 1}})}
+    for each in (row, once):
+        client.xadd(stream_key(), {"r": json.dumps(each)})
+    while rec.pump_records(0):
+        pass
+    assert TaskRun.objects.get(task_id="many-retries").retries == 2_147_483_647
+    assert TaskRun.objects.get(task_id="retried-once").state == "FAILURE"
+    hour = sum(r.retried for r in TaskRollup.objects.filter(name="t.many"))
+    assert hour == MAX_RETRIES_COUNTED + 1

@@ -29,7 +29,7 @@ from typing import Any
 from taskdeck.monitor import attempts
 from taskdeck.monitor.merge import FINAL, FLAGGED, RANK, RunFact, clip
 from taskdeck.results.record import FIELD, RUN
-from taskdeck.results.writebehind import FORGET, decode_row
+from taskdeck.results.writebehind import DATETIMES, FORGET, decode_row
 
 logger = logging.getLogger("taskdeck.monitor")
 
@@ -51,12 +51,37 @@ class Record:
         return int(self.entry_id.split(b"-")[0]) / 1000
 
 
+#: The ``TaskResult`` columns a record carries as text (the dates are parsed by ``decode_row``).
+TEXT_FIELDS = frozenset({
+    "task_id", "periodic_task_name", "task_name", "task_args", "task_kwargs", "status", "worker",
+    "content_type", "content_encoding", "result", "traceback", "meta",
+})  # fmt: skip
+FIELDS = TEXT_FIELDS | set(DATETIMES) | {RUN, FORGET}
+
+
 def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Record:
+    """One stream entry as a :class:`Record`; one that is not a record the recorder can write has an error.
+
+    Each field must be one the record backend writes, text fields text (a number is taken as its
+    text): a ``task_name`` that was a JSON object reached the database, which refused the batch
+    with an error the recorder took for an outage, and retried forever.
+    """
     raw = fields.get(FIELD.encode()) or b""
     try:
         row = decode_row(raw)
         if not isinstance(row, dict) or not row.get("task_id"):
             return Record(entry_id, raw, None, "no task id")
+        for key, value in row.items():
+            if key not in FIELDS:
+                return Record(entry_id, raw, None, f"unknown field {key!r}")
+            if key in TEXT_FIELDS and value is not None and not isinstance(value, str):
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    return Record(
+                        entry_id, raw, None, f"field {key!r} must be text or null, got {type(value).__name__}"
+                    )
+                row[key] = str(value)
+        if len(row["task_id"]) > 255:
+            return Record(entry_id, raw, None, "task id over 255 characters")
         return Record(entry_id, raw, row)
     except Exception as exc:  # noqa: BLE001 - written by another version, or by hand
         return Record(entry_id, raw, None, f"{type(exc).__name__}: {exc}")

@@ -22,6 +22,10 @@ from taskdeck.monitor.merge import FINAL
 from taskdeck.monitor.subscribers import RunChange, Subscriber
 
 STATE_COLUMN = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked", "REJECTED": "rejected"}
+#: Retries one run adds to its rollups' ``retried`` count at most. A run's own row keeps its count; a
+#: run claiming 2,147,483,647 retries (an event or record anyone can send) overflowed the column, and
+#: the database refused every retried run of that hour's rollups after it.
+MAX_RETRIES_COUNTED = 10_000
 
 
 def contribution(row: dict[str, Any] | None) -> tuple[Any, ...] | None:
@@ -36,7 +40,7 @@ def contribution(row: dict[str, Any] | None) -> tuple[Any, ...] | None:
         row["state"],
         row["runtime"],
         row["wait_time"],
-        row["retries"] or 0,
+        min(row["retries"] or 0, MAX_RETRIES_COUNTED),
     )
 
 
