@@ -466,6 +466,8 @@ def storable(value: Any, limit: int) -> str | None:
         return None
     if not isinstance(data, dict) or "args" not in data or "kwargs" not in data:
         return None
+    if not isinstance(data["args"], list | None) or not isinstance(data["kwargs"], dict | None):
+        return None  # not arguments a task could be called with again (the API's schema says so too)
     try:
         text = json.dumps(data)
     except (ValueError, RecursionError):

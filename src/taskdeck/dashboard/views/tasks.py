@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any
 
 from celery import current_app
@@ -180,10 +181,16 @@ def progress(run: TaskRun) -> dict[str, Any] | None:
     current, total = info.get("current"), info.get("total")
     if not isinstance(current, int | float) or not isinstance(total, int | float) or total <= 0:
         return None
+    try:  # a task may report anything: 10**400 is an int no float holds
+        percent = 100.0 * float(current) / float(total)
+    except (OverflowError, ZeroDivisionError):
+        return None
+    if not math.isfinite(percent):
+        return None
     return {
         "current": current,
         "total": total,
-        "percent": max(0.0, min(100.0, 100.0 * current / total)),
+        "percent": max(0.0, min(100.0, percent)),
         "message": str(info.get("message") or "")[:200],
     }
 
