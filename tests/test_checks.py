@@ -469,22 +469,42 @@ def test_e025_metrics_networks_that_are_not_networks_admit_no_one(client):
     [
         (
             {"WEB_WORKERS": "two"},
-            "TASKDECK['WEB_WORKERS'] must be a whole number of at least 0, got 'two' (str)",
+            "TASKDECK['WEB_WORKERS'] must be a whole number from 1 to 1,000,000,000,000,000, got 'two' (str)",
         ),
         ({"BEAT": "yes"}, "TASKDECK['BEAT'] must be True or False, got 'yes' (str)"),
         (
             {"MAX_MESSAGE_BYTES": -1},
-            "TASKDECK['MAX_MESSAGE_BYTES'] must be a whole number of at least 0 or None",
+            "TASKDECK['MAX_MESSAGE_BYTES'] must be a whole number from 0 to 1,000,000,000,000,000 or None",
         ),
         ({"MONITOR": {"BATCH_SIZE": 10.5}}, "TASKDECK['MONITOR']['BATCH_SIZE'] must be a whole number"),
         ({"MONITOR": {"ALERTS": {"name": "x"}}}, "TASKDECK['MONITOR']['ALERTS'] must be a list, got"),
         (
             {"RESULTS": {"TTL": "1h"}},
-            "TASKDECK['RESULTS']['TTL'] must be a whole number of at least 0, got '1h'",
+            "TASKDECK['RESULTS']['TTL'] must be a whole number from 0 to 1,000,000,000,000,000, got '1h'",
         ),
         (
             {"DASHBOARD": {"REFRESH": None}},
-            "TASKDECK['DASHBOARD']['REFRESH'] must be a number of at least 0, got None",
+            "TASKDECK['DASHBOARD']['REFRESH'] must be a number of seconds from 0 to 1,000,000,000, got None",
+        ),
+        # Values that passed and then broke the recorder (an attack pass): inf stopped it at start,
+        # BATCH_SIZE 0 read no record ever, a bucket that is not a number dead-lettered every run.
+        (
+            {"MONITOR": {"FLUSH_INTERVAL": float("inf")}},
+            "TASKDECK['MONITOR']['FLUSH_INTERVAL'] must be a number of seconds from 0 to 1,000,000,000, "
+            "got inf",
+        ),
+        (
+            {"MONITOR": {"RUN_RETENTION": 10**30}},
+            "TASKDECK['MONITOR']['RUN_RETENTION'] must be a number of seconds from 0 to 1,000,000,000 "
+            "or None",
+        ),
+        (
+            {"MONITOR": {"BATCH_SIZE": 0}},
+            "TASKDECK['MONITOR']['BATCH_SIZE'] must be a whole number from 1 to",
+        ),
+        (
+            {"MONITOR": {"METRICS_BUCKETS": ["a", None]}},
+            "TASKDECK['MONITOR']['METRICS_BUCKETS'] must be a list of numbers from 0 to 1,000,000,000, got",
         ),
     ],
 )

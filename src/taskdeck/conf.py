@@ -77,6 +77,7 @@ Keys
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -359,6 +360,13 @@ NULLABLE = {
     "DEAD_LETTER_RETENTION", "DEAD_LETTER_MAX_BYTES",
     "RABBITMQ_MANAGEMENT_URL", "ALERT_WEBHOOK", "STUCK_AFTER",
 }  # fmt: skip
+#: Counts that must be at least 1: 0 reads or writes nothing (``BATCH_SIZE`` 0: no record was ever read).
+POSITIVE = {"BATCH_SIZE", "PRUNE_BATCH", "BUFFER", "PAGE_SIZE", "WEB_WORKERS"}
+#: The largest duration (seconds: about 31 years) and count or size a setting takes. Beyond them
+#: Python's dates, or Redis' and PostgreSQL's integers, overflow (``FLUSH_INTERVAL`` inf stopped the
+#: recorder at start; ``RUN_RETENTION`` 10**30 failed every pruning); None keeps forever where allowed.
+MAX_SECONDS = 10**9
+MAX_COUNT = 10**15
 #: Keys whose value is checked by a rule of its own (LANES, WORKERS, the nested dicts, the monitor's access).
 OWN_RULES = {
     "LANES", "WORKERS", "MONITOR", "RESULTS", "DASHBOARD",
@@ -376,7 +384,12 @@ def expected_type(key: str, default: Any) -> str | None:
     if isinstance(default, bool):
         return f"True or False{none}"
     if isinstance(default, int | float):
-        return f"{'a number' if _seconds(key, default) else 'a whole number'} of at least 0{none}"
+        least = 1 if key in POSITIVE else 0
+        if _seconds(key, default):
+            return f"a number of seconds from {least} to {MAX_SECONDS:,}{none}"
+        return f"a whole number from {least} to {MAX_COUNT:,}{none}"
+    if _numbers(default):
+        return f"a list of numbers from 0 to {MAX_SECONDS:,}{none}"
     for kind, said in ((str, "a text"), (list | tuple, "a list"), (dict, "a dict")):
         if isinstance(default, kind):
             return f"{said}{none}"
@@ -394,17 +407,36 @@ def fits(key: str, value: Any, default: Any) -> bool:
     if isinstance(default, int | float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
-        return (isinstance(value, int) or _seconds(key, default)) and value >= 0
+        if _seconds(key, default):
+            return math.isfinite(value) and (1 if key in POSITIVE else 0) <= value <= MAX_SECONDS
+        return isinstance(value, int) and (1 if key in POSITIVE else 0) <= value <= MAX_COUNT
+    if _numbers(default):
+        return isinstance(value, list | tuple) and all(
+            isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and 0 <= v <= MAX_SECONDS
+            for v in value
+        )
     for kind in (str, list | tuple, dict):
         if isinstance(default, kind):
             return isinstance(value, Mapping if kind is dict else kind)
     return True
 
 
+def _numbers(default: Any) -> bool:
+    """A list of numbers (``METRICS_BUCKETS``)."""
+    return (
+        isinstance(default, list | tuple)
+        and bool(default)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in default)
+    )
+
+
 def _seconds(key: str, default: Any) -> bool:
     """A duration, read as a float (a count, a size or a TTL Redis is given is a whole number)."""
     return isinstance(default, float) or key.endswith(
-        ("INTERVAL", "TIMEOUT", "_AFTER", "SETTLE", "REFRESH", "DELAY")
+        ("INTERVAL", "TIMEOUT", "_AFTER", "SETTLE", "REFRESH", "DELAY", "RETENTION")
     )
 
 

@@ -284,8 +284,8 @@ def test_up_and_worker_name_wrong_settings_and_start_nothing(embedded_env: dict[
         "taskdeck.E006: TASKDECK['WORKERS']['typo']['concurrency'] must be an integer of at least 1, "
         "got 'two': no worker starts for it.",
         "taskdeck.E006: TASKDECK['WORKERS']['loose'] must be a dict, got 'main': no worker starts for it.",
-        "taskdeck.E026: TASKDECK['WEB_WORKERS'] must be a whole number of at least 0, got 'two' (str): "
-        "its default applies.",
+        "taskdeck.E026: TASKDECK['WEB_WORKERS'] must be a whole number from 1 to 1,000,000,000,000,000, "
+        "got 'two' (str): its default applies.",
         "error: system check errors",
     ):
         assert line in result.stdout, result.stdout
