@@ -84,6 +84,30 @@ def test_heartbeat_with_active_lots_is_counted_and_skipped(recorder):
     assert bad_counts(recorder) == {"active": 1}
 
 
+def test_heartbeats_from_the_future_or_years_apart_do_not_keep_a_worker_online(recorder):
+    """A heartbeat dated in the year 9999 counts as seen now: the worker's real events after it
+    still apply (worker-offline took it offline), and it goes offline once its beats stop; a
+    ``freq`` of a year is taken as 300 s (MAX_HEARTBEAT_INTERVAL). Before, the forged date hid
+    every later event, and a ghost claiming a year between beats stayed online for three years."""
+    from taskdeck.monitor.workers import MAX_HEARTBEAT_INTERVAL
+
+    now = time.time()
+    beat = {"type": "worker-heartbeat", "hostname": "victim@h", "freq": 2.0, "timestamp": now}
+    recorder.process([{**beat, "timestamp": 253402300799}])
+    recorder.process([{**beat, "type": "worker-offline", "timestamp": now + 1}])
+    assert Worker.objects.get(hostname="victim@h").online is False
+    recorder.process([{**beat, "timestamp": 253402300799}])
+    assert Worker.objects.get(hostname="victim@h").online is True
+    Worker.objects.expire(time.time() + 3 * 2.0 + 1, 3)  # three beats missed
+    assert Worker.objects.get(hostname="victim@h").online is False
+
+    recorder.process([{**beat, "hostname": "ghost@nowhere", "freq": 31_536_000.0}])
+    ghost = Worker.objects.get(hostname="ghost@nowhere")
+    assert ghost.heartbeat_interval == MAX_HEARTBEAT_INTERVAL
+    Worker.objects.expire(time.time() + 3 * MAX_HEARTBEAT_INTERVAL + 1, 3)
+    assert Worker.objects.get(hostname="ghost@nowhere").online is False
+
+
 def test_runtime_fast_is_counted_and_skipped(recorder):
     events = run_events("t-1", "orders.tasks.ok", NOW)
     recorder.process([*events[:3], {**events[3], "runtime": "fast"}])

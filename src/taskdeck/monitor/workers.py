@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,11 @@ from taskdeck.monitor.subscribers import Every, Subscriber
 logger = logging.getLogger("taskdeck.monitor")
 
 WORKER_EVENTS = {"worker-online": True, "worker-heartbeat": True, "worker-offline": False}
+
+
+#: Seconds between heartbeats a worker is believed at most (Celery's default is 2): a heartbeat
+#: claiming ``freq`` of a year kept a worker that does not exist online for three years.
+MAX_HEARTBEAT_INTERVAL = 300.0
 
 
 class Workers(Subscriber):
@@ -50,15 +56,19 @@ class Workers(Subscriber):
                 .select_for_update()
                 .filter(hostname__in=list(latest))
             }
+            now = dt.datetime.now(dt.UTC)
             for hostname, event in latest.items():
-                when = dt.datetime.fromtimestamp(float(event.get("timestamp") or 0), dt.UTC)
+                # Never later than now: a heartbeat dated in the future (a forged one, year 9999)
+                # kept a killed worker online and its runs never LOST, and hid every later event.
+                when = min(dt.datetime.fromtimestamp(float(event.get("timestamp") or 0), dt.UTC), now)
                 row = rows.get(hostname) or Worker(hostname=hostname)
-                if row.last_heartbeat is not None and when < row.last_heartbeat:
+                if row.last_heartbeat is not None and when < min(row.last_heartbeat, now):
                     continue
                 row.online = WORKER_EVENTS[event["type"]]
                 row.shut_down = event["type"] == "worker-offline"
                 row.last_heartbeat = when
-                row.heartbeat_interval = float(event.get("freq") or row.heartbeat_interval or 2.0)
+                interval = float(event.get("freq") or row.heartbeat_interval or 2.0)
+                row.heartbeat_interval = min(interval, MAX_HEARTBEAT_INTERVAL)
                 row.active = int(event.get("active") or 0)
                 row.processed = int(event.get("processed") or row.processed or 0)
                 row.loadavg = list(event.get("loadavg") or [])
@@ -72,7 +82,10 @@ class Workers(Subscriber):
 
 def _order(event: dict[str, Any]) -> tuple[float, int]:
     # worker-offline after a heartbeat with the same timestamp wins.
-    return (float(event.get("timestamp") or 0), 1 if event["type"] == "worker-offline" else 0)
+    return (
+        min(float(event.get("timestamp") or 0), time.time()),
+        1 if event["type"] == "worker-offline" else 0,
+    )
 
 
 class WorkerInspector(Subscriber):
