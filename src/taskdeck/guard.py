@@ -252,11 +252,46 @@ def guarded_envelopes(message_class: type[Any]) -> Any:
 
         def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
             try:
+                payload = _uninflated(payload, channel)
                 super().__init__(payload, channel=channel, **kwargs)
             except Exception as exc:
                 super().__init__(_readable(payload, channel, exc), channel=channel, **kwargs)
 
     return GuardedMessage
+
+
+#: Header a message gets when its compressed body would inflate past the worker's limit.
+INFLATES_ERROR = "taskdeck-inflates-error"
+
+
+def _uninflated(payload: Any, channel: Any) -> Any:
+    """``payload`` (a virtual transport's envelope), or, when its compressed body inflates past
+    ``WORKER_MAX_MESSAGE_BYTES``, the same envelope without its ``compression`` header and with
+    :data:`INFLATES_ERROR`: kombu's message inflates a body whole as it is made (292 kB of gzip
+    became 300 MB in the worker's main process); this inflates at most the limit and one byte.
+    """
+    headers: Any = payload.get("headers") if isinstance(payload, dict) else None
+    kind = headers.get("compression") if isinstance(headers, dict) else None
+    limit = conf.get()["WORKER_MAX_MESSAGE_BYTES"]
+    if not isinstance(kind, str) or not limit:
+        return payload
+    from kombu.compression import _aliases
+
+    make = _DECOMPRESSORS.get(_aliases.get(kind, kind))
+    if make is None:
+        return payload  # kombu says what it cannot inflate
+    try:
+        properties = payload.get("properties") or {}
+        raw = channel.decode_body(payload.get("body"), properties.get("body_encoding"))
+        raw = raw if isinstance(raw, bytes) else str(raw).encode("latin-1")
+        size = len(make().decompress(raw, int(limit) + 1))
+    except Exception:
+        return payload  # not what it says it is: kombu refuses it and says why
+    if size <= limit:
+        return payload
+    reason = f"the body inflates ({kind}) to over the worker's limit of {int(limit):,} bytes"
+    kept = {key: value for key, value in headers.items() if key != "compression"}
+    return {**payload, "headers": {**kept, INFLATES_ERROR: reason}}
 
 
 def guard_raw_items(channel: Any) -> None:
@@ -395,6 +430,15 @@ def problem(app: Any, message: Any) -> str | None:
         return f"its headers are a {type(headers).__name__}, not a mapping"
     if ENVELOPE_ERROR in headers:
         return f"the broker's envelope of the message cannot be read ({headers[ENVELOPE_ERROR]})"
+    if limit:
+        text = sum(len(value) for value in headers.values() if isinstance(value, str | bytes))
+        if text > limit:  # argsrepr of 50 MB ran and was stored whole in the results table
+            return (
+                f"its headers hold {text:,} characters of text, over the worker's limit of {int(limit):,} "
+                "(TASKDECK['WORKER_MAX_MESSAGE_BYTES'])"
+            )
+    if INFLATES_ERROR in headers:
+        return f"{headers[INFLATES_ERROR]} (TASKDECK['WORKER_MAX_MESSAGE_BYTES'])"
     protocol_1 = "task" not in headers
     if not protocol_1:
         reason = _name_problem(app, headers, "header")
@@ -414,6 +458,14 @@ def problem(app: Any, message: Any) -> str | None:
             return reason or None
     fields, where = _effective_headers(payload, headers)
     return _body_problem(payload, protocol_1) or _header_problem(fields, where)
+
+
+#: Decompressors that stop at a size (kombu's compressions from the standard library).
+_DECOMPRESSORS = {
+    "application/x-gzip": lambda: __import__("zlib").decompressobj(),
+    "application/x-bz2": lambda: __import__("bz2").BZ2Decompressor(),
+    "application/x-lzma": lambda: __import__("lzma").LZMADecompressor(),
+}
 
 
 def _name_problem(app: Any, fields: dict[str, Any], where: str) -> str | None:

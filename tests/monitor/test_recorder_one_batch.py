@@ -187,3 +187,15 @@ def test_records_the_database_could_not_take_are_dead_lettered_not_retried_forev
     assert TaskRun.objects.get(task_id="retried-once").state == "FAILURE"
     hour = sum(r.retried for r in TaskRollup.objects.filter(name="t.many"))
     assert hour == MAX_RETRIES_COUNTED + 1
+
+
+@pytest.mark.parametrize("sent", [float("nan"), float("inf"), 1e308, -1e18, 0])
+def test_a_send_time_no_run_can_have_is_left_out_of_its_record(sent):
+    """The ``taskdeck_sent`` header anyone can set: NaN or 1e308 made the recorder refuse the whole
+    record (result row and run) with an unclear reason; such a time is now left out of the record,
+    and so is a priority outside 0-255."""
+    from celery.app.task import Context
+
+    facts = RecordBackend._run_facts(Context(taskdeck_sent=sent, delivery_info={"priority": 2**70}))
+    assert facts == {}
+    assert RecordBackend._run_facts(Context(taskdeck_sent=1_795_564_800.5)) == {"sent": 1_795_564_800.5}

@@ -142,7 +142,9 @@ class RecordBackend(WriteBehindBackend):
         if sent is None:
             headers = getattr(request, "headers", None)
             sent = headers.get(SENT_HEADER) if isinstance(headers, dict) else None
-        if isinstance(sent, int | float) and not isinstance(sent, bool):
+        # A header anyone can set: NaN or 1e308 made the recorder refuse the whole record, result
+        # row and all. Kept only as a time a run can have been sent at (to the year 2286).
+        if isinstance(sent, int | float) and not isinstance(sent, bool) and 0 < sent < 1e10:
             run["sent"] = float(sent)
         for name, attr in (("parent_id", "parent_id"), ("root_id", "root_id"), ("group_id", "group")):
             value = getattr(request, attr, None)
@@ -150,7 +152,7 @@ class RecordBackend(WriteBehindBackend):
                 run[name] = value
         delivery = getattr(request, "delivery_info", None)
         priority = delivery.get("priority") if isinstance(delivery, dict) else None
-        if isinstance(priority, int) and not isinstance(priority, bool):
+        if isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 255:
             run["priority"] = priority
         return run
 
