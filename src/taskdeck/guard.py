@@ -30,8 +30,11 @@ The Celery internals this relies on are listed in :data:`CELERY_INTERNALS`.
 
 from __future__ import annotations
 
+import bz2
 import logging
+import lzma
 import math
+import zlib
 from typing import Any
 
 from celery import bootsteps
@@ -124,23 +127,25 @@ class GuardTaskMessages(bootsteps.StartStopStep):
         # connection: a junk PUBLISH on the event or remote-control channel
         # (``PUBLISH /0.celery.pidbox 5``) stopped every worker of the broker.
         channel = getattr(c.task_consumer, "channel", None)
-        guard_envelopes_of(getattr(channel, "connection", None))  # a virtual channel's transport
-        if isinstance(channel, VirtualChannel) and not getattr(channel.Message, "taskdeck_guarded", False):
-            channel.Message = guarded_envelopes(channel.Message)
         if isinstance(channel, VirtualChannel):
+            guard_envelopes_of(channel)
             guard_raw_items(channel)
 
 
-def guard_envelopes_of(transport: Any) -> None:
-    """Each channel of a virtual ``transport``, made or to come, reads any envelope (guarded_envelopes)."""
+def guard_envelopes_of(channel: Any) -> None:
+    """``channel`` (a virtual transport's) and every other channel of its transport, made or to
+    come, read any envelope (:func:`guarded_envelopes`)."""
+    transport = channel.connection  # a virtual channel's connection is its transport
     channel_class = getattr(transport, "Channel", None)
-    if not isinstance(channel_class, type) or not issubclass(channel_class, VirtualChannel):
-        return
-    if not getattr(channel_class.Message, "taskdeck_guarded", False):
+    if (
+        isinstance(channel_class, type)
+        and issubclass(channel_class, VirtualChannel)
+        and not getattr(channel_class.Message, "taskdeck_guarded", False)
+    ):
         transport.Channel = type(
             channel_class.__name__, (channel_class,), {"Message": guarded_envelopes(channel_class.Message)}
         )
-    for made in list(getattr(transport, "channels", None) or ()):
+    for made in {channel, *(getattr(transport, "channels", None) or ())}:
         if isinstance(made, VirtualChannel) and not getattr(made.Message, "taskdeck_guarded", False):
             made.Message = guarded_envelopes(made.Message)
 
@@ -262,6 +267,12 @@ def guarded_envelopes(message_class: type[Any]) -> Any:
 
 #: Header a message gets when its compressed body would inflate past the worker's limit.
 INFLATES_ERROR = "taskdeck-inflates-error"
+#: Decompressors that stop at a size, for kombu's compressions from the standard library.
+_DECOMPRESSORS: dict[str, Any] = {
+    "application/x-gzip": zlib.decompressobj,
+    "application/x-bz2": bz2.BZ2Decompressor,
+    "application/x-lzma": lzma.LZMADecompressor,
+}
 
 
 def _uninflated(payload: Any, channel: Any) -> Any:
@@ -272,8 +283,10 @@ def _uninflated(payload: Any, channel: Any) -> Any:
     """
     headers: Any = payload.get("headers") if isinstance(payload, dict) else None
     kind = headers.get("compression") if isinstance(headers, dict) else None
+    if not isinstance(kind, str):
+        return payload  # every message but a compressed one: nothing more is looked up
     limit = conf.get()["WORKER_MAX_MESSAGE_BYTES"]
-    if not isinstance(kind, str) or not limit:
+    if not limit:
         return payload
     from kombu.compression import _aliases
 
@@ -458,14 +471,6 @@ def problem(app: Any, message: Any) -> str | None:
             return reason or None
     fields, where = _effective_headers(payload, headers)
     return _body_problem(payload, protocol_1) or _header_problem(fields, where)
-
-
-#: Decompressors that stop at a size (kombu's compressions from the standard library).
-_DECOMPRESSORS = {
-    "application/x-gzip": lambda: __import__("zlib").decompressobj(),
-    "application/x-bz2": lambda: __import__("bz2").BZ2Decompressor(),
-    "application/x-lzma": lambda: __import__("lzma").LZMADecompressor(),
-}
 
 
 def _name_problem(app: Any, fields: dict[str, Any], where: str) -> str | None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from taskdeck import conf
 from taskdeck.monitor import attempts
 from taskdeck.monitor.merge import FINAL, FLAGGED, RANK, RunFact, clip
 from taskdeck.results.record import FIELD, RUN
@@ -91,8 +92,6 @@ class RecordSource:
     """One consumer of the record stream's group (see the module docstring)."""
 
     def __init__(self, client: Any, stream: str, consumer: str, claim_idle: float | None = None) -> None:
-        from taskdeck import conf
-
         self.client = client
         self.stream = stream
         self.consumer = consumer
