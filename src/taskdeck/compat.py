@@ -102,6 +102,11 @@ HOOKED_INTERNALS: dict[str, str | None] = {
     # taskdeck.guard.problem: the body fields of protocol 1 and hybrid messages Celery makes headers of.
     "celery.worker.strategy.hybrid_to_proto2": "(message, body)",
     "celery.worker.strategy.proto1_to_proto2": "(message, body)",
+    # taskdeck.guard.guard_amqp_bodies_of: py-amqp messages made of (msg, channel) by each channel's
+    # Message class, on channels made by the connection's Channel class and kept in its ``channels``.
+    "kombu.transport.pyamqp.Message.__init__": "(self, msg, channel=None, **kwargs)",
+    "kombu.transport.pyamqp.Channel.Message": None,
+    "kombu.transport.pyamqp.Connection.Channel": None,
     # taskdeck.beat.FileScheduler: the schedule file's folder made first.
     "celery.beat.PersistentScheduler.setup_schedule": "(self)",
 }

@@ -63,6 +63,13 @@ CELERY_INTERNALS: tuple[str, ...] = (
     "celery.worker.consumer.consumer:Consumer.on_decode_error",
     # Replaced per channel (virtual transports: Redis) by a class that reads any envelope.
     "kombu.transport.virtual.base:Channel.Message",
+    # Replaced per AMQP connection and channel by a class that inflates no body past the limit:
+    # the message's constructor (its py-amqp message's properties and body) and the channel class
+    # py-amqp's connection makes its channels of.
+    "kombu.transport.pyamqp:Message.__init__",
+    "kombu.transport.pyamqp:Channel.Message",
+    "kombu.transport.pyamqp:Connection.Channel",
+    "amqp.connection:Connection.__init__",  # sets ``channels``, the open ones by id
     "celery.worker.consumer.tasks:Tasks",
     # Wrapped per worker: sends a request to the pool after the pool's semaphore gave it a slot,
     # and gives the slot back only when the task is revoked (GuardTaskMessages, pool slots).
@@ -130,6 +137,8 @@ class GuardTaskMessages(bootsteps.StartStopStep):
         if isinstance(channel, VirtualChannel):
             guard_envelopes_of(channel)
             guard_raw_items(channel)
+        else:
+            guard_amqp_bodies_of(channel)
 
 
 def guard_envelopes_of(channel: Any) -> None:
@@ -148,6 +157,56 @@ def guard_envelopes_of(channel: Any) -> None:
     for made in {channel, *(getattr(transport, "channels", None) or ())}:
         if isinstance(made, VirtualChannel) and not getattr(made.Message, "taskdeck_guarded", False):
             made.Message = guarded_envelopes(made.Message)
+
+
+def guard_amqp_bodies_of(channel: Any) -> None:
+    """RabbitMQ (py-amqp): every channel of ``channel``'s connection, made or to come, inflates no
+    compressed body past ``WORKER_MAX_MESSAGE_BYTES`` (:func:`inflate_problem`).
+
+    kombu's message inflates a body whole as it is made, before any consumer
+    callback: 11 kB of gzip was 11 MB in the worker's main process, and a
+    broker takes messages of 128 MiB by default. The connection's channel
+    class and its open channels (tasks, remote control, gossip) get a message
+    class that inflates at most the limit and one byte first.
+    """
+    from kombu.transport.pyamqp import Channel as AmqpChannel
+
+    if not isinstance(channel, AmqpChannel):
+        return
+    connection = channel.connection
+    channel_class = getattr(connection, "Channel", None)
+    if (
+        isinstance(channel_class, type)
+        and issubclass(channel_class, AmqpChannel)
+        and not getattr(channel_class.Message, "taskdeck_guarded", False)
+    ):
+        connection.Channel = type(
+            channel_class.__name__, (channel_class,), {"Message": guarded_amqp_bodies(channel_class.Message)}
+        )
+    for made in {channel, *(getattr(connection, "channels", None) or {}).values()}:
+        if isinstance(made, AmqpChannel) and not getattr(made.Message, "taskdeck_guarded", False):
+            made.Message = guarded_amqp_bodies(made.Message)
+
+
+def guarded_amqp_bodies(message_class: type[Any]) -> Any:
+    """``message_class`` (kombu's py-amqp message), not inflating a body past the worker's limit.
+
+    Such a message loses its ``compression`` header and gets :data:`INFLATES_ERROR`,
+    so :func:`problem` refuses it with the reason.
+    """
+
+    class GuardedMessage(message_class):
+        taskdeck_guarded = True
+
+        def __init__(self, msg: Any, channel: Any = None, **kwargs: Any) -> None:
+            headers = msg.properties.get("application_headers")
+            kind = headers.get("compression") if isinstance(headers, dict) else None
+            if isinstance(kind, str) and (reason := inflate_problem(kind, msg.body)):
+                kept = {key: value for key, value in headers.items() if key != "compression"}
+                msg.properties["application_headers"] = {**kept, INFLATES_ERROR: reason}
+            super().__init__(msg, channel=channel, **kwargs)
+
+    return GuardedMessage
 
 
 def guard_pool_slots(consumer: Any) -> None:
@@ -277,34 +336,48 @@ _DECOMPRESSORS: dict[str, Any] = {
 
 def _uninflated(payload: Any, channel: Any) -> Any:
     """``payload`` (a virtual transport's envelope), or, when its compressed body inflates past
-    ``WORKER_MAX_MESSAGE_BYTES``, the same envelope without its ``compression`` header and with
-    :data:`INFLATES_ERROR`: kombu's message inflates a body whole as it is made (292 kB of gzip
-    became 300 MB in the worker's main process); this inflates at most the limit and one byte.
+    ``WORKER_MAX_MESSAGE_BYTES`` (:func:`inflate_problem`), the same envelope without its
+    ``compression`` header and with :data:`INFLATES_ERROR`.
     """
     headers: Any = payload.get("headers") if isinstance(payload, dict) else None
     kind = headers.get("compression") if isinstance(headers, dict) else None
     if not isinstance(kind, str):
         return payload  # every message but a compressed one: nothing more is looked up
+    try:
+        properties = payload.get("properties") or {}
+        raw = channel.decode_body(payload.get("body"), properties.get("body_encoding"))
+    except Exception:
+        return payload  # not what it says it is: kombu refuses it and says why
+    reason = inflate_problem(kind, raw)
+    if reason is None:
+        return payload
+    kept = {key: value for key, value in headers.items() if key != "compression"}
+    return {**payload, "headers": {**kept, INFLATES_ERROR: reason}}
+
+
+def inflate_problem(kind: str, raw: Any) -> str | None:
+    """Why a body compressed as ``kind`` must not be inflated: it inflates past
+    ``WORKER_MAX_MESSAGE_BYTES``; None when it may (or kombu cannot inflate it, and says why).
+
+    kombu's message inflates a body whole as it is made (292 kB of gzip became
+    300 MB in the worker's main process); this inflates at most the limit and one byte.
+    """
     limit = conf.get()["WORKER_MAX_MESSAGE_BYTES"]
     if not limit:
-        return payload
+        return None
     from kombu.compression import _aliases
 
     make = _DECOMPRESSORS.get(_aliases.get(kind, kind))
     if make is None:
-        return payload  # kombu says what it cannot inflate
+        return None
     try:
-        properties = payload.get("properties") or {}
-        raw = channel.decode_body(payload.get("body"), properties.get("body_encoding"))
         raw = raw if isinstance(raw, bytes) else str(raw).encode("latin-1")
         size = len(make().decompress(raw, int(limit) + 1))
     except Exception:
-        return payload  # not what it says it is: kombu refuses it and says why
+        return None  # not what it says it is: kombu refuses it and says why
     if size <= limit:
-        return payload
-    reason = f"the body inflates ({kind}) to over the worker's limit of {int(limit):,} bytes"
-    kept = {key: value for key, value in headers.items() if key != "compression"}
-    return {**payload, "headers": {**kept, INFLATES_ERROR: reason}}
+        return None
+    return f"the body inflates ({kind}) to over the worker's limit of {int(limit):,} bytes"
 
 
 def guard_raw_items(channel: Any) -> None:
