@@ -108,6 +108,22 @@ def test_heartbeats_from_the_future_or_years_apart_do_not_keep_a_worker_online(r
     assert Worker.objects.get(hostname="ghost@nowhere").online is False
 
 
+def test_events_dated_ahead_or_long_ago_leave_the_recorders_mark_true(recorder):
+    """A run dated 9999 held ``last_event_at`` in 9999 (reconciliation starts there, and found
+    nothing more); a valid run dated 1970 made the lag 56 years (the recorder unhealthy). Both
+    runs are recorded; the mark counts the first as now and leaves the second out of the lag."""
+    RecorderState.objects.create(name="default")
+    recorder.process(run_events("t-ahead", "orders.tasks.ok", 253402300000.0))
+    state = RecorderState.objects.get(name="default")
+    assert state.last_event_at.timestamp() <= time.time() and state.lag == 0.0
+    recorder.process(
+        [*run_events("t-1970", "orders.tasks.ok", 1.0), *run_events("t-now", "o.t", time.time())]
+    )
+    state.refresh_from_db()
+    assert 0.0 <= state.lag < 60
+    assert states() == {"t-ahead": "SUCCESS", "t-1970": "SUCCESS", "t-now": "SUCCESS"}
+
+
 def test_runtime_fast_is_counted_and_skipped(recorder):
     events = run_events("t-1", "orders.tasks.ok", NOW)
     recorder.process([*events[:3], {**events[3], "runtime": "fast"}])

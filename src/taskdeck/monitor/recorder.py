@@ -402,9 +402,25 @@ class Recorder:
             if stamps:
                 RecorderState.objects.filter(name=self.name).update(
                     events=F("events") + len(events) + len(records),
-                    last_event_at=dt.datetime.fromtimestamp(max(stamps), dt.UTC),
-                    lag=max(now - min(stamps), 0.0),
+                    **self.mark(stamps, now),
                 )
+
+    def mark(self, stamps: list[float], now: float) -> dict[str, Any]:
+        """The recorder's mark of a batch whose events and records are dated ``stamps``.
+
+        Dates come from the workers' clocks (and from anyone who can publish an
+        event): one ahead counts as now (an event dated 9999 held
+        ``last_event_at`` there, and reconciliation, which starts from it, found
+        nothing more), and one older than the runs are kept (``RUN_RETENTION``,
+        at least a day) is left out of the lag (a valid event dated 1970 made the
+        lag 56 years, the recorder unhealthy, until the next batch).
+        """
+        oldest_credible = now - max(float(self.settings["RUN_RETENTION"] or 0), 86400.0)
+        credible = [stamp for stamp in stamps if stamp >= oldest_credible] or [now]
+        return {
+            "last_event_at": dt.datetime.fromtimestamp(min(max(stamps), now), dt.UTC),
+            "lag": max(now - min(credible), 0.0),
+        }
 
     # --- records (taskdeck.results.record) ------------------------------------
 
@@ -631,6 +647,7 @@ def build(app: Any, settings: dict[str, Any] | None = None, name: str = "default
             rollups=s["ROLLUP_RETENTION"],
             samples=s["SAMPLE_RETENTION"],
             incidents=s["INCIDENT_RETENTION"],
+            workers=s["WORKER_RETENTION"],
             deadletters=s["DEAD_LETTER_RETENTION"],
             deadletter_bytes=s["DEAD_LETTER_MAX_BYTES"],
             interval=s["PRUNE_INTERVAL"],
