@@ -171,6 +171,10 @@ MONITOR_DEFAULTS: dict[str, Any] = {
     "ROLLUP_RETENTION": 90 * 86400,
     "SAMPLE_RETENTION": 2 * 86400,
     "INCIDENT_RETENTION": 90 * 86400,
+    # A worker offline longer than this, with no run left received or started
+    # on it, is forgotten (its row deleted; its runs keep its name). Hosts that
+    # come and go (autoscaled, one hostname per container) leave a row each.
+    "WORKER_RETENTION": 7 * 86400,
     # Dead letters (taskdeck.deadletter): kept DEAD_LETTER_RETENTION seconds,
     # and the newest ones only, up to DEAD_LETTER_MAX_BYTES in all (bodies plus
     # 1 KiB a row for the rest), so that a flood of junk cannot fill the disk.
@@ -357,7 +361,7 @@ def worker_group_problems(group: Any) -> list[tuple[str | None, str]]:
 NULLABLE = {
     "DATA_DIR", "DEMO", "MAX_MESSAGE_BYTES", "WORKER_MAX_MESSAGE_BYTES", "REDIS_URL", "QUEUES",
     "RUN_RETENTION", "ROLLUP_RETENTION", "SAMPLE_RETENTION", "INCIDENT_RETENTION",
-    "DEAD_LETTER_RETENTION", "DEAD_LETTER_MAX_BYTES",
+    "WORKER_RETENTION", "DEAD_LETTER_RETENTION", "DEAD_LETTER_MAX_BYTES",
     "RABBITMQ_MANAGEMENT_URL", "ALERT_WEBHOOK", "STUCK_AFTER",
 }  # fmt: skip
 #: Counts that must be at least 1: 0 reads or writes nothing (``BATCH_SIZE`` 0: no record was ever read).

@@ -47,7 +47,7 @@ def snapshot(
     broker down) the recorder's last samples and worker rows are shown.
     Queues come in the order ``app`` declares them, then any other sampled one.
     """
-    workers = list(Worker.objects.order_by("-online", "hostname"))
+    workers = list(Worker.objects.shown())
     queues = None
     broker = None
     if app is not None and live:

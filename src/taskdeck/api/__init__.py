@@ -42,7 +42,7 @@ from taskdeck.policy import (
     scope_of,
     workers_for,
 )
-from taskdeck.querysets import SAMPLE_FIELDS
+from taskdeck.querysets import SAMPLE_FIELDS, WORKERS_SHOWN
 
 api = NinjaAPI(
     title="taskdeck",
@@ -186,9 +186,14 @@ def _queue(values: Sequence[Any], declared: set[str]) -> dict:
     }
 
 
-@api.get("/workers", response=list[schemas.WorkerOut], summary="Workers seen by the recorder")
-def list_workers(request):
-    return workers_for(request)
+@api.get(
+    "/workers",
+    response=list[schemas.WorkerOut],
+    summary="Workers seen by the recorder",
+    description=f"Online first, then by hostname; `limit` of them (default and most: {WORKERS_SHOWN}).",
+)
+def list_workers(request, limit: int = WORKERS_SHOWN):
+    return workers_for(request, max(1, min(limit, WORKERS_SHOWN)))
 
 
 @api.get(

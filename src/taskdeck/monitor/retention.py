@@ -1,4 +1,4 @@
-"""Retention: runs, rollups (every period), samples, resolved incidents, dead letters; pruned in batches."""
+"""Retention: runs, rollups (every period), samples, incidents, workers gone, dead letters; in batches."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from taskdeck.models import (
     TaskRollupHour,
     TaskRollupQuarter,
     TaskRun,
+    Worker,
 )
 from taskdeck.monitor.subscribers import Every, Subscriber
 from taskdeck.querysets import cutoff
@@ -41,12 +42,14 @@ class Retention(Subscriber):
         rollups: float | None,
         samples: float | None = None,
         incidents: float | None = None,
+        workers: float | None = None,
         deadletters: float | None = None,
         deadletter_bytes: int | None = None,
         interval: float = 300,
         batch: int = 5000,
     ) -> None:
         self.runs, self.rollups, self.samples, self.incidents = runs, rollups, samples, incidents
+        self.workers = workers
         self.deadletters, self.deadletter_bytes = deadletters, deadletter_bytes
         self.every = Every(interval)
         self.batch = batch
@@ -68,6 +71,8 @@ class Retention(Subscriber):
             done["samples"] = QueueSample.objects.prune(self.batch, sampled_at__lt=when)
         if (when := cutoff(self.incidents)) is not None:
             done["incidents"] = AlertIncident.objects.filter(resolved_at__lt=when).delete()[0]
+        if (when := cutoff(self.workers)) is not None:
+            done["workers"] = Worker.objects.gone(when).prune(self.batch)
         if (when := cutoff(self.deadletters)) is not None:
             done["deadletters"] = DeadLetter.objects.prune(self.batch, created_at__lt=when)
         if self.deadletter_bytes is not None:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
+from taskdeck.querysets import WORKERS_SHOWN
+
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
@@ -250,8 +252,9 @@ def hide_links_outside(request: HttpRequest, runs: Iterable[TaskRun]) -> None:
             run.root_id = ""
 
 
-def workers_for(request: HttpRequest, limit: int | None = None) -> list[Worker]:
-    """Every worker, online first (workers serve every team), with the numbers ``request``'s scope may see.
+def workers_for(request: HttpRequest, limit: int = WORKERS_SHOWN) -> list[Worker]:
+    """The first ``limit`` workers, online first (workers serve every team), with the numbers ``request``'s
+    scope may see.
 
     For a limited scope, ``active`` counts the runs of the scope started on
     the worker now (its heartbeat's count is every team's), ``processed`` is
@@ -262,7 +265,7 @@ def workers_for(request: HttpRequest, limit: int | None = None) -> list[Worker]:
 
     from taskdeck.models import TaskState, Worker
 
-    workers = list(Worker.objects.order_by("-online", "hostname")[:limit])
+    workers: list[Worker] = list(Worker.objects.shown(limit))
     scope = scope_of(request)
     if not scope.limited:
         return workers

@@ -16,6 +16,7 @@ from taskdeck.dashboard.views import page
 from taskdeck.models import AuditEntry, QueueSample, Worker
 from taskdeck.monitor.queues import configured_queues, without_consumer
 from taskdeck.policy import audit_for, scope_of, workers_for
+from taskdeck.querysets import WORKERS_SHOWN
 
 
 def queue_rows(request: HttpRequest) -> list[dict[str, Any]]:
@@ -88,7 +89,8 @@ def purge_confirm(request: HttpRequest, name: str) -> HttpResponse:
 @dashboard_view
 def workers(request: HttpRequest) -> HttpResponse:
     rows = workers_for(request)
-    context = {"workers": rows, "resizable": RESIZABLE_POOLS}
+    total = Worker.objects.count() if len(rows) >= WORKERS_SHOWN else len(rows)
+    context = {"workers": rows, "total": total, "resizable": RESIZABLE_POOLS}
     return page(request, "taskdeck/workers.html", context, {"live": "taskdeck/partials/worker_rows.html"})
 
 

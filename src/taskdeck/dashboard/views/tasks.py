@@ -74,11 +74,19 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "selected_states": states,
         "names": [n for n in names if scope.allows_name(n)],
         "queues": sorted(q for q in {*queues, *_configured_queues()} if scope.allows_queue(q)),
-        "workers": list(Worker.objects.order_by("hostname").values_list("hostname", flat=True)),
+        "workers": _worker_choices(get.get("worker", "")),
         "since_choices": list(SINCE),
         "since": get.get("since", ""),
     }
     return page(request, "taskdeck/tasks.html", context, {"rows": "taskdeck/partials/task_rows.html"})
+
+
+def _worker_choices(selected: str) -> list[str]:
+    """The worker filter's choices: the workers lists show (online first), by hostname, and ``selected``."""
+    names = set(Worker.objects.shown().values_list("hostname", flat=True))
+    if selected:
+        names.add(selected)
+    return sorted(names)
 
 
 def _configured_queues() -> list[str]:
