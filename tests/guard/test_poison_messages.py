@@ -360,3 +360,43 @@ def test_junk_published_on_the_event_and_control_channels_does_not_stop_a_worker
         assert client.publish(channel, junk) >= 1, f"nothing listens on {channel}"
     time.sleep(2)
     keeps_serving(bus, pid, probe)
+
+
+def test_a_compressed_worker_event_is_not_inflated_past_the_limit_on_rabbitmq(
+    rabbitmq_app, start_amqp_worker, probe
+):
+    """RabbitMQ: kombu inflated a compressed message whole as it was made, on any channel of the
+    worker: 300 kB of gzip published as a worker event became 300 MB in every worker's main process
+    (gossip listens to the event exchange). The guard inflates at most WORKER_MAX_MESSAGE_BYTES and
+    one byte: the worker's peak memory stays within 100 MB of what it was, the event is skipped, and
+    the worker keeps serving. Control: without the guard on the gossip channel, the peak grows 300 MB."""
+    import zlib
+
+    from celery.events.event import get_exchange
+
+    from tests.support.messages import amqp_depth
+    from tests.support.probe import PROBE_ARGS
+
+    worker = start_amqp_worker(["default"], concurrency=1, args=PROBE_ARGS, env=probe.env, gossip=True)
+    bus = Bus("rabbitmq", rabbitmq_app, worker, lambda: (worker.stop(), amqp_depth(rabbitmq_app))[1])
+
+    def peak_mb() -> float:
+        status = open(f"/proc/{worker.pid}/status").read()  # noqa: SIM115, PTH123
+        return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
+
+    before = peak_mb()
+    bomb = zlib.compress(b'{"type": "worker-heartbeat", "x": "' + b"0" * 300_000_000 + b'"}', 9)
+    with rabbitmq_app.connection_for_write() as conn:
+        exchange = get_exchange(conn, name=rabbitmq_app.conf.event_exchange)
+        conn.Producer().publish(
+            bomb,
+            exchange=exchange,
+            routing_key="worker.heartbeat",
+            declare=[exchange],
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"compression": "application/x-gzip"},
+        )
+    wait_for(lambda: "skipped a worker event that cannot be read" in worker.output(), 60, "the event skipped")
+    assert peak_mb() - before < 100, (before, peak_mb())
+    keeps_serving(bus, worker.pid, probe)
