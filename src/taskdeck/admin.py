@@ -36,6 +36,7 @@ from taskdeck.models import (
 from taskdeck.policy import (
     audit_for,
     dead_letters_for,
+    hide_header_links_outside,
     hide_links_outside,
     incidents_for,
     queue_samples_for,
@@ -250,6 +251,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     def scoped(self, request: HttpRequest) -> QuerySet[Any] | None:
         return dead_letters_for(request)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        letter = super().get_object(request, object_id, from_field)
+        if letter is not None:
+            hide_header_links_outside(request, letter)  # shown only: the admin never saves a letter
+        return letter
 
 
 @admin.register(AccessScope)

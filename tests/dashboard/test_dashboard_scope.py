@@ -112,6 +112,13 @@ def world(db: Any, django_user_model: Any, broker: str) -> World:
             task=task,
             task_id=f"{kind}-letter-task",
             properties={"routing_key": queue},
+            # Sent by the other team's run: its id is that run's, not to be told.
+            headers={
+                "id": f"{kind}-letter-task",
+                "task": task,
+                "parent_id": "zz-foreign-run",
+                "root_id": "zz-foreign-run",
+            },  # fmt: skip
             body=b"{not json",
         )
         for kind, task, queue in (

@@ -35,6 +35,7 @@ from taskdeck.policy import (
     PERMISSIONS,
     audit_refusal,
     dead_letters_for,
+    hide_header_links_outside,
     hide_links_outside,
     names_in_scope,
     refuse_outside,
@@ -251,6 +252,7 @@ def list_dead_letters(request, filters: Query[DeadLetterFilters]):
 @api.get("/dead-letters/{letter_id}", response=schemas.DeadLetterDetail, summary="One dead letter, raw")
 def get_dead_letter(request, letter_id: str):
     letter: DeadLetter = get_object_or_404(dead_letters_for(request), pk=_letter_pk(letter_id))
+    hide_header_links_outside(request, letter)
     body = None if letter.body is None else bytes(letter.body)
     letter.body_base64 = None if body is None else base64.b64encode(body).decode()  # type: ignore[attr-defined]
     letter.body_text = None if body is None else body.decode("utf-8", "backslashreplace")  # type: ignore[attr-defined]

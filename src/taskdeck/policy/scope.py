@@ -36,7 +36,7 @@ from taskdeck.querysets import WORKERS_SHOWN
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-    from taskdeck.models import TaskRun, Worker
+    from taskdeck.models import DeadLetter, TaskRun, Worker
     from taskdeck.querysets import DeadLetterQuerySet, TaskRunQuerySet
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,28 @@ def hide_links_outside(request: HttpRequest, runs: Iterable[TaskRun]) -> None:
             run.parent_id = ""
         if run.root_id and run.root_id != run.task_id and run.root_id not in seen:
             run.root_id = ""
+
+
+#: Headers of a task message that name other runs (Celery's protocol 2).
+LINK_HEADERS = ("parent_id", "root_id")
+
+
+def hide_header_links_outside(request: HttpRequest, letter: DeadLetter) -> None:
+    """Blank the parent and root ids in ``letter``'s headers that do not name runs of ``request``'s scope.
+
+    The letter is in scope; the run that sent its message may be another
+    team's, whose id is not told (as :func:`hide_links_outside` does for runs).
+    """
+    headers = letter.headers
+    if not scope_of(request).limited or not isinstance(headers, dict):
+        return
+    linked = {
+        v for k in LINK_HEADERS if isinstance(v := headers.get(k), str) and v and v != headers.get("id")
+    }
+    if not linked:
+        return
+    seen = set(runs_for(request).filter(task_id__in=linked).values_list("task_id", flat=True))
+    letter.headers = {k: "" if k in LINK_HEADERS and v in linked - seen else v for k, v in headers.items()}
 
 
 def workers_for(request: HttpRequest, limit: int = WORKERS_SHOWN) -> list[Worker]:

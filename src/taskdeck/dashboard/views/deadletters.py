@@ -13,7 +13,7 @@ from taskdeck import conf
 from taskdeck.dashboard.access import action_view, dashboard_view, outside_scope
 from taskdeck.dashboard.views import page
 from taskdeck.models import DeadLetterKind
-from taskdeck.policy import dead_letters_for, scope_of
+from taskdeck.policy import dead_letters_for, hide_header_links_outside, scope_of
 
 #: Characters of a body shown on its page; the API gives it whole.
 BODY_PREVIEW = 65536
@@ -33,6 +33,8 @@ def dead_letter(request: HttpRequest, pk: int) -> HttpResponse:
     from taskdeck.guard import requeue_problem
 
     letter = get_object_or_404(dead_letters_for(request), pk=pk)
+    requeue_refused = requeue_problem(current_app, letter)
+    hide_header_links_outside(request, letter)  # shown, never saved
     body = None if letter.body is None else bytes(letter.body)
     text = None if body is None else body.decode("utf-8", "backslashreplace")
     context = {
@@ -41,7 +43,7 @@ def dead_letter(request: HttpRequest, pk: int) -> HttpResponse:
         "properties": json.dumps(letter.properties, indent=2, ensure_ascii=False),
         "body": None if text is None else text[:BODY_PREVIEW],
         "body_cut": text is not None and len(text) > BODY_PREVIEW,
-        "requeue_refused": requeue_problem(current_app, letter),
+        "requeue_refused": requeue_refused,
     }
     return page(request, "taskdeck/dead_letter.html", context)
 
